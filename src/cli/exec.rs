@@ -1,0 +1,94 @@
+//! `outpost exec HOST -- CMD`: the transport path from a terminal, with live output, Ctrl-C and the command's exit code.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::error::Result;
+use crate::hosts::Hosts;
+use crate::transport::{CommandSpec, OutputStream, Process, ProcessEvent, Stdin};
+
+/// Exit code when the command ran past `--timeout` (as coreutils `timeout`).
+pub const EXIT_TIMED_OUT: i32 = 124;
+/// Exit code after Ctrl-C (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// What to run, from the command line.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub host: Option<String>,
+    pub cwd: Option<String>,
+    pub timeout: Option<Duration>,
+    /// One word is a shell command line as is; several are quoted and joined.
+    pub argv: Vec<String>,
+}
+
+/// Runs the request with output streamed to this terminal; returns the exit code to exit with.
+pub async fn run(hosts: &Hosts, request: ExecRequest) -> Result<i32> {
+    let host = hosts.effective_name(request.host.as_deref());
+    let transport = hosts.resolve(&host)?;
+    let command = match request.argv.as_slice() {
+        [one] => one.clone(),
+        many => shell_words::join(many),
+    };
+    let forward_stdin = !std::io::stdin().is_terminal();
+    let spec = CommandSpec {
+        command,
+        cwd: request.cwd,
+        env: Default::default(),
+        stdin: if forward_stdin {
+            Stdin::Pipe
+        } else {
+            Stdin::Null
+        },
+    };
+    let mut process = transport.spawn(spec).await?;
+    let stdin_task = process.take_stdin().map(|mut pipe| {
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut pipe).await;
+            let _ = pipe.shutdown().await;
+        })
+    });
+    let code = pump(&mut process, request.timeout).await;
+    if let Some(task) = stdin_task {
+        task.abort();
+    }
+    Ok(code)
+}
+
+/// Copies output to stdout/stderr until the exit; kills the tree on Ctrl-C, SIGTERM or timeout.
+async fn pump(process: &mut Process, timeout: Option<Duration>) -> i32 {
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let termination = crate::serve::termination();
+    tokio::pin!(termination);
+    let mut forced: Option<i32> = None;
+    loop {
+        tokio::select! {
+            event = process.next_event() => match event {
+                Some(ProcessEvent::Output(stream, data)) => {
+                    let out: &mut (dyn AsyncWrite + Unpin) = match stream {
+                        OutputStream::Stdout => &mut stdout,
+                        OutputStream::Stderr => &mut stderr,
+                    };
+                    let _ = out.write_all(&data).await;
+                    let _ = out.flush().await;
+                }
+                Some(ProcessEvent::Exited(status)) => return forced.unwrap_or(status.shell_code()),
+                None => return forced.unwrap_or(255),
+            },
+            _ = &mut deadline, if forced.is_none() && timeout.is_some() => {
+                eprintln!("outpost: timed out; killing the command");
+                forced = Some(EXIT_TIMED_OUT);
+                process.kill();
+            }
+            _ = &mut termination, if forced.is_none() => {
+                forced = Some(EXIT_INTERRUPTED);
+                process.kill();
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Terminal commands other than serving: each subcommand's work in its own file.
+
+pub mod exec;

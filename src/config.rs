@@ -1,0 +1,274 @@
+//! outpost's JSON config file: its types (the source of `schemas/config.schema.json`), loading and saving.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The whole config file. Every field is optional; no file at all means defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Editors' pointer to `schemas/config.schema.json`; ignored by outpost.
+    #[serde(rename = "$schema", skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Host used when a tool call or `outpost exec` names none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_host: Option<String>,
+    /// Named remote hosts, by the name tools use for them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub remotes: BTreeMap<String, RemoteConfig>,
+    /// Limits for running commands.
+    #[serde(skip_serializing_if = "ExecConfig::is_default")]
+    pub exec: ExecConfig,
+}
+
+/// A remote host reached over SSH.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Host name, IP address or `~/.ssh/config` alias to connect to.
+    pub host: String,
+    /// Login user (default: from ~/.ssh/config, else the local user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// SSH port (default: from ~/.ssh/config, else 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Private key file to authenticate with (default: ssh-agent, then ~/.ssh/id_*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
+    /// Directory commands run in when a call gives no `cwd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Host-key policy: `yes` (default: unknown keys refused) or `accept-new` (record unknown keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_host_key_checking: Option<HostKeyPolicy>,
+}
+
+/// What to do with a host key that is not in known_hosts yet. A changed key is always refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Refuse unknown keys.
+    Yes,
+    /// Record unknown keys in known_hosts and go on.
+    AcceptNew,
+}
+
+/// Limits for running commands and keeping their output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecConfig {
+    /// Timeout of a foreground command when the call gives none, in seconds.
+    pub default_timeout_secs: u64,
+    /// Timeout of a background job when the call gives none, in seconds.
+    pub default_background_timeout_secs: u64,
+    /// Largest `timeout_secs` a call may ask for.
+    pub max_timeout_secs: u64,
+    /// Bytes of stdout+stderr a result carries; beyond it, head and tail are kept.
+    pub output_limit_bytes: usize,
+    /// Bytes of a job's most recent output kept for `job_output`.
+    pub job_log_bytes: usize,
+    /// How long a finished job stays retrievable, in seconds.
+    pub job_retention_secs: u64,
+    /// Grace between SIGTERM and SIGKILL when a process tree is killed, in milliseconds.
+    pub kill_grace_ms: u64,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout_secs: 120,
+            default_background_timeout_secs: 3600,
+            max_timeout_secs: 24 * 3600,
+            output_limit_bytes: 30_000,
+            job_log_bytes: 8 << 20,
+            job_retention_secs: 3600,
+            kill_grace_ms: 1000,
+        }
+    }
+}
+
+impl ExecConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn kill_grace(&self) -> Duration {
+        Duration::from_millis(self.kill_grace_ms)
+    }
+}
+
+impl Config {
+    /// Where the config lives: `$OUTPOST_CONFIG`, else `~/.config/outpost/config.json`.
+    pub fn default_path() -> PathBuf {
+        if let Some(path) = std::env::var_os("OUTPOST_CONFIG") {
+            return PathBuf::from(path);
+        }
+        dirs::home_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".config/outpost/config.json")
+    }
+
+    /// Reads the config at `path`; a missing file is the default config.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(Error::ConfigRead {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text, naming the file, line, column and field of any error.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let config: Self = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = match e.path().to_string() {
+                p if p == "." => "(top level)".to_owned(),
+                p => p,
+            };
+            let inner = e.into_inner();
+            Error::ConfigInvalid {
+                path: path.to_owned(),
+                line: inner.line(),
+                column: inner.column(),
+                field,
+                message: strip_position(&inner.to_string()),
+            }
+        })?;
+        de.end().map_err(|e| Error::ConfigInvalid {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            field: "(top level)".to_owned(),
+            message: strip_position(&e.to_string()),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let invalid = |field: String, message: String| Error::ConfigInvalid {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            field,
+            message,
+        };
+        if self.exec.output_limit_bytes < 1024 {
+            return Err(invalid(
+                "exec.output_limit_bytes".into(),
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.exec.default_timeout_secs > self.exec.max_timeout_secs {
+            return Err(invalid(
+                "exec.default_timeout_secs".into(),
+                "must not exceed exec.max_timeout_secs".into(),
+            ));
+        }
+        if self.remotes.contains_key(crate::hosts::LOCAL) {
+            return Err(invalid(
+                "remotes.local".into(),
+                "`local` is the built-in host for this machine; choose another name".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the config atomically (temp file, fsync, rename), readable by its owner only.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let write_err = |source| Error::ConfigWrite {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(dir).map_err(write_err)?;
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
+        let mut text = serde_json::to_string_pretty(self).map_err(|e| write_err(e.into()))?;
+        text.push('\n');
+        file.write_all(text.as_bytes()).map_err(write_err)?;
+        file.as_file().sync_all().map_err(write_err)?;
+        file.persist(path).map_err(|e| write_err(e.error))?;
+        Ok(())
+    }
+}
+
+/// serde_json appends " at line L column C"; the error already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_file_line_and_field() {
+        let text = "{\n  \"exec\": {\n    \"default_timeout_secs\": \"soon\"\n  }\n}";
+        let err = Config::parse(text, Path::new("/x/config.json")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("config file /x/config.json:3:"), "{msg}");
+        assert!(msg.contains("exec.default_timeout_secs"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let text = "{\"remotes\": {\"gpu\": {\"host\": \"g\", \"prot\": 22}}}";
+        let msg = Config::parse(text, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("remotes.gpu"), "{msg}");
+        assert!(msg.contains("unknown field `prot`"), "{msg}");
+    }
+
+    #[test]
+    fn empty_object_is_default_and_round_trips() {
+        let config = Config::parse("{}", Path::new("c.json")).unwrap();
+        assert_eq!(config, Config::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/config.json");
+        let mut config = Config::default();
+        config.default_host = Some("gpu".into());
+        config.remotes.insert(
+            "gpu".into(),
+            RemoteConfig {
+                host: "gpu.example".into(),
+                user: Some("me".into()),
+                port: Some(2222),
+                identity_file: None,
+                workspace: None,
+                strict_host_key_checking: Some(HostKeyPolicy::AcceptNew),
+            },
+        );
+        config.save(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(Config::load(&path).unwrap(), config);
+    }
+
+    #[test]
+    fn missing_file_is_default() {
+        let config = Config::load(Path::new("/nonexistent/outpost.json")).unwrap();
+        assert_eq!(config, Config::default());
+    }
+}

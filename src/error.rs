@@ -1,0 +1,80 @@
+//! The library's one error type: every failure that stops a request, with the cause and the fix.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong before or while running something on a host.
+///
+/// A command that runs and exits non-zero is *not* an error: it is a result.
+/// Each message names the cause and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "unknown host `{name}`. Known hosts: {known}. Add it with `outpost remote add {name} user@host`, or as a `Host` entry in ~/.ssh/config"
+    )]
+    UnknownHost { name: String, known: String },
+
+    #[error(
+        "no host given and no default host is set: pass `host` (see the `list_hosts` tool) or set one with `outpost remote set-default NAME`"
+    )]
+    NoDefaultHost,
+
+    #[error(
+        "working directory `{cwd}` does not exist on host `{host}`: pass an existing directory as `cwd`"
+    )]
+    MissingCwd { host: String, cwd: String },
+
+    #[error("working directory `{cwd}` on host `{host}` is not a directory")]
+    CwdNotDirectory { host: String, cwd: String },
+
+    #[error("could not start the command on host `{host}`: {source}")]
+    Spawn {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid argument `{field}`: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+
+    #[error(
+        "no job `{0}`: it never existed here, or it finished long enough ago to be dropped (jobs live in this server's memory and are lost on restart)"
+    )]
+    UnknownJob(String),
+
+    #[error("host `{host}` is a {kind} host, which this build cannot run commands on yet")]
+    UnsupportedHost { host: String, kind: &'static str },
+
+    #[error("config file {}:{line}:{column}: {field}: {message}", path.display())]
+    ConfigInvalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        field: String,
+        message: String,
+    },
+
+    #[error("cannot read config file {}: {source}", path.display())]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot write config file {}: {source}", path.display())]
+    ConfigWrite {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cancelled by the client; the process tree was killed")]
+    Cancelled,
+
+    #[error("MCP session failed: {0}")]
+    Mcp(String),
+
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

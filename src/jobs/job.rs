@@ -1,0 +1,218 @@
+//! One running (or finished) command: its state, its output, and the task that drives its process.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::output::{Capture, LogRead, OutputLog, Rendered};
+use crate::transport::{ExitStatus, Process, ProcessEvent};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Still running.
+    Running,
+    /// Ended by itself (any exit code).
+    Exited,
+    /// Killed on request (cancel, `job_kill`, shutdown).
+    Killed,
+    /// Killed because it ran past its timeout.
+    TimedOut,
+}
+
+/// What a job was started with.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub host: String,
+    pub command: String,
+    pub timeout: Duration,
+    pub output_limit: usize,
+    pub log_bytes: usize,
+}
+
+/// A point-in-time view of a finished or running job.
+#[derive(Debug, Clone)]
+pub struct JobSnapshot {
+    pub status: JobStatus,
+    pub exit: Option<ExitStatus>,
+    pub duration: Duration,
+}
+
+struct JobState {
+    status: JobStatus,
+    exit: Option<ExitStatus>,
+    finished: Option<Instant>,
+    capture: Capture,
+    log: OutputLog,
+}
+
+/// A command under way or done. Shared by the manager, the task that drives it and the tools.
+pub struct Job {
+    pub id: String,
+    pub host: String,
+    pub command: String,
+    pub started_at: SystemTime,
+    started: Instant,
+    state: Mutex<JobState>,
+    /// Bumped on every change (output or end); waiters watch it.
+    changed: watch::Sender<u64>,
+    /// Cancelled to kill the job's process tree.
+    kill: CancellationToken,
+}
+
+impl Job {
+    pub(super) fn new(id: String, spec: &JobSpec, kill: CancellationToken) -> Self {
+        Self {
+            id,
+            host: spec.host.clone(),
+            command: spec.command.clone(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            state: Mutex::new(JobState {
+                status: JobStatus::Running,
+                exit: None,
+                finished: None,
+                capture: Capture::new(spec.output_limit),
+                log: OutputLog::new(spec.log_bytes),
+            }),
+            changed: watch::Sender::new(0),
+            kill,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, JobState> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for the process tree to be killed; the status becomes `killed` once it is dead.
+    pub fn kill(&self) {
+        self.kill.cancel();
+    }
+
+    pub fn snapshot(&self) -> JobSnapshot {
+        let state = self.state();
+        let end = state.finished.unwrap_or_else(Instant::now);
+        JobSnapshot {
+            status: state.status,
+            exit: state.exit.clone(),
+            duration: end - self.started,
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state().finished.is_some()
+    }
+
+    pub(super) fn finished_at(&self) -> Option<Instant> {
+        self.state().finished
+    }
+
+    pub(super) fn log_bytes(&self) -> u64 {
+        self.state().log.held() as u64
+    }
+
+    /// stdout and stderr cut to the output budget.
+    pub fn rendered(&self) -> Rendered {
+        self.state().capture.render()
+    }
+
+    /// Output from `offset` on, at most `max` bytes.
+    pub fn read_log(&self, offset: u64, max: usize) -> LogRead {
+        let state = self.state();
+        state.log.read(offset, max, state.finished.is_none())
+    }
+
+    /// Offset just past the newest output byte.
+    pub fn log_end(&self) -> u64 {
+        self.state().log.end()
+    }
+
+    /// The newest few output lines, for progress messages.
+    pub fn last_lines(&self) -> String {
+        self.state().log.last_lines(3, 160)
+    }
+
+    /// A receiver that wakes on every output chunk and at the end.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Waits until the job has finished.
+    pub async fn finished(&self) {
+        let mut changes = self.subscribe();
+        while !self.is_finished() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits until output past `offset` exists or the job finishes.
+    pub async fn output_after(&self, offset: u64) {
+        let mut changes = self.subscribe();
+        while !self.is_finished() && self.log_end() <= offset {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn record(&self, stream: crate::transport::OutputStream, data: &[u8]) {
+        {
+            let mut state = self.state();
+            state.capture.push(stream, data);
+            state.log.push(data);
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn finish(&self, status: JobStatus, exit: ExitStatus) {
+        {
+            let mut state = self.state();
+            state.status = status;
+            state.exit = Some(exit);
+            state.finished = Some(Instant::now());
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// Drives `process` to its end: records output, enforces the timeout, honours kill requests.
+/// The job's status is final when this returns.
+pub(super) async fn drive(job: Arc<Job>, mut process: Process, timeout: Duration) {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut ending: Option<JobStatus> = None;
+    loop {
+        tokio::select! {
+            event = process.next_event() => match event {
+                Some(ProcessEvent::Output(stream, data)) => job.record(stream, &data),
+                Some(ProcessEvent::Exited(exit)) => {
+                    job.finish(ending.unwrap_or(JobStatus::Exited), exit);
+                    break;
+                }
+                None => {
+                    job.finish(ending.unwrap_or(JobStatus::Exited), ExitStatus::default());
+                    break;
+                }
+            },
+            _ = &mut deadline, if ending.is_none() => {
+                tracing::info!(job = %job.id, "timed out; killing its process tree");
+                ending = Some(JobStatus::TimedOut);
+                process.kill();
+            }
+            _ = job.kill.cancelled(), if ending.is_none() => {
+                tracing::info!(job = %job.id, "killing its process tree on request");
+                ending = Some(JobStatus::Killed);
+                process.kill();
+            }
+        }
+    }
+    tracing::debug!(job = %job.id, status = ?job.snapshot().status, "job finished");
+}

@@ -1,0 +1,121 @@
+//! Every command outpost runs is a job: the manager starts them, finds them, forgets them and kills them all at shutdown.
+
+mod job;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use job::{Job, JobSnapshot, JobSpec, JobStatus};
+
+use crate::error::{Error, Result};
+use crate::transport::Process;
+
+/// Finished jobs kept at most, whatever their age.
+const MAX_FINISHED: usize = 64;
+/// Output bytes that finished jobs may hold in all.
+const MAX_FINISHED_BYTES: u64 = 64 << 20;
+
+/// Owns all jobs and the tasks that drive them.
+///
+/// Dropping the manager does not wait for anything; call [`JobManager::shutdown`] to kill every
+/// running process tree and wait until they are dead.
+pub struct JobManager {
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    tasks: TaskTracker,
+    /// Parent of every job's kill token: cancelling it kills everything.
+    shutdown: CancellationToken,
+    next_id: AtomicU64,
+    id_salt: u16,
+    retention: Duration,
+}
+
+impl JobManager {
+    pub fn new(retention: Duration) -> Self {
+        Self {
+            jobs: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            next_id: AtomicU64::new(1),
+            // Ids from an earlier server run must not find this run's jobs.
+            id_salt: RandomState::new().hash_one(std::process::id()) as u16,
+            retention,
+        }
+    }
+
+    fn jobs(&self) -> MutexGuard<'_, HashMap<String, Arc<Job>>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes ownership of a started process as a new job.
+    pub fn start(&self, process: Process, spec: JobSpec) -> Result<Arc<Job>> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        self.prune();
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = format!("job-{n}-{:04x}", self.id_salt);
+        let job = Arc::new(Job::new(id.clone(), &spec, self.shutdown.child_token()));
+        self.jobs().insert(id, job.clone());
+        self.tasks
+            .spawn(job::drive(job.clone(), process, spec.timeout));
+        Ok(job)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Job>> {
+        self.prune();
+        self.jobs()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::UnknownJob(id.to_owned()))
+    }
+
+    /// Drops a job nobody will ask about again (a foreground call whose output was returned whole).
+    pub fn forget(&self, id: &str) {
+        self.jobs().remove(id);
+    }
+
+    /// Number of jobs still running.
+    pub fn running(&self) -> usize {
+        self.jobs().values().filter(|j| !j.is_finished()).count()
+    }
+
+    /// Kills every running process tree and waits (up to `limit`) until they are all dead.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some processes were still dying at shutdown");
+        }
+    }
+
+    /// Drops finished jobs past their retention, then the oldest beyond the count and byte limits.
+    fn prune(&self) {
+        let now = Instant::now();
+        let mut jobs = self.jobs();
+        let mut finished: Vec<(Instant, String, u64)> = jobs
+            .values()
+            .filter_map(|j| j.finished_at().map(|t| (t, j.id.clone(), j.log_bytes())))
+            .collect();
+        finished.sort();
+        let mut bytes: u64 = finished.iter().map(|f| f.2).sum();
+        let mut count = finished.len();
+        for (at, id, size) in finished {
+            let expired = now.duration_since(at) > self.retention;
+            if !(expired || count > MAX_FINISHED || bytes > MAX_FINISHED_BYTES) {
+                break;
+            }
+            jobs.remove(&id);
+            count -= 1;
+            bytes -= size;
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! outpost: an MCP server that runs commands on this machine and remote hosts.
+//!
+//! A request flows one way: MCP request → tool ([`tools`]) → host lookup ([`hosts`]) →
+//! transport ([`transport`]) → a [`transport::Process`] whose events a job ([`jobs`]) records
+//! → progress notifications and the result.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod hosts;
+pub mod jobs;
+pub mod output;
+pub mod serve;
+pub mod tools;
+pub mod transport;
+
+pub use error::{Error, Result};

@@ -1,0 +1,114 @@
+//! The `outpost` command: parses flags, sets up logging on stderr, and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use outpost::cli::exec::ExecRequest;
+use outpost::config::Config;
+use outpost::hosts::Hosts;
+
+/// An MCP server that puts remote machines at an AI assistant's fingertips.
+#[derive(Debug, Parser)]
+#[command(name = "outpost", version, about)]
+struct Cli {
+    /// Config file (default: $OUTPOST_CONFIG, else ~/.config/outpost/config.json).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The MCP server.
+    Mcp {
+        #[command(subcommand)]
+        command: Option<McpCommand>,
+    },
+    /// Run a command on a host, streaming its output; exits with its exit code.
+    Exec {
+        /// Host name (`local`, a remote, an ssh alias).
+        host: String,
+        /// Working directory on the host.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Kill the command after this many seconds (exit code 124).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// The command: one shell command line, or a program and its arguments.
+        #[arg(last = true, required = true, num_args = 1..)]
+        argv: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum McpCommand {
+    /// Serve MCP on stdin/stdout (the default).
+    Serve,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("outpost: {e:#}");
+            ExitCode::from(255)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let path = cli.config.unwrap_or_else(Config::default_path);
+    let config = Config::load(&path)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let result = runtime.block_on(async move {
+        let hosts = Arc::new(Hosts::new(config));
+        match cli.command {
+            None
+            | Some(Command::Mcp {
+                command: None | Some(McpCommand::Serve),
+            }) => {
+                outpost::serve::serve_stdio(hosts).await?;
+                Ok(0)
+            }
+            Some(Command::Exec {
+                host,
+                cwd,
+                timeout,
+                argv,
+            }) => {
+                let timeout = timeout
+                    .map(Duration::try_from_secs_f64)
+                    .transpose()
+                    .context("--timeout must be a positive number of seconds")?;
+                let request = ExecRequest {
+                    host: Some(host),
+                    cwd,
+                    timeout,
+                    argv,
+                };
+                Ok(outpost::cli::exec::run(&hosts, request).await?)
+            }
+        }
+    });
+    // Do not wait for blocking reads of our own stdin to return.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+/// Logs go to stderr (stdout is the MCP channel), filtered by RUST_LOG (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}

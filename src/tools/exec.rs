@@ -1,0 +1,237 @@
+//! Tool `remote_exec`: run a shell command on a host, in the foreground with progress, or as a background job.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rmcp::handler::server::tool::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ProgressNotificationParam, ProgressToken};
+use rmcp::service::RequestContext;
+use rmcp::{Peer, RoleServer, tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::Outpost;
+use super::reply::{failure, millis, seconds, structured};
+use crate::error::{Error, Result};
+use crate::jobs::{Job, JobSpec, JobStatus};
+use crate::transport::{CommandSpec, Stdin};
+
+/// Least time between two progress notifications of one call.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Parameters of `remote_exec`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteExecParams {
+    /// Host to run on: `local`, a configured remote or an ~/.ssh/config alias (see `list_hosts`). Default: the default host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Shell command line, run with `sh -c`.
+    pub command: String,
+    /// Working directory (default: home). `~/` is expanded.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Extra environment variables; values are never logged.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Text written to the command's stdin, then EOF (default: empty stdin).
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Seconds before the command's process tree is killed (default 120; 3600 in the background).
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+    /// Return a `job_id` at once and keep running; read it with `job_output`.
+    #[serde(default)]
+    pub background: bool,
+}
+
+/// Result of `remote_exec`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ExecResult {
+    /// Host the command ran on.
+    pub host: String,
+    /// `exited`, `killed`, `timed_out`, or `running` for a background job.
+    pub status: JobStatus,
+    /// Exit code; null when killed by a signal or still running.
+    pub exit_code: Option<i32>,
+    /// Name of the signal that ended the command (e.g. `SIGKILL`), else null.
+    pub signal: Option<String>,
+    /// Standard output (head and tail when truncated).
+    pub stdout: String,
+    /// Standard error (head and tail when truncated).
+    pub stderr: String,
+    /// Whether output was cut to the budget; the whole of it is in `job_output`.
+    pub truncated: bool,
+    /// Whether the command was killed for running past `timeout_secs`.
+    pub timed_out: bool,
+    /// Run time in milliseconds.
+    pub duration_ms: u64,
+    /// Job to follow with `job_output` / `job_kill` (background, or truncated output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+#[tool_router(router = exec_tools, vis = "pub(super)")]
+impl Outpost {
+    #[tool(
+        description = "Run a shell command on a host and return exit code, stdout and stderr. Long or open-ended work: background=true, then job_output.",
+        output_schema = schema_for_output::<ExecResult>()
+    )]
+    async fn remote_exec(
+        &self,
+        Parameters(params): Parameters<RemoteExecParams>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let background = params.background;
+        let job = match self.start_exec(params).await {
+            Ok(job) => job,
+            Err(e) => return failure(&e),
+        };
+        if background {
+            let result = self.exec_result(&job, true);
+            let text = format!(
+                "started in the background as {} on {}; follow with job_output",
+                job.id, job.host
+            );
+            return structured(&result, text, false);
+        }
+        let progress = context.meta.get_progress_token();
+        tokio::select! {
+            _ = job.finished() => {}
+            _ = report_progress(&job, progress, &context.peer) => {}
+            _ = context.ct.cancelled() => {
+                job.kill();
+                job.finished().await;
+                self.jobs.forget(&job.id);
+                return failure(&Error::Cancelled);
+            }
+        }
+        let result = self.exec_result(&job, false);
+        let text = render_text(&result);
+        structured(&result, text, result.timed_out)
+    }
+}
+
+impl Outpost {
+    /// Resolves the host, checks the arguments and starts the command as a job.
+    async fn start_exec(&self, params: RemoteExecParams) -> Result<std::sync::Arc<Job>> {
+        let settings = &self.hosts.config().exec;
+        let timeout = match params.timeout_secs {
+            Some(secs) => seconds("timeout_secs", secs, settings.max_timeout_secs)?,
+            None if params.background => {
+                Duration::from_secs(settings.default_background_timeout_secs)
+            }
+            None => Duration::from_secs(settings.default_timeout_secs),
+        };
+        if params.command.trim().is_empty() {
+            return Err(Error::InvalidArgument {
+                field: "command",
+                reason: "is empty".into(),
+            });
+        }
+        let host = self.hosts.effective_name(params.host.as_deref());
+        let transport = self.hosts.resolve(&host)?;
+        let spec = CommandSpec {
+            command: params.command.clone(),
+            cwd: params.cwd,
+            env: params.env,
+            stdin: params
+                .stdin
+                .map_or(Stdin::Null, |s| Stdin::Bytes(s.into_bytes())),
+        };
+        let process = transport.spawn(spec).await?;
+        tracing::info!(%host, pid = process.pid(), background = params.background, "remote_exec started");
+        self.jobs.start(
+            process,
+            JobSpec {
+                host,
+                command: params.command,
+                timeout,
+                output_limit: settings.output_limit_bytes,
+                log_bytes: settings.job_log_bytes,
+            },
+        )
+    }
+
+    /// The result for `job` as it stands. A finished foreground job whose output fit is forgotten.
+    fn exec_result(&self, job: &Job, background: bool) -> ExecResult {
+        let snapshot = job.snapshot();
+        let rendered = job.rendered();
+        let keep = background || rendered.truncated;
+        if !keep {
+            self.jobs.forget(&job.id);
+        }
+        let exit = snapshot.exit.unwrap_or_default();
+        ExecResult {
+            host: job.host.clone(),
+            status: snapshot.status,
+            exit_code: exit.code,
+            signal: exit.signal,
+            stdout: rendered.stdout,
+            stderr: rendered.stderr,
+            truncated: rendered.truncated,
+            timed_out: snapshot.status == JobStatus::TimedOut,
+            duration_ms: millis(snapshot.duration),
+            job_id: keep.then(|| job.id.clone()),
+        }
+    }
+}
+
+/// Sends the newest output lines as progress, at most every PROGRESS_INTERVAL. Never returns.
+async fn report_progress(job: &Job, token: Option<ProgressToken>, peer: &Peer<RoleServer>) {
+    let Some(token) = token else {
+        return std::future::pending().await;
+    };
+    let mut changes = job.subscribe();
+    let mut next_allowed = Instant::now();
+    let mut sent_bytes = 0;
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep_until(next_allowed).await;
+        let bytes = job.log_end();
+        if bytes == sent_bytes {
+            continue;
+        }
+        sent_bytes = bytes;
+        next_allowed = Instant::now() + PROGRESS_INTERVAL;
+        let param = ProgressNotificationParam::new(token.clone(), bytes as f64)
+            .with_message(job.last_lines());
+        if let Err(e) = peer.notify_progress(param).await {
+            tracing::debug!(error = %e, "cannot send progress");
+        }
+    }
+}
+
+/// The short text form of a result, for clients that ignore structured content.
+fn render_text(result: &ExecResult) -> String {
+    let secs = result.duration_ms as f64 / 1000.0;
+    let mut text = match (result.status, &result.exit_code, &result.signal) {
+        (JobStatus::TimedOut, ..) => format!(
+            "timed out after {secs:.1}s on {}: the process tree was killed; output so far below. Raise timeout_secs or use background: true.",
+            result.host
+        ),
+        (_, Some(code), _) => format!("exit {code} on {} in {secs:.1}s", result.host),
+        (_, None, Some(signal)) => {
+            format!("killed by {signal} on {} after {secs:.1}s", result.host)
+        }
+        _ => format!("{:?} on {} after {secs:.1}s", result.status, result.host),
+    };
+    if !result.stdout.is_empty() {
+        text.push('\n');
+        text.push_str(&result.stdout);
+    }
+    if !result.stderr.is_empty() {
+        text.push_str("\n--- stderr ---\n");
+        text.push_str(&result.stderr);
+    }
+    if let (true, Some(job)) = (result.truncated, &result.job_id) {
+        text.push_str(&format!(
+            "\n[output truncated; all of it: job_output job_id={job}]"
+        ));
+    }
+    text
+}

@@ -1,0 +1,174 @@
+//! Tools `job_output` and `job_kill`: follow and stop jobs started by `remote_exec`.
+
+use std::time::Duration;
+
+use rmcp::handler::server::tool::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Outpost;
+use super::reply::{failure, millis, seconds, structured};
+use crate::error::Error;
+use crate::jobs::{Job, JobStatus};
+
+/// Longest `wait_secs` a call may ask for.
+const MAX_WAIT_SECS: u64 = 300;
+/// How long `job_kill` waits for the process tree to be gone before answering.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Parameters of `job_output`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobOutputParams {
+    /// Job id from `remote_exec`.
+    pub job_id: String,
+    /// Byte offset to read from: 0 (default) for the start, or the last call's `next_offset`.
+    #[serde(default)]
+    pub offset: u64,
+    /// Wait up to this many seconds (max 300) for new output or the end of the job.
+    #[serde(default)]
+    pub wait_secs: Option<f64>,
+    /// Most bytes of output to return (default: the output budget, about 30000).
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+}
+
+/// Parameters of `job_kill`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobKillParams {
+    /// Job id from `remote_exec`.
+    pub job_id: String,
+}
+
+/// A job's state.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobView {
+    pub job_id: String,
+    pub host: String,
+    pub command: String,
+    /// `running`, `exited`, `killed` or `timed_out`.
+    pub status: JobStatus,
+    /// Exit code once exited; null while running or when killed by a signal.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the job, else null.
+    pub signal: Option<String>,
+    /// Whether the job was killed for running past its timeout.
+    pub timed_out: bool,
+    /// Run time so far in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Result of `job_output`: the job's state and its output (stdout and stderr interleaved).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobOutputResult {
+    #[serde(flatten)]
+    pub job: JobView,
+    /// Output from `offset` to `next_offset`.
+    pub output: String,
+    /// Offset of the first byte of `output`.
+    pub offset: u64,
+    /// Offset to pass next time.
+    pub next_offset: u64,
+    /// Bytes before `offset` that are no longer kept (only the newest few MiB are).
+    pub dropped_bytes: u64,
+    /// Whether more output is already available past `next_offset`.
+    pub more: bool,
+}
+
+#[tool_router(router = job_tools, vis = "pub(super)")]
+impl Outpost {
+    #[tool(
+        description = "Status and output of a remote_exec job from an offset; wait_secs long-polls for more.",
+        output_schema = schema_for_output::<JobOutputResult>()
+    )]
+    async fn job_output(
+        &self,
+        Parameters(params): Parameters<JobOutputParams>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let job = match self.jobs.get(&params.job_id) {
+            Ok(job) => job,
+            Err(e) => return failure(&e),
+        };
+        if let Some(wait) = params.wait_secs.filter(|w| *w > 0.0) {
+            let wait = match seconds("wait_secs", wait, MAX_WAIT_SECS) {
+                Ok(wait) => wait,
+                Err(e) => return failure(&e),
+            };
+            tokio::select! {
+                _ = job.output_after(params.offset) => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = context.ct.cancelled() => return failure(&Error::Cancelled),
+            }
+        }
+        let max = params
+            .max_bytes
+            .unwrap_or(self.hosts.config().exec.output_limit_bytes)
+            .max(1);
+        let read = job.read_log(params.offset, max);
+        let result = JobOutputResult {
+            job: view(&job),
+            more: read.next_offset < job.log_end(),
+            output: read.text,
+            offset: read.offset,
+            next_offset: read.next_offset,
+            dropped_bytes: read.dropped,
+        };
+        let text = format!(
+            "{} {:?}{}; output {}..{}{}\n{}",
+            result.job.job_id,
+            result.job.status,
+            result
+                .job
+                .exit_code
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default(),
+            result.offset,
+            result.next_offset,
+            if result.more { ", more available" } else { "" },
+            result.output
+        );
+        structured(&result, text, false)
+    }
+
+    #[tool(
+        description = "Kill a remote_exec job's whole process tree.",
+        output_schema = schema_for_output::<JobView>()
+    )]
+    async fn job_kill(&self, Parameters(params): Parameters<JobKillParams>) -> CallToolResult {
+        let job = match self.jobs.get(&params.job_id) {
+            Ok(job) => job,
+            Err(e) => return failure(&e),
+        };
+        job.kill();
+        if tokio::time::timeout(KILL_WAIT, job.finished())
+            .await
+            .is_err()
+        {
+            tracing::warn!(job = %job.id, "process tree still dying after {KILL_WAIT:?}");
+        }
+        let result = view(&job);
+        let text = format!("{} is {:?}", result.job_id, result.status);
+        structured(&result, text, false)
+    }
+}
+
+fn view(job: &Job) -> JobView {
+    let snapshot = job.snapshot();
+    let exit = snapshot.exit.unwrap_or_default();
+    JobView {
+        job_id: job.id.clone(),
+        host: job.host.clone(),
+        command: job.command.clone(),
+        status: snapshot.status,
+        exit_code: exit.code,
+        signal: exit.signal,
+        timed_out: snapshot.status == JobStatus::TimedOut,
+        duration_ms: millis(snapshot.duration),
+    }
+}

@@ -1,0 +1,269 @@
+//! The `local` transport: `sh -c` on this machine, in its own process group so the whole tree can be killed.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
+use crate::error::{Error, Result};
+
+/// After the command itself exits, how long to keep reading pipes that stay silent
+/// (held open by a background child it left behind) before giving up on them.
+const DRAIN_IDLE: Duration = Duration::from_millis(300);
+/// Size of one read from a pipe.
+const CHUNK: usize = 64 * 1024;
+/// Events buffered between the pipes and the consumer: a slow consumer slows the reads.
+const EVENT_BUFFER: usize = 16;
+
+/// Runs commands on this machine.
+#[derive(Debug, Clone)]
+pub struct Local {
+    name: String,
+    kill: KillPolicy,
+}
+
+impl Local {
+    pub fn new(name: impl Into<String>, kill: KillPolicy) -> Self {
+        Self {
+            name: name.into(),
+            kill,
+        }
+    }
+
+    /// Starts `spec` under `/bin/sh -c` as the leader of a new process group.
+    pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
+        let cwd = self.resolve_cwd(spec.cwd.as_deref()).await?;
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(&spec.command)
+            .current_dir(&cwd)
+            .envs(&spec.env)
+            .stdin(match spec.stdin {
+                Stdin::Null => Stdio::null(),
+                Stdin::Bytes(_) | Stdin::Pipe => Stdio::piped(),
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().map_err(|source| Error::Spawn {
+            host: self.name.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        let kill = CancellationToken::new();
+        let stdin = child.stdin.take();
+        let stdin = match (spec.stdin, stdin) {
+            (Stdin::Bytes(data), Some(pipe)) => {
+                tokio::spawn(feed_stdin(pipe, data, kill.clone()));
+                None
+            }
+            (Stdin::Pipe, Some(pipe)) => Some(Box::pin(pipe) as super::StdinWriter),
+            _ => None,
+        };
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        tokio::spawn(supervise(child, tx, kill.clone(), self.kill.grace));
+        tracing::debug!(host = %self.name, pid, "spawned local process");
+        Ok(Process::new(rx, stdin, kill, pid))
+    }
+
+    async fn resolve_cwd(&self, cwd: Option<&str>) -> Result<PathBuf> {
+        let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
+        let path = match cwd {
+            None => return Ok(home),
+            Some("~") => home,
+            Some(p) => match p.strip_prefix("~/") {
+                Some(rest) => home.join(rest),
+                None => PathBuf::from(p),
+            },
+        };
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_dir() => Ok(path),
+            Ok(_) => Err(Error::CwdNotDirectory {
+                host: self.name.clone(),
+                cwd: path.display().to_string(),
+            }),
+            Err(_) => Err(Error::MissingCwd {
+                host: self.name.clone(),
+                cwd: path.display().to_string(),
+            }),
+        }
+    }
+}
+
+/// Writes `data` to the process's stdin, then closes it. Stops when the process is killed.
+async fn feed_stdin(mut pipe: tokio::process::ChildStdin, data: Vec<u8>, kill: CancellationToken) {
+    tokio::select! {
+        result = pipe.write_all(&data) => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "process closed stdin before reading all of it");
+            }
+        }
+        _ = kill.cancelled() => {}
+    }
+}
+
+/// Owns the child: forwards its output, kills its tree on request, and reports the exit last.
+async fn supervise(
+    mut child: Child,
+    tx: mpsc::Sender<ProcessEvent>,
+    kill: CancellationToken,
+    grace: Duration,
+) {
+    let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let exited = CancellationToken::new();
+    let mut readers = JoinSet::new();
+    if let Some(pipe) = child.stdout.take() {
+        readers.spawn(forward(
+            pipe,
+            OutputStream::Stdout,
+            tx.clone(),
+            exited.clone(),
+        ));
+    }
+    if let Some(pipe) = child.stderr.take() {
+        readers.spawn(forward(
+            pipe,
+            OutputStream::Stderr,
+            tx.clone(),
+            exited.clone(),
+        ));
+    }
+    let status = tokio::select! {
+        status = child.wait() => status,
+        _ = kill.cancelled() => kill_tree(pgid, &mut child, grace).await,
+    };
+    exited.cancel();
+    drain(readers, pgid, &kill).await;
+    let status = match status {
+        Ok(status) => exit_status(status),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not wait for local process");
+            ExitStatus::default()
+        }
+    };
+    let _ = tx.send(ProcessEvent::Exited(status)).await;
+}
+
+/// Lets the readers finish after the leader is gone. A kill request meanwhile also kills what
+/// is left of the group and gives the readers only DRAIN_IDLE more.
+async fn drain(mut readers: JoinSet<()>, pgid: Option<Pid>, kill: &CancellationToken) {
+    let mut deadline = None;
+    loop {
+        tokio::select! {
+            next = readers.join_next() => if next.is_none() { return },
+            _ = kill.cancelled(), if deadline.is_none() => {
+                if let Some(pgid) = pgid {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                }
+                deadline = Some(Instant::now() + DRAIN_IDLE);
+            }
+            _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                readers.abort_all();
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// Sends TERM to the group, waits up to `grace` for the group to be gone, then sends KILL.
+async fn kill_tree(
+    pgid: Option<Pid>,
+    child: &mut Child,
+    grace: Duration,
+) -> io::Result<std::process::ExitStatus> {
+    let Some(pgid) = pgid else {
+        return child.wait().await;
+    };
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    let mut status = None;
+    loop {
+        if status.is_none() {
+            status = child.try_wait()?;
+        }
+        if status.is_some() && !group_alive(pgid) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            break;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    match status {
+        Some(status) => Ok(status),
+        None => child.wait().await,
+    }
+}
+
+/// Whether any process is left in the group.
+fn group_alive(pgid: Pid) -> bool {
+    killpg(pgid, None).is_ok()
+}
+
+/// Forwards one pipe as events until EOF, or until it stays silent for DRAIN_IDLE after `exited`.
+async fn forward<R>(
+    mut pipe: R,
+    stream: OutputStream,
+    tx: mpsc::Sender<ProcessEvent>,
+    exited: CancellationToken,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        loop {
+            buf.reserve(CHUNK);
+            let read = if exited.is_cancelled() {
+                match timeout(DRAIN_IDLE, pipe.read_buf(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    read = pipe.read_buf(&mut buf) => read,
+                    _ = exited.cancelled() => continue,
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let chunk = buf.split().freeze();
+                    if tx.send(ProcessEvent::Output(stream, chunk)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus {
+        code: status.code(),
+        signal: status.signal().map(|n| {
+            Signal::try_from(n)
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_else(|_| format!("SIG{n}"))
+        }),
+    }
+}
