@@ -167,11 +167,11 @@ mod tests {
     #[test]
     fn both_large_split_evenly() {
         let mut c = Capture::new(1000);
-        c.push(Stderr, &[b'e'; 5000]);
-        c.push(Stdout, &[b'o'; 5000]);
+        c.push(Stderr, &[b'E'; 5000]);
+        c.push(Stdout, &[b'O'; 5000]);
         let r = c.render();
-        assert_eq!(r.stdout.bytes().filter(|b| *b == b'o').count(), 500);
-        assert_eq!(r.stderr.bytes().filter(|b| *b == b'e').count(), 500);
+        assert_eq!(r.stdout.bytes().filter(|b| *b == b'O').count(), 500);
+        assert_eq!(r.stderr.bytes().filter(|b| *b == b'E').count(), 500);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct OutputLog {
     cap: usize,
 }
 
+/// How far back `last_lines` looks.
+const LAST_LINES_WINDOW: usize = 16 * 1024;
+
 /// A slice of the log as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRead {
@@ -87,8 +90,9 @@ impl OutputLog {
     }
 
     /// The last `lines` non-empty lines, each cut to `width` bytes: a glimpse for progress messages.
+    /// A line redrawn with carriage returns (a progress bar) shows its latest state.
     pub fn last_lines(&self, lines: usize, width: usize) -> String {
-        let window = (lines * (width + 1)).min(self.buf.len());
+        let window = self.buf.len().min(LAST_LINES_WINDOW);
         let (a, b) = self.buf.as_slices();
         let bytes: Vec<u8> = a
             .iter()
@@ -100,7 +104,7 @@ impl OutputLog {
         let text = String::from_utf8_lossy(bytes);
         let mut picked: Vec<&str> = text
             .lines()
-            .map(str::trim_end)
+            .map(|l| l.trim_end().rsplit('\r').next().unwrap_or(""))
             .filter(|l| !l.is_empty())
             .rev()
             .take(lines)
@@ -183,5 +187,7 @@ mod tests {
         assert_eq!(log.last_lines(2, 80), "three\nfour");
         log.push("a very long line that goes on".as_bytes());
         assert_eq!(log.last_lines(1, 6), "a very…");
+        log.push(b"\n 10%\r 50%\r 90%\n");
+        assert_eq!(log.last_lines(1, 80), " 90%");
     }
 }

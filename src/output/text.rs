@@ -26,18 +26,18 @@ pub fn tail_boundary(bytes: &[u8], max: usize) -> usize {
 
 /// Bytes at the end of `bytes` that begin a UTF-8 character whose remaining bytes have not come yet.
 pub fn incomplete_suffix(bytes: &[u8]) -> usize {
-    match std::str::from_utf8(bytes) {
-        Ok(_) => 0,
-        Err(e) if e.error_len().is_none() => bytes.len() - e.valid_up_to(),
-        Err(_) => {
-            // Invalid bytes somewhere: judge only the last few.
-            let tail_start = bytes.len().saturating_sub(3);
-            match std::str::from_utf8(&bytes[tail_start..]) {
-                Err(e) if e.error_len().is_none() => bytes.len() - tail_start - e.valid_up_to(),
-                _ => 0,
-            }
+    // Find the first byte of the last character among the last three bytes.
+    for k in 1..=bytes.len().min(3) {
+        let tail = &bytes[bytes.len() - k..];
+        if is_continuation(tail[0]) {
+            continue;
         }
+        return match std::str::from_utf8(tail) {
+            Err(e) if e.error_len().is_none() && e.valid_up_to() == 0 => k,
+            _ => 0,
+        };
     }
+    0
 }
 
 fn is_continuation(byte: u8) -> bool {

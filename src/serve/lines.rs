@@ -132,7 +132,7 @@ mod tests {
     async fn bad_lines_are_answered_and_good_ones_pass() {
         let input = b"junk\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n".to_vec();
         let (writer, mut output) = tokio::io::duplex(4096);
-        let mut transport = LineTransport::new(BufReader::new(&input[..]), writer);
+        let mut transport = LineTransport::new(BufReader::new(std::io::Cursor::new(input)), writer);
         let message = transport.receive().await.expect("the ping");
         assert!(serde_json::to_string(&message).unwrap().contains("ping"));
         assert!(transport.receive().await.is_none());
@@ -147,7 +147,7 @@ mod tests {
         let mut input = vec![b'x'; MAX_LINE + 10];
         input.extend_from_slice(b"\n{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n");
         let (writer, mut output) = tokio::io::duplex(1 << 16);
-        let mut transport = LineTransport::new(BufReader::new(&input[..]), writer);
+        let mut transport = LineTransport::new(BufReader::new(std::io::Cursor::new(input)), writer);
         assert!(transport.receive().await.is_some());
         transport.close().await.unwrap();
         let mut written = String::new();

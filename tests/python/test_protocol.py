@@ -1,0 +1,89 @@
+"""The stdio server at the JSON-RPC level: bad input answered, logs kept off stdout, clean shutdown."""
+
+import json
+import signal
+import subprocess
+
+import pytest
+
+from conftest import BIN, HANG_GUARD, RawServer, wait_dead_sync
+
+
+def wait_lines_sync(path, count):
+    import time
+    deadline = time.monotonic() + HANG_GUARD
+    while not (path.exists() and len(path.read_text().split()) >= count):
+        assert time.monotonic() < deadline, "pid file never filled"
+        time.sleep(0.05)
+    return path.read_text().split()
+
+
+def test_initialize_names_the_server(raw):
+    reply = raw.initialize()
+    info = reply["result"]["serverInfo"]
+    assert info["name"] == "outpost" and info["version"]
+    assert "tools" in reply["result"]["capabilities"]
+    assert raw.request("ping") == {"jsonrpc": "2.0", "id": raw.next_id, "result": {}}
+
+
+def test_bad_input_gets_json_rpc_errors_and_the_server_lives(raw):
+    raw.initialize()
+    raw.send_line("this is not json")
+    assert raw.recv()["error"]["code"] == -32700
+    raw.send_line('{"jsonrpc": "2.0", "id": 5, "no_method": true}')
+    reply = raw.recv()
+    assert reply["id"] == 5 and reply["error"]["code"] == -32600
+    assert raw.request("no/such/method")["error"]["code"] == -32601
+    unknown_tool = raw.request("tools/call", {"name": "no_such_tool", "arguments": {}})
+    assert unknown_tool["error"]["code"] == -32602 and "no_such_tool" in unknown_tool["error"]["message"]
+    no_name = raw.request("tools/call", {"arguments": {}})
+    assert "error" in no_name
+    # A wrong argument type is a tool error the model can read (MCP: input validation is a tool result).
+    bad_args = raw.request("tools/call", {"name": "remote_exec", "arguments": {"command": 5}})
+    assert bad_args["result"]["isError"] is True
+    assert "invalid type" in bad_args["result"]["content"][0]["text"]
+    ok = raw.request("tools/call", {"name": "remote_exec", "arguments": {"command": "echo still here"}})
+    assert ok["result"]["structuredContent"]["stdout"] == "still here\n"
+
+
+def test_logs_go_to_stderr_only(env):
+    env = {**env, "RUST_LOG": "debug"}
+    server = RawServer(env)
+    try:
+        server.initialize()
+        server.request("tools/call", {"name": "remote_exec", "arguments": {"command": "echo hi"}})
+        server.proc.stdin.close()
+        assert server.proc.wait(timeout=HANG_GUARD) == 0
+        for line in server.proc.stdout.read().splitlines():
+            json.loads(line)  # every stdout line is JSON-RPC
+        assert "remote_exec started" in server.stderr_text()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("how", ["stdin_eof", "sigterm"])
+def test_shutdown_kills_running_processes_and_exits_0(raw, tmp_path, how):
+    raw.initialize()
+    pidfile = tmp_path / "pids"
+    for background in (False, True):
+        raw.send({"jsonrpc": "2.0", "id": int(background), "method": "tools/call", "params": {
+            "name": "remote_exec", "arguments": {
+                "command": f"echo $$ >> {pidfile}; sleep 300 & echo $! >> {pidfile}; wait",
+                "background": background}}})
+    pids = wait_lines_sync(pidfile, 4)
+    if how == "stdin_eof":
+        raw.proc.stdin.close()
+    else:
+        raw.proc.send_signal(signal.SIGTERM)
+    assert raw.proc.wait(timeout=HANG_GUARD) == 0
+    wait_dead_sync(pids)
+
+
+def test_bad_config_is_refused_with_file_line_and_field(env, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{\n  "exec": {\n    "default_timeout_secs": "soon"\n  }\n}\n')
+    proc = subprocess.run([BIN, "mcp", "serve"], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=HANG_GUARD)
+    assert proc.returncode != 0
+    assert f"{config}:3:" in proc.stderr and "exec.default_timeout_secs" in proc.stderr
+    assert proc.stdout == ""
