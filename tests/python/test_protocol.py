@@ -87,3 +87,15 @@ def test_bad_config_is_refused_with_file_line_and_field(env, tmp_path):
     assert proc.returncode != 0
     assert f"{config}:3:" in proc.stderr and "exec.default_timeout_secs" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_claude_desktop_example_entry_starts_the_server(env):
+    """The shipped claude_desktop_config.example.json entry, with the built binary as its command."""
+    from conftest import ROOT
+    entry = json.loads((ROOT / "claude_desktop_config.example.json").read_text())["mcpServers"]["outpost"]
+    assert entry["command"] == "outpost"
+    server = RawServer({**env, **entry.get("env", {})}, args=tuple(entry["args"]))
+    try:
+        assert server.initialize()["result"]["serverInfo"]["name"] == "outpost"
+    finally:
+        server.close()
