@@ -246,8 +246,10 @@ mod tests {
         assert_eq!(config, Config::default());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/config.json");
-        let mut config = Config::default();
-        config.default_host = Some("gpu".into());
+        let mut config = Config {
+            default_host: Some("gpu".into()),
+            ..Config::default()
+        };
         config.remotes.insert(
             "gpu".into(),
             RemoteConfig {

@@ -53,11 +53,8 @@ fn schemas_match_the_code() {
 }
 
 #[test]
-fn example_config_in_readme_dir_is_valid() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for name in ["config.example.json"] {
-        let path = root.join(name);
-        let text = std::fs::read_to_string(&path).unwrap();
-        Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
-    }
+fn example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -25,6 +25,21 @@ pub enum JobStatus {
     TimedOut,
 }
 
+/// How a job stands or ended: the fields every job-related result shares.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Outcome {
+    /// `running`, `exited`, `killed` or `timed_out`.
+    pub status: JobStatus,
+    /// Exit code; null while running or when ended by a signal.
+    pub exit_code: Option<i32>,
+    /// Name of the signal that ended it (e.g. `SIGTERM`), else null.
+    pub signal: Option<String>,
+    /// Whether it was killed for running past its timeout.
+    pub timed_out: bool,
+    /// Run time so far, in milliseconds.
+    pub duration_ms: u64,
+}
+
 /// What a job was started with.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -102,6 +117,19 @@ impl Job {
             status: state.status,
             exit: state.exit.clone(),
             duration: end - self.started,
+        }
+    }
+
+    /// The job's state in result form.
+    pub fn outcome(&self) -> Outcome {
+        let snapshot = self.snapshot();
+        let exit = snapshot.exit.unwrap_or_default();
+        Outcome {
+            status: snapshot.status,
+            exit_code: exit.code,
+            signal: exit.signal,
+            timed_out: snapshot.status == JobStatus::TimedOut,
+            duration_ms: snapshot.duration.as_millis().min(u64::MAX as u128) as u64,
         }
     }
 

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::Outpost;
-use super::reply::{failure, millis, seconds, structured};
+use super::reply::{failure, seconds, structured};
 use crate::error::{Error, Result};
-use crate::jobs::{Job, JobSpec, JobStatus};
+use crate::jobs::{Job, JobSpec, JobStatus, Outcome};
 use crate::transport::{CommandSpec, Stdin};
 
 /// Least time between two progress notifications of one call.
@@ -52,22 +52,14 @@ pub struct RemoteExecParams {
 pub struct ExecResult {
     /// Host the command ran on.
     pub host: String,
-    /// `exited`, `killed`, `timed_out`, or `running` for a background job.
-    pub status: JobStatus,
-    /// Exit code; null when killed by a signal or still running.
-    pub exit_code: Option<i32>,
-    /// Name of the signal that ended the command (e.g. `SIGKILL`), else null.
-    pub signal: Option<String>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
     /// Standard output (head and tail when truncated).
     pub stdout: String,
     /// Standard error (head and tail when truncated).
     pub stderr: String,
     /// Whether output was cut to the budget; the whole of it is in `job_output`.
     pub truncated: bool,
-    /// Whether the command was killed for running past `timeout_secs`.
-    pub timed_out: bool,
-    /// Run time in milliseconds.
-    pub duration_ms: u64,
     /// Job to follow with `job_output` / `job_kill` (background, or truncated output).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
@@ -110,7 +102,7 @@ impl Outpost {
         }
         let result = self.exec_result(&job, false);
         let text = render_text(&result);
-        structured(&result, text, result.timed_out)
+        structured(&result, text, result.outcome.timed_out)
     }
 }
 
@@ -157,23 +149,17 @@ impl Outpost {
 
     /// The result for `job` as it stands. A finished foreground job whose output fit is forgotten.
     fn exec_result(&self, job: &Job, background: bool) -> ExecResult {
-        let snapshot = job.snapshot();
         let rendered = job.rendered();
         let keep = background || rendered.truncated;
         if !keep {
             self.jobs.forget(&job.id);
         }
-        let exit = snapshot.exit.unwrap_or_default();
         ExecResult {
             host: job.host.clone(),
-            status: snapshot.status,
-            exit_code: exit.code,
-            signal: exit.signal,
+            outcome: job.outcome(),
             stdout: rendered.stdout,
             stderr: rendered.stderr,
             truncated: rendered.truncated,
-            timed_out: snapshot.status == JobStatus::TimedOut,
-            duration_ms: millis(snapshot.duration),
             job_id: keep.then(|| job.id.clone()),
         }
     }
@@ -208,8 +194,9 @@ async fn report_progress(job: &Job, token: Option<ProgressToken>, peer: &Peer<Ro
 
 /// The short text form of a result, for clients that ignore structured content.
 fn render_text(result: &ExecResult) -> String {
-    let secs = result.duration_ms as f64 / 1000.0;
-    let mut text = match (result.status, &result.exit_code, &result.signal) {
+    let outcome = &result.outcome;
+    let secs = outcome.duration_ms as f64 / 1000.0;
+    let mut text = match (outcome.status, &outcome.exit_code, &outcome.signal) {
         (JobStatus::TimedOut, ..) => format!(
             "timed out after {secs:.1}s on {}: the process tree was killed; output so far below. Raise timeout_secs or use background: true.",
             result.host
@@ -218,7 +205,7 @@ fn render_text(result: &ExecResult) -> String {
         (_, None, Some(signal)) => {
             format!("killed by {signal} on {} after {secs:.1}s", result.host)
         }
-        _ => format!("{:?} on {} after {secs:.1}s", result.status, result.host),
+        _ => format!("{:?} on {} after {secs:.1}s", outcome.status, result.host),
     };
     if !result.stdout.is_empty() {
         text.push('\n');

@@ -11,9 +11,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Outpost;
-use super::reply::{failure, millis, seconds, structured};
+use super::reply::{failure, seconds, structured};
 use crate::error::Error;
-use crate::jobs::{Job, JobStatus};
+use crate::jobs::{Job, Outcome};
 
 /// Longest `wait_secs` a call may ask for.
 const MAX_WAIT_SECS: u64 = 300;
@@ -51,16 +51,8 @@ pub struct JobView {
     pub job_id: String,
     pub host: String,
     pub command: String,
-    /// `running`, `exited`, `killed` or `timed_out`.
-    pub status: JobStatus,
-    /// Exit code once exited; null while running or when killed by a signal.
-    pub exit_code: Option<i32>,
-    /// Signal that ended the job, else null.
-    pub signal: Option<String>,
-    /// Whether the job was killed for running past its timeout.
-    pub timed_out: bool,
-    /// Run time so far in milliseconds.
-    pub duration_ms: u64,
+    #[serde(flatten)]
+    pub outcome: Outcome,
 }
 
 /// Result of `job_output`: the job's state and its output (stdout and stderr interleaved).
@@ -122,9 +114,10 @@ impl Outpost {
         let text = format!(
             "{} {:?}{}; output {}..{}{}\n{}",
             result.job.job_id,
-            result.job.status,
+            result.job.outcome.status,
             result
                 .job
+                .outcome
                 .exit_code
                 .map(|c| format!(" (exit {c})"))
                 .unwrap_or_default(),
@@ -153,22 +146,16 @@ impl Outpost {
             tracing::warn!(job = %job.id, "process tree still dying after {KILL_WAIT:?}");
         }
         let result = view(&job);
-        let text = format!("{} is {:?}", result.job_id, result.status);
+        let text = format!("{} is {:?}", result.job_id, result.outcome.status);
         structured(&result, text, false)
     }
 }
 
 fn view(job: &Job) -> JobView {
-    let snapshot = job.snapshot();
-    let exit = snapshot.exit.unwrap_or_default();
     JobView {
         job_id: job.id.clone(),
         host: job.host.clone(),
         command: job.command.clone(),
-        status: snapshot.status,
-        exit_code: exit.code,
-        signal: exit.signal,
-        timed_out: snapshot.status == JobStatus::TimedOut,
-        duration_ms: millis(snapshot.duration),
+        outcome: job.outcome(),
     }
 }

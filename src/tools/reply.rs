@@ -24,11 +24,6 @@ pub fn failure(error: &Error) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(error.to_string())])
 }
 
-/// Milliseconds, for `duration_ms` fields.
-pub fn millis(duration: std::time::Duration) -> u64 {
-    duration.as_millis().min(u64::MAX as u128) as u64
-}
-
 /// Seconds given as a JSON number, checked to be positive and at most `max`.
 pub fn seconds(field: &'static str, value: f64, max: u64) -> Result<std::time::Duration, Error> {
     if !value.is_finite() || value <= 0.0 {
