@@ -52,7 +52,7 @@ pub struct RemoteConfig {
 }
 
 /// What to do with a host key that is not in known_hosts yet. A changed key is always refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostKeyPolicy {
     /// Refuse unknown keys.

@@ -41,9 +41,6 @@ pub enum Error {
     )]
     UnknownJob(String),
 
-    #[error("host `{host}` is a {kind} host, which this build cannot run commands on yet")]
-    UnsupportedHost { host: String, kind: &'static str },
-
     #[error("config file {}:{line}:{column}: {field}: {message}", path.display())]
     ConfigInvalid {
         path: PathBuf,
@@ -69,6 +66,46 @@ pub enum Error {
 
     #[error("cancelled by the client; the process tree was killed")]
     Cancelled,
+
+    #[error("cannot connect to `{host}` ({addr}): {reason}")]
+    SshConnect {
+        host: String,
+        addr: String,
+        reason: String,
+    },
+
+    #[error(
+        "host key of `{host}` is not known, so nothing was run. Its {algorithm} key has fingerprint {fingerprint}. If that is the right key, trust it with:\n  {command}\nor set `strict_host_key_checking: \"accept-new\"` for this remote"
+    )]
+    HostKeyUnknown {
+        host: String,
+        algorithm: String,
+        fingerprint: String,
+        command: String,
+    },
+
+    #[error(
+        "HOST KEY OF `{host}` HAS CHANGED (now {fingerprint}); it does not match {path}:{line}. This may be an attack (or the host was reinstalled). Nothing was run. If the change is expected, remove the old key with `ssh-keygen -R {key_host} -f {path}` and connect again"
+    )]
+    HostKeyChanged {
+        host: String,
+        key_host: String,
+        fingerprint: String,
+        path: String,
+        line: usize,
+    },
+
+    #[error(
+        "authentication to `{host}` as `{user}` failed; tried: {tried}. outpost uses keys only (no passwords): load a key into ssh-agent, or set `identity_file`"
+    )]
+    AuthFailed {
+        host: String,
+        user: String,
+        tried: String,
+    },
+
+    #[error("ssh channel to `{host}` failed: {reason}")]
+    SshChannel { host: String, reason: String },
 
     #[error("MCP session failed: {0}")]
     Mcp(String),

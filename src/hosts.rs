@@ -1,14 +1,16 @@
 //! Host names: the built-in `local`, configured remotes and `~/.ssh/config` aliases, resolved to a transport.
 
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::transport::{KillPolicy, Local, Transport};
+use crate::ssh::{SshPool, SshTarget};
+use crate::transport::{KillPolicy, Local, Ssh, Transport};
 
 /// The built-in host for the machine outpost runs on.
 pub const LOCAL: &str = "local";
@@ -52,11 +54,14 @@ pub struct HostEntry {
 }
 
 /// Every host the server knows, and how to run things on each.
-#[derive(Debug, Clone)]
 pub struct Hosts {
     config: Config,
+    home: PathBuf,
+    ssh_config: Option<ssh2_config::SshConfig>,
     ssh_aliases: Vec<String>,
+    kill: KillPolicy,
     local: Transport,
+    pool: Arc<SshPool>,
 }
 
 impl Hosts {
@@ -65,14 +70,31 @@ impl Hosts {
         let kill = KillPolicy {
             grace: config.exec.kill_grace(),
         };
-        let ssh_aliases = dirs::home_dir()
-            .map(|home| ssh_config_aliases(&home.join(".ssh/config")))
-            .unwrap_or_default();
+        let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
+        let ssh_config = parse_ssh_config(&home.join(".ssh/config"), &home);
+        let ssh_aliases = ssh_config.as_ref().map(concrete_hosts).unwrap_or_default();
         Self {
             config,
+            home,
+            ssh_config,
             ssh_aliases,
+            kill,
             local: Transport::Local(Local::new(LOCAL, kill)),
+            pool: Arc::new(SshPool::default()),
         }
+    }
+
+    /// Where an SSH host name leads, if it is one: a remote, an ssh alias, or `user@host[:port]`.
+    pub fn ssh_target(&self, name: &str) -> Option<SshTarget> {
+        let remote = self.config.remotes.get(name);
+        let known =
+            remote.is_some() || self.ssh_aliases.iter().any(|a| a == name) || name.contains('@');
+        known.then(|| SshTarget::resolve(name, remote, self.ssh_config.as_ref(), &self.home))
+    }
+
+    /// The directory a call without `cwd` runs in on `name`, if configured.
+    pub fn workspace(&self, name: &str) -> Option<String> {
+        self.config.remotes.get(name)?.workspace.clone()
     }
 
     pub fn config(&self) -> &Config {
@@ -96,11 +118,12 @@ impl Hosts {
         if name == LOCAL {
             return Ok(self.local.clone());
         }
-        if self.config.remotes.contains_key(name) || self.ssh_aliases.iter().any(|a| a == name) {
-            return Err(Error::UnsupportedHost {
-                host: name.to_owned(),
-                kind: "SSH",
-            });
+        if let Some(target) = self.ssh_target(name) {
+            return Ok(Transport::Ssh(Ssh::new(
+                target,
+                self.pool.clone(),
+                self.kill,
+            )));
         }
         Err(Error::UnknownHost {
             name: name.to_owned(),
@@ -123,56 +146,49 @@ impl Hosts {
             default: default == LOCAL,
             state: "ready".to_owned(),
         }];
-        for (name, remote) in &self.config.remotes {
-            let mut target = remote.host.clone();
-            if let Some(user) = &remote.user {
-                target = format!("{user}@{target}");
-            }
-            if let Some(port) = remote.port {
-                target = format!("{target}:{port}");
-            }
-            hosts.push(self.remote_entry(name, HostSource::Config, Some(target), &default));
+        for name in self.config.remotes.keys() {
+            hosts.push(self.remote_entry(name, HostSource::Config, &default));
         }
         for alias in &self.ssh_aliases {
             if !self.config.remotes.contains_key(alias) && alias != LOCAL {
-                hosts.push(self.remote_entry(alias, HostSource::SshConfig, None, &default));
+                hosts.push(self.remote_entry(alias, HostSource::SshConfig, &default));
             }
         }
         hosts
     }
 
-    fn remote_entry(
-        &self,
-        name: &str,
-        source: HostSource,
-        target: Option<String>,
-        default: &str,
-    ) -> HostEntry {
+    fn remote_entry(&self, name: &str, source: HostSource, default: &str) -> HostEntry {
+        let target = self.ssh_target(name);
         HostEntry {
             name: name.to_owned(),
             kind: HostKind::Ssh,
             source,
-            target,
+            target: target.as_ref().map(SshTarget::display),
             default: name == default,
-            state: "unavailable: SSH transport not built into this version".to_owned(),
+            state: target.map_or_else(|| "unknown".to_owned(), |t| self.pool.state(&t)),
         }
     }
 }
 
-/// Concrete `Host` names of an ssh_config file (no wildcards, no negations), following `Include`.
-fn ssh_config_aliases(path: &Path) -> Vec<String> {
-    let Ok(file) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
+/// The user's ssh_config (following `Include`), or `None` when absent or unparsable.
+fn parse_ssh_config(path: &Path, home: &Path) -> Option<ssh2_config::SshConfig> {
+    let file = std::fs::File::open(path).ok()?;
     let rules = ssh2_config::ParseRule::ALLOW_UNKNOWN_FIELDS
         | ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS;
-    let config = match ssh2_config::SshConfig::default().parse(&mut BufReader::new(file), rules) {
-        Ok(config) => config,
+    match ssh2_config::SshConfig::default()
+        .home_dir(home)
+        .parse(&mut BufReader::new(file), rules)
+    {
+        Ok(config) => Some(config),
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot parse ssh config; ignoring its hosts");
-            return Vec::new();
+            tracing::warn!(path = %path.display(), error = %e, "cannot parse ssh config; ignoring it");
+            None
         }
-    };
+    }
+}
+
+/// Concrete `Host` names (no wildcards, no negations), in file order.
+fn concrete_hosts(config: &ssh2_config::SshConfig) -> Vec<String> {
     let mut aliases: Vec<String> = Vec::new();
     for host in config.get_hosts() {
         for clause in &host.pattern {
@@ -203,8 +219,8 @@ mod tests {
             ),
         )
         .unwrap();
-        let aliases = ssh_config_aliases(&main);
-        assert_eq!(aliases, vec!["included", "gpu", "db"]);
+        let config = parse_ssh_config(&main, dir.path()).unwrap();
+        assert_eq!(concrete_hosts(&config), vec!["included", "gpu", "db"]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod jobs;
 pub mod output;
 pub mod serve;
+pub mod ssh;
 pub mod tools;
 pub mod transport;
 

@@ -35,7 +35,7 @@ pub async fn run(hosts: &Hosts, request: ExecRequest) -> Result<i32> {
     let forward_stdin = !std::io::stdin().is_terminal();
     let spec = CommandSpec {
         command,
-        cwd: request.cwd,
+        cwd: request.cwd.or_else(|| hosts.workspace(&host)),
         env: Default::default(),
         stdin: if forward_stdin {
             Stdin::Pipe

@@ -127,7 +127,7 @@ impl Outpost {
         let transport = self.hosts.resolve(&host)?;
         let spec = CommandSpec {
             command: params.command.clone(),
-            cwd: params.cwd,
+            cwd: params.cwd.or_else(|| self.hosts.workspace(&host)),
             env: params.env,
             stdin: params
                 .stdin

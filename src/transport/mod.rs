@@ -2,12 +2,14 @@
 
 mod local;
 mod process;
+mod ssh;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use local::Local;
 pub use process::{ExitStatus, OutputStream, Process, ProcessEvent, StdinWriter};
+pub use ssh::Ssh;
 
 use crate::error::Result;
 
@@ -40,6 +42,7 @@ pub enum Stdin {
 #[derive(Debug, Clone)]
 pub enum Transport {
     Local(Local),
+    Ssh(Ssh),
 }
 
 impl Transport {
@@ -47,6 +50,7 @@ impl Transport {
     pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
         match self {
             Transport::Local(local) => local.spawn(spec).await,
+            Transport::Ssh(ssh) => ssh.spawn(spec).await,
         }
     }
 }

@@ -1,0 +1,251 @@
+//! Opening one SSH connection: TCP with a timeout, the host-key check against known_hosts, and key-only authentication.
+
+use std::sync::{Arc, Mutex};
+
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{self, HashAlg, PrivateKeyWithHashAlg, PublicKey};
+
+use super::target::SshTarget;
+use crate::config::HostKeyPolicy;
+use crate::error::{Error, Result};
+
+/// An authenticated connection.
+pub type Connection = Handle<HostKeyCheck>;
+
+/// russh's client handler: checks the server's key against known_hosts and remembers why it refused.
+pub struct HostKeyCheck {
+    target: SshTarget,
+    refusal: Arc<Mutex<Option<Error>>>,
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            self.refuse(Error::SshConnect {
+                host: self.target.name.clone(),
+                addr: self.target.display(),
+                reason:
+                    "the server offered a host certificate; outpost checks plain host keys only"
+                        .into(),
+            });
+            return Ok(false);
+        };
+        match self.verdict(key) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.refuse(e);
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl HostKeyCheck {
+    fn refuse(&self, error: Error) {
+        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    fn verdict(&self, key: &PublicKey) -> Result<()> {
+        let t = &self.target;
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        match keys::check_known_hosts_path(&t.key_host, t.port, key, &t.known_hosts) {
+            Ok(true) => Ok(()),
+            Ok(false) if t.host_key_policy == HostKeyPolicy::AcceptNew => {
+                keys::known_hosts::learn_known_hosts_path(&t.key_host, t.port, key, &t.known_hosts)
+                    .map_err(|e| Error::SshConnect {
+                        host: t.name.clone(),
+                        addr: t.display(),
+                        reason: format!(
+                            "cannot record the new host key in {}: {e}",
+                            t.known_hosts.display()
+                        ),
+                    })?;
+                tracing::warn!(host = %t.name, %fingerprint, "recorded a new host key (accept-new)");
+                Ok(())
+            }
+            Ok(false) | Err(keys::Error::IO(_)) => Err(Error::HostKeyUnknown {
+                host: t.name.clone(),
+                algorithm: key.algorithm().to_string(),
+                fingerprint,
+                command: trust_command(t, key),
+            }),
+            Err(keys::Error::KeyChanged { line }) => Err(Error::HostKeyChanged {
+                host: t.name.clone(),
+                key_host: known_hosts_name(t),
+                fingerprint,
+                path: t.known_hosts.display().to_string(),
+                line,
+            }),
+            Err(e) => Err(Error::SshConnect {
+                host: t.name.clone(),
+                addr: t.display(),
+                reason: format!("cannot read {}: {e}", t.known_hosts.display()),
+            }),
+        }
+    }
+}
+
+/// The host as known_hosts writes it: `name`, or `[name]:port` off port 22.
+fn known_hosts_name(t: &SshTarget) -> String {
+    if t.port == 22 {
+        t.key_host.clone()
+    } else {
+        format!("[{}]:{}", t.key_host, t.port)
+    }
+}
+
+/// The exact shell command that appends this key to the known_hosts file.
+fn trust_command(t: &SshTarget, key: &PublicKey) -> String {
+    let line = format!(
+        "{} {}",
+        known_hosts_name(t),
+        key.to_openssh().unwrap_or_default()
+    );
+    format!(
+        "echo {} >> {}",
+        shell_words::quote(&line),
+        shell_words::quote(&t.known_hosts.display().to_string())
+    )
+}
+
+/// Connects, checks the host key and authenticates, all within the target's connect timeout.
+pub async fn connect(target: &SshTarget) -> Result<Connection> {
+    let fail = |reason: String| Error::SshConnect {
+        host: target.name.clone(),
+        addr: target.display(),
+        reason,
+    };
+    let config = Arc::new(client::Config {
+        nodelay: true,
+        keepalive_interval: target.keepalive,
+        keepalive_max: target.keepalive_max,
+        ..Default::default()
+    });
+    let refusal = Arc::new(Mutex::new(None));
+    let handler = HostKeyCheck {
+        target: target.clone(),
+        refusal: refusal.clone(),
+    };
+    let attempt = async {
+        let addr = (target.hostname.as_str(), target.port);
+        let handle = match client::connect(config, addr, handler).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                if let Some(refused) = refusal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    return Err(refused);
+                }
+                return Err(fail(e.to_string()));
+            }
+        };
+        authenticate(handle, target).await
+    };
+    match tokio::time::timeout(target.connect_timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(fail(format!(
+            "no answer within {}s (ConnectTimeout)",
+            target.connect_timeout.as_secs_f64()
+        ))),
+    }
+}
+
+/// Tries the agent's keys, then the identity files. Never a password.
+async fn authenticate(mut handle: Connection, target: &SshTarget) -> Result<Connection> {
+    let mut tried = Vec::new();
+    if try_agent(&mut handle, target, &mut tried).await {
+        return Ok(handle);
+    }
+    for path in &target.identity_files {
+        if !path.exists() {
+            continue;
+        }
+        let key = match keys::load_secret_key(path, None) {
+            Ok(key) => key,
+            Err(keys::Error::KeyIsEncrypted) => {
+                tried.push(format!(
+                    "{} (passphrase-protected: add it to the agent with `ssh-add {}`)",
+                    path.display(),
+                    path.display()
+                ));
+                continue;
+            }
+            Err(e) => {
+                tried.push(format!("{} (unreadable: {e})", path.display()));
+                continue;
+            }
+        };
+        let hash = if key.algorithm().is_rsa() {
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten()
+        } else {
+            None
+        };
+        let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+        match handle.authenticate_publickey(&target.user, key).await {
+            Ok(AuthResult::Success) => return Ok(handle),
+            Ok(_) => tried.push(format!("{} (refused)", path.display())),
+            Err(e) => tried.push(format!("{} ({e})", path.display())),
+        }
+    }
+    if tried.is_empty() {
+        tried.push("no agent keys and no identity files".into());
+    }
+    Err(Error::AuthFailed {
+        host: target.name.clone(),
+        user: target.user.clone(),
+        tried: tried.join("; "),
+    })
+}
+
+/// Offers the agent's keys (only those matching identity files when IdentitiesOnly is set).
+async fn try_agent(handle: &mut Connection, target: &SshTarget, tried: &mut Vec<String>) -> bool {
+    let Ok(mut agent) = AgentClient::connect_env().await else {
+        return false;
+    };
+    let identities = match agent.request_identities().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tried.push(format!("ssh-agent ({e})"));
+            return false;
+        }
+    };
+    let wanted: Vec<PublicKey> = target
+        .identity_files
+        .iter()
+        .filter_map(|p| keys::load_public_key(p.with_extension("pub")).ok())
+        .collect();
+    for identity in identities {
+        let key = identity.public_key().into_owned();
+        if target.identities_only && !wanted.iter().any(|w| w.key_data() == key.key_data()) {
+            continue;
+        }
+        let hash = if key.algorithm().is_rsa() {
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten()
+        } else {
+            None
+        };
+        let comment = key.comment().to_owned();
+        match handle
+            .authenticate_publickey_with(&target.user, key, hash, &mut agent)
+            .await
+        {
+            Ok(AuthResult::Success) => return true,
+            _ => tried.push(format!("agent key {comment}")),
+        }
+    }
+    false
+}

@@ -1,0 +1,176 @@
+//! The small POSIX-sh wrapper every remote command runs under: it reads cwd, env and the command from stdin
+//! (so no secret is ever in argv or `ps`), starts the command as the leader of its own process group,
+//! reports that group's id, and passes on the command's exit code or signal.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
+
+use crate::error::{Error, Result};
+
+/// Reads the header up to the nonce line, applies it, checks cwd, reports `$$`, runs the command.
+/// `$1` is the nonce. Contains no single quote, so it fits in a single-quoted argument of any shell.
+const INNER: &str = r#"nl=$(printf "\nx"); nl=${nl%x}; s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l$nl"; done; eval "$s"; unset s l; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$1"; exit 127; }; fi; printf "%s pid %s\n" "$1" "$$"; eval "$__o_cmd""#;
+
+/// Starts INNER in a new session (so in its own process group) when `setsid` exists, waits for it,
+/// and dies by the same signal if it did. `$1` is the nonce, `$2` is INNER.
+const OUTER: &str = r#"exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$2" outpost "$1" 0<&3 & else sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
+
+/// One remote invocation: the exec string (public) and the stdin header (may hold secrets).
+pub struct Invocation {
+    pub nonce: String,
+    pub exec: String,
+    pub header: Vec<u8>,
+}
+
+impl Invocation {
+    /// Builds the invocation for `command` in `cwd` with `env`. Env names must be shell names.
+    pub fn new(command: &str, cwd: Option<&str>, env: &BTreeMap<String, String>) -> Result<Self> {
+        let nonce = format!(
+            "__outpost_{:016x}{:016x}",
+            RandomState::new().hash_one(1u8),
+            RandomState::new().hash_one(2u8)
+        );
+        let exec = format!("exec sh -c '{OUTER}' outpost {nonce} '{INNER}'");
+        let mut header = String::new();
+        for (name, value) in env {
+            if !is_shell_name(name) {
+                return Err(Error::InvalidArgument {
+                    field: "env",
+                    reason: format!(
+                        "`{name}` is not a valid variable name (letters, digits, _; not starting with a digit)"
+                    ),
+                });
+            }
+            header.push_str(&format!("export {name}={}\n", shell_words::quote(value)));
+        }
+        if let Some(cwd) = cwd {
+            let cwd = match cwd.strip_prefix("~/") {
+                Some(rest) => format!("\"$HOME\"/{}", shell_words::quote(rest)),
+                None if cwd == "~" => "\"$HOME\"".to_owned(),
+                None => shell_words::quote(cwd).into_owned(),
+            };
+            header.push_str(&format!("__o_cwd={cwd}\n"));
+        }
+        header.push_str(&format!(
+            "__o_cmd={}\n{nonce}\n",
+            shell_words::quote(command)
+        ));
+        Ok(Self {
+            nonce,
+            exec,
+            header: header.into_bytes(),
+        })
+    }
+
+    /// Reads the wrapper's report line (`NONCE pid N` or `NONCE nocwd`).
+    pub fn parse_report(&self, line: &str) -> Option<Report> {
+        let rest = line.strip_prefix(&self.nonce)?.trim();
+        if rest == "nocwd" {
+            return Some(Report::NoCwd);
+        }
+        rest.strip_prefix("pid ")?
+            .trim()
+            .parse()
+            .ok()
+            .map(Report::Started)
+    }
+}
+
+/// What the wrapper said before the command ran.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The command runs as process (group) `pid`.
+    Started(u32),
+    /// The working directory does not exist.
+    NoCwd,
+}
+
+/// The command that signals the process group `pgid` (falling back to the process alone).
+pub fn kill_command(pgid: u32, signal: &str) -> String {
+    format!("kill -{signal} -- -{pgid} 2>/dev/null || kill -{signal} {pgid} 2>/dev/null; true")
+}
+
+fn is_shell_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Runs the exec string with the local `sh`, as sshd would, feeding header + input.
+    fn run(inv: &Invocation, input: &[u8]) -> (String, String, Option<i32>) {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&inv.exec)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&inv.header).unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.code(),
+        )
+    }
+
+    #[test]
+    fn runs_with_env_cwd_and_stdin_and_reports_its_group() {
+        let env = BTreeMap::from([("SECRET".to_owned(), "it's\n\"multi\" $line".to_owned())]);
+        let inv = Invocation::new(
+            "printf '[%s]\\n' \"$SECRET\"; pwd; cat; exit 3",
+            Some("/tmp"),
+            &env,
+        )
+        .unwrap();
+        assert!(!inv.exec.contains("SECRET") && !inv.exec.contains("printf '["));
+        let (out, _, code) = run(&inv, b"input");
+        let (report, rest) = out.split_once('\n').unwrap();
+        assert!(
+            matches!(inv.parse_report(report), Some(Report::Started(_))),
+            "{report}"
+        );
+        assert_eq!(rest, "[it's\n\"multi\" $line]\n/tmp\ninput");
+        assert_eq!(code, Some(3));
+    }
+
+    #[test]
+    fn missing_cwd_is_reported() {
+        let inv = Invocation::new("true", Some("/no/such dir"), &BTreeMap::new()).unwrap();
+        let (out, _, _) = run(&inv, b"");
+        assert_eq!(inv.parse_report(out.trim_end()), Some(Report::NoCwd));
+    }
+
+    #[test]
+    fn death_by_signal_is_passed_on() {
+        use std::os::unix::process::ExitStatusExt;
+        let inv = Invocation::new("kill -TERM $$", None, &BTreeMap::new()).unwrap();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(&inv.exec)
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(&inv.header)?;
+                c.wait()
+            })
+            .unwrap();
+        assert_eq!(status.signal(), Some(15));
+    }
+
+    #[test]
+    fn bad_env_names_are_refused() {
+        let env = BTreeMap::from([("A;rm".to_owned(), "x".to_owned())]);
+        assert!(Invocation::new("true", None, &env).is_err());
+    }
+}

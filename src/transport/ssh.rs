@@ -1,0 +1,254 @@
+//! The `ssh` transport: each command on its own channel of a pooled connection, under the remote wrapper,
+//! killed through a second channel that signals its process group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use russh::{Channel, ChannelMsg, client::Msg};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
+use crate::error::{Error, Result};
+use crate::ssh::pool::{Lease, PooledConnection};
+use crate::ssh::wrapper::{Invocation, Report};
+use crate::ssh::{SshPool, SshTarget};
+
+const EVENT_BUFFER: usize = 16;
+
+/// Runs commands on one SSH host through the shared pool.
+#[derive(Clone)]
+pub struct Ssh {
+    target: SshTarget,
+    pool: Arc<SshPool>,
+    kill: KillPolicy,
+}
+
+impl std::fmt::Debug for Ssh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ssh")
+            .field("target", &self.target.display())
+            .finish()
+    }
+}
+
+impl Ssh {
+    pub fn new(target: SshTarget, pool: Arc<SshPool>, kill: KillPolicy) -> Self {
+        Self { target, pool, kill }
+    }
+
+    fn channel_error(&self, e: impl std::fmt::Display) -> Error {
+        Error::SshChannel {
+            host: self.target.name.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Starts `spec` under the wrapper; returns once the remote side reports the command running.
+    pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
+        let invocation = Invocation::new(&spec.command, spec.cwd.as_deref(), &spec.env)?;
+        let (lease, mut channel) = self.open_channel().await?;
+        channel
+            .exec(true, invocation.exec.as_bytes())
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        channel
+            .data_bytes(Bytes::from(invocation.header.clone()))
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        let kill = CancellationToken::new();
+        let stdin = match spec.stdin {
+            Stdin::Null => {
+                channel.eof().await.map_err(|e| self.channel_error(e))?;
+                None
+            }
+            Stdin::Bytes(data) => {
+                let mut writer = channel.make_writer();
+                let stop = kill.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = async { writer.write_all(&data).await?; writer.shutdown().await } => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+                None
+            }
+            Stdin::Pipe => Some(Box::pin(channel.make_writer()) as super::StdinWriter),
+        };
+        let start = self
+            .await_report(&mut channel, &invocation, spec.cwd.as_deref())
+            .await?;
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        for (stream, data) in start.early {
+            let _ = tx.try_send(ProcessEvent::Output(stream, data));
+        }
+        tokio::spawn(supervise(
+            channel,
+            lease,
+            start.pid,
+            tx,
+            kill.clone(),
+            self.kill.grace,
+        ));
+        Ok(Process::new(rx, stdin, kill, Some(start.pid)))
+    }
+
+    /// A session channel on a pooled connection. A connection that cannot open one (half dead,
+    /// not yet noticed by keepalive) is dropped and a fresh one tried, once.
+    async fn open_channel(&self) -> Result<(Lease, Channel<Msg>)> {
+        let lease = self.pool.lease(&self.target).await?;
+        match lease.connection.handle.channel_open_session().await {
+            Ok(channel) => return Ok((lease, channel)),
+            Err(e) => {
+                tracing::warn!(host = %self.target.name, error = %e, "connection unusable; reconnecting");
+                let broken = lease.connection.clone();
+                drop(lease);
+                self.pool.discard(&self.target, &broken).await;
+            }
+        }
+        let lease = self.pool.lease(&self.target).await?;
+        let channel = lease
+            .connection
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        Ok((lease, channel))
+    }
+
+    /// Reads until the wrapper's report line; output after it is kept for the process.
+    async fn await_report(
+        &self,
+        channel: &mut Channel<Msg>,
+        invocation: &Invocation,
+        cwd: Option<&str>,
+    ) -> Result<Started> {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    stdout.extend_from_slice(&data);
+                    let Some(end) = stdout.iter().position(|b| *b == b'\n') else {
+                        continue;
+                    };
+                    let line = String::from_utf8_lossy(&stdout[..end]).into_owned();
+                    return match invocation.parse_report(&line) {
+                        Some(Report::Started(pid)) => {
+                            let mut early = Vec::new();
+                            if end + 1 < stdout.len() {
+                                early.push((
+                                    OutputStream::Stdout,
+                                    Bytes::copy_from_slice(&stdout[end + 1..]),
+                                ));
+                            }
+                            if !stderr.is_empty() {
+                                early.push((OutputStream::Stderr, Bytes::from(stderr)));
+                            }
+                            Ok(Started { pid, early })
+                        }
+                        Some(Report::NoCwd) => Err(Error::MissingCwd {
+                            host: self.target.name.clone(),
+                            cwd: cwd.unwrap_or_default().to_owned(),
+                        }),
+                        None => Err(self.channel_error(format!(
+                            "unexpected output from the remote wrapper: {line}"
+                        ))),
+                    };
+                }
+                Some(ChannelMsg::ExtendedData { data, .. }) => stderr.extend_from_slice(&data),
+                Some(ChannelMsg::Failure) => {
+                    return Err(self.channel_error("the server refused to run a command"));
+                }
+                Some(
+                    ChannelMsg::ExitStatus { .. }
+                    | ChannelMsg::ExitSignal { .. }
+                    | ChannelMsg::Close,
+                )
+                | None => {
+                    let said = String::from_utf8_lossy(&stderr);
+                    return Err(self.channel_error(format!(
+                        "the remote shell ended before the command started (is `sh` there?): {}",
+                        said.trim()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+struct Started {
+    pid: u32,
+    early: Vec<(OutputStream, Bytes)>,
+}
+
+/// Forwards the channel's output, kills the remote group on request, and reports the exit last.
+/// The lease (the channel slot) is held until the channel closes.
+async fn supervise(
+    mut channel: Channel<Msg>,
+    lease: Lease,
+    pgid: u32,
+    tx: mpsc::Sender<ProcessEvent>,
+    kill: CancellationToken,
+    grace: Duration,
+) {
+    let mut status = ExitStatus::default();
+    let mut killer = None;
+    loop {
+        tokio::select! {
+            message = channel.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    let _ = tx.send(ProcessEvent::Output(OutputStream::Stdout, Bytes::copy_from_slice(&data))).await;
+                }
+                Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    let _ = tx.send(ProcessEvent::Output(OutputStream::Stderr, Bytes::copy_from_slice(&data))).await;
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => status.code = Some(exit_status as i32),
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => status.signal = Some(signal_label(&signal_name)),
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+            _ = kill.cancelled(), if killer.is_none() => {
+                killer = Some(tokio::spawn(kill_group(lease.connection.clone(), pgid, grace)));
+            }
+        }
+    }
+    if let Some(killer) = killer {
+        // Let the KILL phase finish so stragglers of the group die too; bounded by the grace.
+        let _ = tokio::time::timeout(grace + Duration::from_secs(5), killer).await;
+    }
+    drop(lease);
+    let _ = tx.send(ProcessEvent::Exited(status)).await;
+}
+
+/// On a second channel: TERM the group, wait up to `grace` for it to go, then KILL what is left.
+async fn kill_group(connection: Arc<PooledConnection>, pgid: u32, grace: Duration) {
+    let polls = (grace.as_millis() / 100).max(1);
+    let script = format!(
+        "kill -TERM -- -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -- -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -- -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
+    );
+    let result = async {
+        let mut channel = connection.handle.channel_open_session().await?;
+        channel.exec(true, script.as_bytes()).await?;
+        channel.eof().await?;
+        while let Some(message) = channel.wait().await {
+            if matches!(message, ChannelMsg::Close) {
+                break;
+            }
+        }
+        Ok::<_, russh::Error>(())
+    };
+    if let Err(e) = result.await {
+        tracing::warn!(pgid, error = %e, "could not kill the remote process group");
+    }
+}
+
+fn signal_label(signal: &russh::Sig) -> String {
+    match signal {
+        russh::Sig::Custom(name) => format!("SIG{name}"),
+        other => format!("SIG{other:?}"),
+    }
+}

@@ -1,0 +1,237 @@
+"""The SSH transport against a real OpenSSH sshd on 127.0.0.1, driven through the MCP SDK."""
+
+import getpass
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+
+import anyio
+import pytest
+
+from conftest import HANG_GUARD, RawServer, data, open_session, text, wait_dead, wait_for_lines
+from sshd import Sshd, keygen
+
+pytestmark = pytest.mark.anyio
+USER = getpass.getuser()
+
+
+@pytest.fixture
+def sshd(env, tmp_path):
+    home = pathlib.Path(env["HOME"])
+    server = Sshd(tmp_path / "sshd", home).start()
+    (home / ".ssh" / "config").write_text(
+        f"Host box\n  HostName 127.0.0.1\n  Port {server.port}\n  User {USER}\n")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def box(env, sshd):
+    sshd.trust()
+    async with open_session(env) as s:
+        yield s
+
+
+async def run(session, command, **args):
+    return await session.call_tool("remote_exec", {"host": "box", "command": command, **args})
+
+
+async def test_runs_on_an_ssh_alias_with_cwd_env_and_stdin(box, tmp_path):
+    r = await run(box, 'pwd; printf "%s\\n" "$TOKEN"; cat; echo oops >&2; exit 5',
+                  cwd=str(tmp_path), env={"TOKEN": "it's \"quoted\"\nand multi-line"}, stdin="in")
+    d = data(r)
+    assert d["host"] == "box" and d["exit_code"] == 5 and d["stderr"] == "oops\n"
+    assert d["stdout"] == f"{tmp_path}\nit's \"quoted\"\nand multi-line\nin"
+
+
+async def test_missing_cwd_is_an_error(box):
+    r = await run(box, "true", cwd="/no/such/dir")
+    assert r.is_error and "does not exist on host `box`" in text(r)
+
+
+async def test_list_hosts_shows_connection_state(box):
+    def state(listing):
+        return {h["name"]: h for h in data(listing)["hosts"]}["box"]["state"]
+    assert state(await box.call_tool("list_hosts", {})) == "not connected"
+    await run(box, "true")
+    assert state(await box.call_tool("list_hosts", {})) == "connected (1 connection)"
+
+
+async def test_unknown_host_key_is_refused_with_the_trust_command(env, sshd, tmp_path):
+    marker = tmp_path / "ran"
+    async with open_session(env) as s:
+        r = await run(s, f"touch {marker}")
+    assert r.is_error and "is not known" in text(r)
+    assert sshd.known_hosts_line().strip() in text(r)
+    assert not marker.exists()
+
+
+async def test_changed_host_key_is_refused_loudly(env, sshd, tmp_path):
+    other = tmp_path / "other_host_key"
+    keygen(other)
+    kind, key = pathlib.Path(str(other) + ".pub").read_text().split()[:2]
+    (pathlib.Path(env["HOME"]) / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")
+    async with open_session(env) as s:
+        r = await run(s, "true")
+    assert r.is_error and "HAS CHANGED" in text(r) and "known_hosts:1" in text(r)
+
+
+async def test_accept_new_records_the_key_and_user_at_host_works(env, sshd):
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"remotes": {"fresh": {
+        "host": "127.0.0.1", "port": sshd.port, "user": USER, "strict_host_key_checking": "accept-new"}}}))
+    async with open_session(env) as s:
+        assert data(await s.call_tool("remote_exec", {"host": "fresh", "command": "echo ok"}))["stdout"] == "ok\n"
+        # Now known: a plain user@host:port destination works too.
+        r = await s.call_tool("remote_exec", {"host": f"{USER}@127.0.0.1:{sshd.port}", "command": "echo again"})
+        assert data(r)["stdout"] == "again\n"
+    known = (pathlib.Path(env["HOME"]) / ".ssh" / "known_hosts").read_text()
+    assert sshd.host_public_key[1] in known
+
+
+async def test_forty_calls_at_once_share_pooled_connections(box, tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    # Each call waits until all 40 are running at the same time: 40 live channels, over 10 per connection.
+    command = f'touch {gate}/$N; while [ "$(ls {gate} | wc -l)" -lt 40 ]; do sleep 0.1; done; echo $N'
+    results = {}
+
+    async def one(i):
+        results[i] = data(await run(box, command, env={"N": str(i)}))
+
+    with anyio.fail_after(HANG_GUARD * 2):
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(one, i)
+    assert {i: r["stdout"] for i, r in results.items()} == {i: f"{i}\n" for i in range(40)}
+    state = {h["name"]: h for h in data(await box.call_tool("list_hosts", {}))["hosts"]}["box"]["state"]
+    assert state == "connected (5 connections)"
+
+
+async def test_timeout_kills_the_remote_tree(box):
+    r = await run(box, "echo $$; sleep 300 & echo $!; wait", timeout_secs=1)
+    d = data(r)
+    assert r.is_error and d["timed_out"] is True and d["signal"] == "SIGTERM"
+    await wait_dead(d["stdout"].split())
+
+
+async def test_cancel_kills_the_remote_tree(box, tmp_path):
+    pidfile = tmp_path / "pids"
+
+    async def call():
+        await run(box, f"echo $$ > {pidfile}; sleep 300 & echo $! >> {pidfile}; wait")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        pids = await wait_for_lines(pidfile, 2)
+        tg.cancel_scope.cancel()
+    await wait_dead(pids)
+
+
+async def test_job_kill_and_shutdown_kill_remote_processes(env, sshd, tmp_path):
+    sshd.trust()
+    pidfile = tmp_path / "pids"
+    async with open_session(env) as s:
+        job = data(await run(s, f"echo $$ >> {pidfile}; exec sleep 300", background=True))["job_id"]
+        first = await wait_for_lines(pidfile, 1)
+        assert data(await s.call_tool("job_kill", {"job_id": job}))["status"] == "killed"
+        await wait_dead(first)
+        await run(s, f"echo $$ >> {pidfile}; exec sleep 300", background=True)
+        second = (await wait_for_lines(pidfile, 2))[1:]
+    # The session closed (stdin EOF): the server killed what it ran before exiting.
+    await wait_dead(second)
+
+
+async def test_env_values_never_show_in_ps(box):
+    secret = "hunter2-do-not-leak-7781"
+    job = data(await run(box, "sleep 300", env={"API_KEY": secret}, background=True))["job_id"]
+    with anyio.fail_after(HANG_GUARD):
+        while b"sleep 300" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout:
+            await anyio.sleep(0.05)
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert secret not in listing
+    await box.call_tool("job_kill", {"job_id": job})
+
+
+async def test_sshd_restart_gives_a_clear_error_then_reconnects(box, sshd):
+    assert data(await run(box, "echo one"))["stdout"] == "one\n"
+    sshd.stop()
+    r = await run(box, "echo two")
+    assert r.is_error and "box" in text(r)
+    sshd.start()
+    assert data(await run(box, "echo three"))["stdout"] == "three\n"
+
+
+async def test_a_dead_host_does_not_block_a_live_one(env, sshd):
+    sshd.trust()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)  # accepts TCP, never says a word
+    with (pathlib.Path(env["HOME"]) / ".ssh" / "config").open("a") as f:
+        f.write(f"Host dead\n  HostName 127.0.0.1\n  Port {silent.getsockname()[1]}\n  ConnectTimeout 5\n")
+    order = []
+    try:
+        async with open_session(env) as s:
+            async def dead():
+                r = await s.call_tool("remote_exec", {"host": "dead", "command": "true"})
+                order.append(("dead", r.is_error, text(r)))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(dead)
+                await anyio.sleep(0.2)
+                assert data(await run(s, "echo alive"))["stdout"] == "alive\n"
+                order.append(("live", False, ""))
+    finally:
+        silent.close()
+    assert [o[0] for o in order] == ["live", "dead"]
+    assert order[1][1] and "no answer within 5s" in order[1][2]
+
+
+async def test_agent_auth_and_keys_only_errors(env, sshd, tmp_path):
+    sshd.trust()
+    ssh_dir = pathlib.Path(env["HOME"]) / ".ssh"
+    hidden = tmp_path / "agent_only_key"
+    for suffix in ("", ".pub"):
+        shutil.move(str(ssh_dir / f"id_ed25519{suffix}"), str(hidden) + suffix)
+    async with open_session(env) as s:
+        r = await run(s, "true")
+        assert r.is_error and "keys only" in text(r)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        with anyio.fail_after(HANG_GUARD):
+            while not sock.exists():
+                await anyio.sleep(0.05)
+        subprocess.run(["ssh-add", "-q", str(hidden)], env={**env, "SSH_AUTH_SOCK": str(sock)}, check=True)
+        async with open_session({**env, "SSH_AUTH_SOCK": str(sock)}) as s:
+            assert data(await run(s, "echo via agent"))["stdout"] == "via agent\n"
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+async def test_passphrase_key_outside_the_agent_says_ssh_add(env, sshd):
+    sshd.trust()
+    key = pathlib.Path(env["HOME"]) / ".ssh" / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-p", "-N", "secret-pass", "-f", str(key)], check=True)
+    async with open_session(env) as s:
+        r = await run(s, "true")
+    assert r.is_error and f"ssh-add {key}" in text(r)
+
+
+def test_fifty_megabytes_stream_with_bounded_memory(env, sshd):
+    sshd.trust()
+    server = RawServer(env)
+    try:
+        server.initialize()
+        reply = server.request("tools/call", {"name": "remote_exec", "arguments": {
+            "host": "box", "command": "head -c 50000000 /dev/zero | tr '\\0' y; echo; echo end"}})
+        d = reply["result"]["structuredContent"]
+        assert d["exit_code"] == 0 and d["truncated"] is True and d["stdout"].endswith("end\n")
+        status = pathlib.Path(f"/proc/{server.proc.pid}/status").read_text()
+        peak_kb = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1])
+        assert peak_kb < 100 * 1024, f"peak RSS {peak_kb} kB"
+    finally:
+        server.close()
