@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "unknown host `{name}`. Known hosts: {known}. Add it under `remotes` in the config file, or as a `Host` entry in ~/.ssh/config"
+        "unknown host `{name}`. Known hosts: {known}. Add it with `outpost remote add {name} user@host`, or as a `Host` entry in ~/.ssh/config"
     )]
     UnknownHost { name: String, known: String },
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use outpost::cli::exec::ExecRequest;
+use outpost::cli::remote::{self, AddRemote};
 use outpost::config::Config;
 use outpost::hosts::Hosts;
 
@@ -29,6 +30,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<McpCommand>,
     },
+    /// Manage remote hosts.
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCommand,
+    },
     /// Run a command on a host, streaming its output; exits with its exit code.
     Exec {
         /// Host name (`local`, a remote, an ssh alias).
@@ -43,6 +49,41 @@ enum Command {
         #[arg(last = true, required = true, num_args = 1..)]
         argv: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RemoteCommand {
+    /// Add a remote host to the config file.
+    Add {
+        /// Name tools will use for it.
+        name: String,
+        /// `[user@]host[:port]`, or an ~/.ssh/config alias.
+        target: String,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        user: Option<String>,
+        /// Private key file to authenticate with.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// Default working directory on the host.
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<String>,
+        /// Make it the default host.
+        #[arg(long)]
+        set_default: bool,
+        /// Record the host key on first connection instead of refusing it.
+        #[arg(long)]
+        accept_new: bool,
+    },
+    /// List every known host.
+    List,
+    /// Remove a remote from the config file.
+    Remove { name: String },
+    /// Make a host the default.
+    SetDefault { name: String },
+    /// Connect, check the host key, authenticate, run a command, look for `claude`; time each step.
+    Test { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +107,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let path = cli.config.unwrap_or_else(Config::default_path);
     let config = Config::load(&path)?;
+    if let Some(Command::Remote { command }) = &cli.command {
+        if let Some(message) = edit_remotes(&path, &config, command)? {
+            println!("{message}");
+            return Ok(0);
+        }
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let hosts = Arc::new(Hosts::new(config));
@@ -77,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 outpost::serve::serve_stdio(hosts).await?;
                 Ok(0)
             }
+            Some(Command::Remote { command }) => run_remote(&path, &hosts, command).await,
             Some(Command::Exec {
                 host,
                 cwd,
@@ -100,6 +148,66 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     // Do not wait for blocking reads of our own stdin to return.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+/// The `remote` subcommands that need hosts (and maybe the network).
+async fn run_remote(
+    path: &std::path::Path,
+    hosts: &Hosts,
+    command: RemoteCommand,
+) -> anyhow::Result<i32> {
+    match command {
+        RemoteCommand::List => print!("{}", remote::list(hosts)),
+        RemoteCommand::SetDefault { name } => {
+            println!(
+                "{}",
+                remote::set_default(path, hosts.config().clone(), hosts, &name)?
+            )
+        }
+        RemoteCommand::Test { name } => {
+            return Ok(if remote::test(hosts, &name).await? {
+                0
+            } else {
+                1
+            });
+        }
+        RemoteCommand::Add { .. } | RemoteCommand::Remove { .. } => {}
+    }
+    Ok(0)
+}
+
+/// The `remote` subcommands that only edit the config file; `None` for the others.
+fn edit_remotes(
+    path: &std::path::Path,
+    config: &Config,
+    command: &RemoteCommand,
+) -> anyhow::Result<Option<String>> {
+    Ok(match command {
+        RemoteCommand::Add {
+            name,
+            target,
+            port,
+            user,
+            identity,
+            workspace,
+            set_default,
+            accept_new,
+        } => {
+            let add = AddRemote {
+                name: name.clone(),
+                target: target.clone(),
+                port: *port,
+                user: user.clone(),
+                identity: identity.clone(),
+                workspace: workspace.clone(),
+                set_default: *set_default,
+                accept_new: *accept_new,
+            };
+            Some(remote::add(path, config.clone(), add)?)
+        }
+        RemoteCommand::Remove { name } => Some(remote::remove(path, config.clone(), name)?),
+        _ => None,
+    })
 }
 
 /// Logs go to stderr (stdout is the MCP channel), filtered by RUST_LOG (default `info`).

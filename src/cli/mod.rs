@@ -1,3 +1,4 @@
 //! Terminal commands other than serving: each subcommand's work in its own file.
 
 pub mod exec;
+pub mod remote;

@@ -1,6 +1,9 @@
 //! Opening one SSH connection: TCP with a timeout, the host-key check against known_hosts, and key-only authentication.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
 
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::agent::client::AgentClient;
@@ -114,8 +117,24 @@ fn trust_command(t: &SshTarget, key: &PublicKey) -> String {
     )
 }
 
+/// How long each step of a connection took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub tcp: Duration,
+    /// Key exchange and the host-key check.
+    pub handshake: Duration,
+    pub auth: Duration,
+}
+
 /// Connects, checks the host key and authenticates, all within the target's connect timeout.
 pub async fn connect(target: &SshTarget) -> Result<Connection> {
+    connect_timed(target)
+        .await
+        .map(|(connection, _)| connection)
+}
+
+/// [`connect`], also telling how long each step took.
+pub async fn connect_timed(target: &SshTarget) -> Result<(Connection, Timings)> {
     let fail = |reason: String| Error::SshConnect {
         host: target.name.clone(),
         addr: target.display(),
@@ -133,8 +152,15 @@ pub async fn connect(target: &SshTarget) -> Result<Connection> {
         refusal: refusal.clone(),
     };
     let attempt = async {
-        let addr = (target.hostname.as_str(), target.port);
-        let handle = match client::connect(config, addr, handler).await {
+        let mut timings = Timings::default();
+        let started = Instant::now();
+        let tcp = TcpStream::connect((target.hostname.as_str(), target.port))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        timings.tcp = started.elapsed();
+        let started = Instant::now();
+        let handle = match client::connect_stream(config, tcp, handler).await {
             Ok(handle) => handle,
             Err(e) => {
                 if let Some(refused) = refusal.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -143,7 +169,11 @@ pub async fn connect(target: &SshTarget) -> Result<Connection> {
                 return Err(fail(e.to_string()));
             }
         };
-        authenticate(handle, target).await
+        timings.handshake = started.elapsed();
+        let started = Instant::now();
+        let handle = authenticate(handle, target).await?;
+        timings.auth = started.elapsed();
+        Ok((handle, timings))
     };
     match tokio::time::timeout(target.connect_timeout, attempt).await {
         Ok(result) => result,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use local::Local;
-pub use process::{ExitStatus, OutputStream, Process, ProcessEvent, StdinWriter};
+pub use process::{ExitStatus, Output, OutputStream, Process, ProcessEvent, StdinWriter};
 pub use ssh::Ssh;
 
 use crate::error::Result;

@@ -36,6 +36,14 @@ impl ExitStatus {
     }
 }
 
+/// Everything a finished process printed, and how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: ExitStatus,
+}
+
 /// What a running process reports, in order: output chunks, then exactly one `Exited`.
 #[derive(Debug)]
 pub enum ProcessEvent {
@@ -90,6 +98,23 @@ impl Process {
     /// The stdin writer, when the command was started with `Stdin::Pipe`.
     pub fn take_stdin(&mut self) -> Option<StdinWriter> {
         self.stdin.take()
+    }
+
+    /// Runs the process to its end, collecting all output. For short commands only: memory is unbounded.
+    pub async fn output(mut self) -> Output {
+        let mut output = Output::default();
+        while let Some(event) = self.next_event().await {
+            match event {
+                ProcessEvent::Output(OutputStream::Stdout, data) => {
+                    output.stdout.extend_from_slice(&data)
+                }
+                ProcessEvent::Output(OutputStream::Stderr, data) => {
+                    output.stderr.extend_from_slice(&data)
+                }
+                ProcessEvent::Exited(status) => output.status = status,
+            }
+        }
+        output
     }
 
     /// The pid of the process (on its own host), when the backend knows it.

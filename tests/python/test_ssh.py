@@ -235,3 +235,49 @@ def test_fifty_megabytes_stream_with_bounded_memory(env, sshd):
         assert peak_kb < 100 * 1024, f"peak RSS {peak_kb} kB"
     finally:
         server.close()
+
+
+def outpost(env, *args):
+    from conftest import BIN
+    return subprocess.run([BIN, *args], env=env, capture_output=True, text=True, timeout=HANG_GUARD,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_remote_commands(env, sshd):
+    sshd.trust()
+    config = pathlib.Path(env["OUTPOST_CONFIG"])
+    added = outpost(env, "remote", "add", "gpu", f"{USER}@127.0.0.1:{sshd.port}", "--workspace", "/tmp",
+                    "--set-default")
+    assert added.returncode == 0, added.stderr
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    saved = json.loads(config.read_text())
+    assert saved["default_host"] == "gpu"
+    assert saved["remotes"]["gpu"] == {"host": "127.0.0.1", "user": USER, "port": sshd.port, "workspace": "/tmp"}
+    listing = outpost(env, "remote", "list").stdout
+    assert "gpu" in listing and "(default)" in listing and "box" in listing
+    # The default host and its workspace apply when a call names neither.
+    assert outpost(env, "exec", "gpu", "--", "pwd").stdout == "/tmp\n"
+    test = outpost(env, "remote", "test", "gpu")
+    assert test.returncode == 0, test.stdout + test.stderr
+    for step in ("tcp", "host key", "auth", "command", "claude", "total"):
+        assert any(line.startswith(step) and " ms " in line for line in test.stdout.splitlines()), step
+    assert outpost(env, "remote", "add", "gpu", "x@y").returncode != 0  # exists already
+    assert outpost(env, "remote", "set-default", "local").returncode == 0
+    assert outpost(env, "remote", "remove", "gpu").returncode == 0
+    assert "gpu" not in json.loads(config.read_text()).get("remotes", {})
+    missing = outpost(env, "remote", "remove", "gpu")
+    assert missing.returncode != 0 and "no remote `gpu`" in missing.stderr
+
+
+def test_remote_test_fails_on_an_unknown_key(env, sshd):
+    (pathlib.Path(env["HOME"]) / ".ssh" / "known_hosts").write_text("")
+    result = outpost(env, "remote", "test", "box")
+    assert result.returncode != 0 and "is not known" in result.stdout
+
+
+async def test_default_remote_is_used_when_host_is_omitted(env, sshd):
+    sshd.trust()
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"default_host": "box"}))
+    async with open_session(env) as s:
+        r = data(await s.call_tool("remote_exec", {"command": "echo $SSH_CONNECTION | cut -d' ' -f3"}))
+    assert r["host"] == "box" and r["stdout"] == "127.0.0.1\n"

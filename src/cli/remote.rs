@@ -1,0 +1,190 @@
+//! `outpost remote add|list|remove|set-default|test`: the remotes in the config file, and a step-by-step connection check.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, HostKeyPolicy, RemoteConfig};
+use crate::error::{Error, Result};
+use crate::hosts::{Hosts, LOCAL};
+use crate::ssh::connect::connect_timed;
+use crate::ssh::target::split_destination;
+use crate::transport::{CommandSpec, Transport};
+
+/// `remote add`'s arguments.
+#[derive(Debug, Clone)]
+pub struct AddRemote {
+    pub name: String,
+    /// `[user@]host[:port]` or an ssh alias.
+    pub target: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity: Option<PathBuf>,
+    pub workspace: Option<String>,
+    pub set_default: bool,
+    pub accept_new: bool,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Adds a remote and saves the config (atomically, mode 600).
+pub fn add(path: &Path, mut config: Config, add: AddRemote) -> Result<String> {
+    if add.name == LOCAL || add.name.is_empty() || add.name.contains(['@', ':', ' ']) {
+        return Err(invalid(
+            "NAME",
+            format!(
+                "`{}` cannot name a remote: use letters, digits, `-`, `_`, `.`; `local` is built in",
+                add.name
+            ),
+        ));
+    }
+    if config.remotes.contains_key(&add.name) {
+        return Err(invalid(
+            "NAME",
+            format!(
+                "remote `{}` exists already; `outpost remote remove {}` first",
+                add.name, add.name
+            ),
+        ));
+    }
+    let (user, host, port) = split_destination(&add.target);
+    let remote = RemoteConfig {
+        host,
+        user: add.user.or(user),
+        port: add.port.or(port),
+        identity_file: add.identity,
+        workspace: add.workspace,
+        strict_host_key_checking: add.accept_new.then_some(HostKeyPolicy::AcceptNew),
+    };
+    config.remotes.insert(add.name.clone(), remote);
+    if add.set_default {
+        config.default_host = Some(add.name.clone());
+    }
+    config.save(path)?;
+    Ok(format!(
+        "added remote `{}`{}",
+        add.name,
+        if add.set_default { " (default)" } else { "" }
+    ))
+}
+
+/// Removes a remote; the default falls back to `local` if it was this one.
+pub fn remove(path: &Path, mut config: Config, name: &str) -> Result<String> {
+    if config.remotes.remove(name).is_none() {
+        return Err(invalid(
+            "NAME",
+            format!("no remote `{name}` in {}", path.display()),
+        ));
+    }
+    if config.default_host.as_deref() == Some(name) {
+        config.default_host = None;
+    }
+    config.save(path)?;
+    Ok(format!("removed remote `{name}`"))
+}
+
+/// Makes `name` (any known host) the default.
+pub fn set_default(path: &Path, mut config: Config, hosts: &Hosts, name: &str) -> Result<String> {
+    hosts.resolve(name)?;
+    config.default_host = (name != LOCAL).then(|| name.to_owned());
+    config.save(path)?;
+    Ok(format!("default host is now `{name}`"))
+}
+
+/// One line per known host: name, kind, where it points, default marker.
+pub fn list(hosts: &Hosts) -> String {
+    let mut out = String::new();
+    for host in hosts.list() {
+        out.push_str(&format!(
+            "{:<20} {:<6} {:<11} {}{}\n",
+            host.name,
+            format!("{:?}", host.kind).to_lowercase(),
+            format!("{:?}", host.source).to_lowercase(),
+            host.target.unwrap_or_else(|| "-".into()),
+            if host.default { "  (default)" } else { "" }
+        ));
+    }
+    out
+}
+
+/// Checks a host step by step, printing each step's time. Ok(false) when a step failed.
+pub async fn test(hosts: &Hosts, name: &str) -> Result<bool> {
+    let total = Instant::now();
+    let transport = hosts.resolve(name)?;
+    if let Transport::Ssh(_) = transport
+        && let Some(target) = hosts.ssh_target(name)
+    {
+        println!("target     {}", target.display());
+        match connect_timed(&target).await {
+            Ok((connection, t)) => {
+                step("tcp", t.tcp, "connected");
+                step(
+                    "host key",
+                    t.handshake,
+                    &format!("matches {}", target.known_hosts.display()),
+                );
+                step("auth", t.auth, &format!("as {}", target.user));
+                let _ = connection
+                    .disconnect(russh::Disconnect::ByApplication, "", "en")
+                    .await;
+            }
+            Err(e) => {
+                println!("FAILED     {e}");
+                return Ok(false);
+            }
+        }
+    }
+    let started = Instant::now();
+    match run(&transport, "uname -sm").await {
+        Ok((0, out)) => step(
+            "command",
+            started.elapsed(),
+            &format!("ran `uname -sm`: {}", out.trim()),
+        ),
+        Ok((code, out)) => {
+            println!("FAILED     `uname -sm` exited {code}: {}", out.trim());
+            return Ok(false);
+        }
+        Err(e) => {
+            println!("FAILED     {e}");
+            return Ok(false);
+        }
+    }
+    let started = Instant::now();
+    let claude = run(&transport, CLAUDE_PROBE).await;
+    let found = match claude {
+        Ok((0, out)) => format!("installed: {}", out.trim()),
+        _ => "not found (spawn_claude needs the Claude Code CLI on this host)".to_owned(),
+    };
+    step("claude", started.elapsed(), &found);
+    step("total", total.elapsed(), "ok");
+    Ok(true)
+}
+
+/// Finds `claude` where a login shell or the usual install places have it, and prints its version.
+const CLAUDE_PROBE: &str = r#"c=$("${SHELL:-sh}" -lc 'command -v claude' 2>/dev/null | tail -n 1); for p in "$c" "$HOME/.local/bin/claude" "$HOME/.claude/local/claude"; do if [ -n "$p" ] && [ -x "$p" ]; then printf '%s ' "$p"; "$p" --version 2>/dev/null | head -n 1; exit 0; fi; done; exit 1"#;
+
+async fn run(transport: &Transport, command: &str) -> Result<(i32, String)> {
+    let spec = CommandSpec {
+        command: command.into(),
+        ..Default::default()
+    };
+    let process = transport.spawn(spec).await?;
+    let output = tokio::time::timeout(Duration::from_secs(30), process.output())
+        .await
+        .map_err(|_| invalid("command", "no answer within 30s"))?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok((output.status.shell_code(), text))
+}
+
+fn step(name: &str, took: Duration, detail: &str) {
+    println!(
+        "{name:<10} {:>7.1} ms  {detail}",
+        took.as_secs_f64() * 1000.0
+    );
+}
