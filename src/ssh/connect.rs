@@ -13,8 +13,24 @@ use super::target::SshTarget;
 use crate::config::HostKeyPolicy;
 use crate::error::{Error, Result};
 
-/// An authenticated connection.
-pub type Connection = Handle<HostKeyCheck>;
+/// An authenticated connection, and the connection it tunnels through (kept open with it).
+pub struct Connection {
+    handle: Handle<HostKeyCheck>,
+    _via: Option<Box<Connection>>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Handle<HostKeyCheck>;
+    fn deref(&self) -> &Self::Target {
+        &self.handle
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.handle
+    }
+}
 
 /// russh's client handler: checks the server's key against known_hosts and remembers why it refused.
 pub struct HostKeyCheck {
@@ -133,8 +149,14 @@ pub async fn connect(target: &SshTarget) -> Result<Connection> {
         .map(|(connection, _)| connection)
 }
 
-/// [`connect`], also telling how long each step took.
-pub async fn connect_timed(target: &SshTarget) -> Result<(Connection, Timings)> {
+/// [`connect`], also telling how long each step took. Through ProxyJump hosts when configured.
+pub fn connect_timed(
+    target: &SshTarget,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<(Connection, Timings)>> + Send + '_>> {
+    Box::pin(connect_direct_or_via(target))
+}
+
+async fn connect_direct_or_via(target: &SshTarget) -> Result<(Connection, Timings)> {
     let fail = |reason: String| Error::SshConnect {
         host: target.name.clone(),
         addr: target.display(),
@@ -154,13 +176,10 @@ pub async fn connect_timed(target: &SshTarget) -> Result<(Connection, Timings)> 
     let attempt = async {
         let mut timings = Timings::default();
         let started = Instant::now();
-        let tcp = TcpStream::connect((target.hostname.as_str(), target.port))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
+        let (stream, via) = open_stream(target).await?;
         timings.tcp = started.elapsed();
         let started = Instant::now();
-        let handle = match client::connect_stream(config, tcp, handler).await {
+        let handle = match client::connect_stream(config, stream, handler).await {
             Ok(handle) => handle,
             Err(e) => {
                 if let Some(refused) = refusal.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -173,7 +192,7 @@ pub async fn connect_timed(target: &SshTarget) -> Result<(Connection, Timings)> 
         let started = Instant::now();
         let handle = authenticate(handle, target).await?;
         timings.auth = started.elapsed();
-        Ok((handle, timings))
+        Ok((Connection { handle, _via: via }, timings))
     };
     match tokio::time::timeout(target.connect_timeout, attempt).await {
         Ok(result) => result,
@@ -184,8 +203,53 @@ pub async fn connect_timed(target: &SshTarget) -> Result<(Connection, Timings)> 
     }
 }
 
+/// A byte stream to the target's SSH port: TCP, or a direct-tcpip channel through the jump host.
+async fn open_stream(target: &SshTarget) -> Result<(Box<dyn Stream>, Option<Box<Connection>>)> {
+    let fail = |reason: String| Error::SshConnect {
+        host: target.name.clone(),
+        addr: target.display(),
+        reason,
+    };
+    match &target.jump {
+        None => {
+            let tcp = TcpStream::connect((target.hostname.as_str(), target.port))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            Ok((Box::new(tcp), None))
+        }
+        Some(jump) => {
+            let (via, _) = connect_timed(jump)
+                .await
+                .map_err(|e| fail(format!("through ProxyJump `{}`: {e}", jump.name)))?;
+            let channel = via
+                .channel_open_direct_tcpip(
+                    target.hostname.clone(),
+                    u32::from(target.port),
+                    "127.0.0.1",
+                    0,
+                )
+                .await
+                .map_err(|e| {
+                    fail(format!(
+                        "ProxyJump `{}` would not open a tunnel: {e}",
+                        jump.name
+                    ))
+                })?;
+            Ok((Box::new(channel.into_stream()), Some(Box::new(via))))
+        }
+    }
+}
+
+/// What an SSH session can run over.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// Tries the agent's keys, then the identity files. Never a password.
-async fn authenticate(mut handle: Connection, target: &SshTarget) -> Result<Connection> {
+async fn authenticate(
+    mut handle: Handle<HostKeyCheck>,
+    target: &SshTarget,
+) -> Result<Handle<HostKeyCheck>> {
     let mut tried = Vec::new();
     if try_agent(&mut handle, target, &mut tried).await {
         return Ok(handle);
@@ -237,7 +301,11 @@ async fn authenticate(mut handle: Connection, target: &SshTarget) -> Result<Conn
 }
 
 /// Offers the agent's keys (only those matching identity files when IdentitiesOnly is set).
-async fn try_agent(handle: &mut Connection, target: &SshTarget, tried: &mut Vec<String>) -> bool {
+async fn try_agent(
+    handle: &mut Handle<HostKeyCheck>,
+    target: &SshTarget,
+    tried: &mut Vec<String>,
+) -> bool {
     let Ok(mut agent) = AgentClient::connect_env().await else {
         return false;
     };

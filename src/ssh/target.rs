@@ -25,6 +25,8 @@ pub struct SshTarget {
     pub connect_timeout: Duration,
     pub keepalive: Option<Duration>,
     pub keepalive_max: usize,
+    /// The host to tunnel through (ProxyJump), itself possibly behind another.
+    pub jump: Option<Box<SshTarget>>,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +35,22 @@ const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 impl SshTarget {
     /// Resolves `name`: an outpost remote (if given), an ~/.ssh/config alias, or `user@host[:port]`.
     pub fn resolve(
+        name: &str,
+        remote: Option<&RemoteConfig>,
+        ssh_config: Option<&ssh2_config::SshConfig>,
+        home: &Path,
+    ) -> Self {
+        let mut target = Self::resolve_hop(name, remote, ssh_config, home);
+        let hops = ssh_config
+            .map(|c| c.query(split_destination(remote.map_or(name, |r| r.host.as_str())).1))
+            .and_then(|p| p.proxy_jump)
+            .unwrap_or_default();
+        target.jump = jump_chain(&hops, ssh_config, home);
+        target
+    }
+
+    /// One host's settings, without following its ProxyJump.
+    fn resolve_hop(
         name: &str,
         remote: Option<&RemoteConfig>,
         ssh_config: Option<&ssh2_config::SshConfig>,
@@ -118,6 +136,7 @@ impl SshTarget {
                     .unwrap_or(DEFAULT_KEEPALIVE),
             ),
             keepalive_max,
+            jump: None,
         }
     }
 
@@ -125,6 +144,22 @@ impl SshTarget {
     pub fn display(&self) -> String {
         format!("{}@{}:{}", self.user, self.hostname, self.port)
     }
+}
+
+/// The ProxyJump hops, first hop outermost: `a,b` reaches the target via b, reached via a.
+/// The hops' own ProxyJump settings are not followed.
+fn jump_chain(
+    hops: &[String],
+    ssh_config: Option<&ssh2_config::SshConfig>,
+    home: &Path,
+) -> Option<Box<SshTarget>> {
+    let mut via: Option<Box<SshTarget>> = None;
+    for hop in hops.iter().filter(|h| !h.eq_ignore_ascii_case("none")) {
+        let mut target = SshTarget::resolve_hop(hop, None, ssh_config, home);
+        target.jump = via;
+        via = Some(Box::new(target));
+    }
+    via
 }
 
 /// Splits `user@host:port` (also `[v6]:port`) into its parts.

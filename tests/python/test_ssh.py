@@ -281,3 +281,26 @@ async def test_default_remote_is_used_when_host_is_omitted(env, sshd):
     async with open_session(env) as s:
         r = data(await s.call_tool("remote_exec", {"command": "echo $SSH_CONNECTION | cut -d' ' -f3"}))
     assert r["host"] == "box" and r["stdout"] == "127.0.0.1\n"
+
+
+async def test_proxy_jump_through_a_second_sshd(env, sshd, tmp_path):
+    home = pathlib.Path(env["HOME"])
+    jump = Sshd(tmp_path / "jump", home).start()
+    try:
+        sshd.trust()
+        jump.trust()
+        with (home / ".ssh" / "config").open("a") as f:
+            f.write(f"Host bastion\n  HostName 127.0.0.1\n  Port {jump.port}\n  User {USER}\n"
+                    f"Host inner\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {USER}\n  ProxyJump bastion\n")
+        async with open_session(env) as s:
+            r = data(await s.call_tool("remote_exec", {"host": "inner", "command": "echo through"}))
+            assert r["stdout"] == "through\n"
+            hosts = {h["name"]: h for h in data(await s.call_tool("list_hosts", {}))["hosts"]}
+            assert hosts["inner"]["state"] == "connected (1 connection)"
+        jump.stop()
+        # With the jump host gone, the target cannot be reached: the tunnel really went through it.
+        async with open_session(env) as s:
+            r = await s.call_tool("remote_exec", {"host": "inner", "command": "true"})
+        assert r.is_error and "ProxyJump `bastion`" in text(r)
+    finally:
+        jump.stop()
