@@ -26,6 +26,31 @@ pub struct Config {
     /// Limits for running commands.
     #[serde(skip_serializing_if = "ExecConfig::is_default")]
     pub exec: ExecConfig,
+    /// SSH connection pool settings.
+    #[serde(skip_serializing_if = "SshSettings::is_default")]
+    pub ssh: SshSettings,
+}
+
+/// SSH connection pool settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshSettings {
+    /// Seconds a connection with no command running stays open.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 600,
+        }
+    }
+}
+
+impl SshSettings {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A remote host reached over SSH.

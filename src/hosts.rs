@@ -3,6 +3,7 @@
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -73,6 +74,9 @@ impl Hosts {
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
         let ssh_config = parse_ssh_config(&home.join(".ssh/config"), &home);
         let ssh_aliases = ssh_config.as_ref().map(concrete_hosts).unwrap_or_default();
+        let pool = Arc::new(SshPool::new(Duration::from_secs(
+            config.ssh.idle_timeout_secs,
+        )));
         Self {
             config,
             home,
@@ -80,7 +84,7 @@ impl Hosts {
             ssh_aliases,
             kill,
             local: Transport::Local(Local::new(LOCAL, kill)),
-            pool: Arc::new(SshPool::default()),
+            pool,
         }
     }
 

@@ -107,11 +107,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let path = cli.config.unwrap_or_else(Config::default_path);
     let config = Config::load(&path)?;
-    if let Some(Command::Remote { command }) = &cli.command {
-        if let Some(message) = edit_remotes(&path, &config, command)? {
-            println!("{message}");
-            return Ok(0);
-        }
+    if let Some(Command::Remote { command }) = &cli.command
+        && let Some(message) = edit_remotes(&path, &config, command)?
+    {
+        println!("{message}");
+        return Ok(0);
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {

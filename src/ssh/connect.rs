@@ -149,10 +149,12 @@ pub async fn connect(target: &SshTarget) -> Result<Connection> {
         .map(|(connection, _)| connection)
 }
 
+/// A boxed connect future (boxed because ProxyJump makes connecting recursive).
+type Connecting<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(Connection, Timings)>> + Send + 'a>>;
+
 /// [`connect`], also telling how long each step took. Through ProxyJump hosts when configured.
-pub fn connect_timed(
-    target: &SshTarget,
-) -> std::pin::Pin<Box<dyn Future<Output = Result<(Connection, Timings)>> + Send + '_>> {
+pub fn connect_timed(target: &SshTarget) -> Connecting<'_> {
     Box::pin(connect_direct_or_via(target))
 }
 
@@ -273,16 +275,7 @@ async fn authenticate(
                 continue;
             }
         };
-        let hash = if key.algorithm().is_rsa() {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .ok()
-                .flatten()
-                .flatten()
-        } else {
-            None
-        };
+        let hash = rsa_hash(&handle, key.algorithm()).await;
         let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
         match handle.authenticate_publickey(&target.user, key).await {
             Ok(AuthResult::Success) => return Ok(handle),
@@ -298,6 +291,20 @@ async fn authenticate(
         user: target.user.clone(),
         tried: tried.join("; "),
     })
+}
+
+/// The signature hash an RSA key should use with this server (asking costs a round trip, so
+/// only for RSA); `None` for other keys.
+async fn rsa_hash(handle: &Handle<HostKeyCheck>, algorithm: keys::Algorithm) -> Option<HashAlg> {
+    if !algorithm.is_rsa() {
+        return None;
+    }
+    handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten()
 }
 
 /// Offers the agent's keys (only those matching identity files when IdentitiesOnly is set).
@@ -319,23 +326,14 @@ async fn try_agent(
     let wanted: Vec<PublicKey> = target
         .identity_files
         .iter()
-        .filter_map(|p| keys::load_public_key(p.with_extension("pub")).ok())
+        .filter_map(|p| keys::load_public_key(format!("{}.pub", p.display())).ok())
         .collect();
     for identity in identities {
         let key = identity.public_key().into_owned();
         if target.identities_only && !wanted.iter().any(|w| w.key_data() == key.key_data()) {
             continue;
         }
-        let hash = if key.algorithm().is_rsa() {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .ok()
-                .flatten()
-                .flatten()
-        } else {
-            None
-        };
+        let hash = rsa_hash(handle, key.algorithm()).await;
         let comment = key.comment().to_owned();
         match handle
             .authenticate_publickey_with(&target.user, key, hash, &mut agent)

@@ -1,22 +1,37 @@
 //! Pooled SSH connections, shared by every call: a few channels per connection (OpenSSH allows 10),
-//! more connections when more calls run, a closed connection replaced on the next use.
+//! more connections when more calls run, dead ones replaced on the next use with backoff after
+//! network errors, idle ones closed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::connect::{Connection, connect};
 use super::target::SshTarget;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Command channels per connection. OpenSSH's default `MaxSessions` is 10; two stay free for kills.
 pub const CHANNELS_PER_CONNECTION: usize = 8;
+/// How often idle connections are looked for, at most.
+const REAP_EVERY: Duration = Duration::from_secs(30);
+/// Waits after consecutive network failures: 1 s, 2 s, 4 s ... at most this.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// One open connection and its free channel slots.
 pub struct PooledConnection {
     pub handle: Connection,
     slots: Arc<Semaphore>,
+    last_used: Mutex<Instant>,
+}
+
+impl PooledConnection {
+    fn idle_since(&self) -> Option<Instant> {
+        let free = self.slots.available_permits() == CHANNELS_PER_CONNECTION;
+        free.then(|| *self.last_used.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// The right to open one command channel on a connection; the slot frees when this drops.
@@ -25,19 +40,51 @@ pub struct Lease {
     _slot: OwnedSemaphorePermit,
 }
 
+impl Drop for Lease {
+    fn drop(&mut self) {
+        *self
+            .connection
+            .last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+}
+
+/// A failed connection attempt, remembered to space out the next ones.
+struct Failure {
+    count: u32,
+    at: Instant,
+    message: String,
+}
+
 #[derive(Default)]
 struct HostConnections {
     /// Locked while connecting, so concurrent calls to one host share new connections.
     open: tokio::sync::Mutex<Vec<Arc<PooledConnection>>>,
+    failure: Mutex<Option<Failure>>,
 }
 
+type Table = Mutex<HashMap<SshTarget, Arc<HostConnections>>>;
+
 /// Every SSH connection outpost holds, by target.
-#[derive(Default)]
+///
+/// Dropping the pool stops its idle reaper; connections close when their last user lets go.
 pub struct SshPool {
-    hosts: Mutex<HashMap<SshTarget, Arc<HostConnections>>>,
+    hosts: Arc<Table>,
+    reaper: std::sync::OnceLock<DropGuard>,
+    idle_timeout: Duration,
 }
 
 impl SshPool {
+    /// A pool that closes connections left idle for `idle_timeout`.
+    pub fn new(idle_timeout: Duration) -> Self {
+        Self {
+            hosts: Arc::default(),
+            reaper: std::sync::OnceLock::new(),
+            idle_timeout,
+        }
+    }
+
     fn hosts(&self) -> MutexGuard<'_, HashMap<SshTarget, Arc<HostConnections>>> {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -45,6 +92,8 @@ impl SshPool {
     /// A channel slot on a live connection to `target`, connecting when none has room.
     /// A slow or dead host only ever holds up calls to that same host.
     pub async fn lease(&self, target: &SshTarget) -> Result<Lease> {
+        self.reaper
+            .get_or_init(|| start_reaper(Arc::downgrade(&self.hosts), self.idle_timeout));
         let host = self.hosts().entry(target.clone()).or_default().clone();
         let mut open = host.open.lock().await;
         open.retain(|c| !c.handle.is_closed());
@@ -56,18 +105,30 @@ impl SshPool {
                 });
             }
         }
+        check_backoff(&host, target)?;
         tracing::info!(host = %target.name, existing = open.len(), "opening an SSH connection");
+        let handle = match connect(target).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                record_failure(&host, &e);
+                return Err(e);
+            }
+        };
+        *host.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let connection = Arc::new(PooledConnection {
-            handle: connect(target).await?,
+            handle,
             slots: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
+            last_used: Mutex::new(Instant::now()),
         });
         open.push(connection.clone());
-        let slot = connection.slots.clone().try_acquire_owned().map_err(|e| {
-            crate::error::Error::SshChannel {
+        let slot = connection
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|e| Error::SshChannel {
                 host: target.name.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Lease {
             connection,
             _slot: slot,
@@ -98,11 +159,110 @@ impl SshPool {
             return "connecting".to_owned();
         };
         match open.iter().filter(|c| !c.handle.is_closed()).count() {
-            0 => "not connected".to_owned(),
+            0 => match &*host.failure.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(f) => format!("unreachable: {}", f.message),
+                None => "not connected".to_owned(),
+            },
             n => format!(
                 "connected ({n} connection{})",
                 if n == 1 { "" } else { "s" }
             ),
         }
+    }
+}
+
+/// Refuses a new attempt too soon after network failures, saying when the next one may go.
+fn check_backoff(host: &HostConnections, target: &SshTarget) -> Result<()> {
+    let failure = host.failure.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(f) = failure.as_ref() else {
+        return Ok(());
+    };
+    let wait = backoff(f.count);
+    let elapsed = f.at.elapsed();
+    if elapsed >= wait {
+        return Ok(());
+    }
+    Err(Error::SshConnect {
+        host: target.name.clone(),
+        addr: target.display(),
+        reason: format!(
+            "{} (after {} failed attempt{}; next try in {:.1}s)",
+            f.message,
+            f.count,
+            if f.count == 1 { "" } else { "s" },
+            (wait - elapsed).as_secs_f64()
+        ),
+    })
+}
+
+/// Only network trouble backs off; a refused host key or key is reported afresh every time.
+fn record_failure(host: &HostConnections, error: &Error) {
+    let Error::SshConnect { reason, .. } = error else {
+        return;
+    };
+    let mut failure = host.failure.lock().unwrap_or_else(|e| e.into_inner());
+    let count = failure.as_ref().map_or(0, |f| f.count) + 1;
+    *failure = Some(Failure {
+        count,
+        at: Instant::now(),
+        message: reason.clone(),
+    });
+}
+
+fn backoff(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(5);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+/// Closes connections idle for `idle_timeout`, looking every so often, until the pool is dropped.
+fn start_reaper(table: Weak<Table>, idle_timeout: Duration) -> DropGuard {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let every = (idle_timeout / 2).clamp(Duration::from_millis(100), REAP_EVERY);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = token.cancelled() => return,
+            }
+            let Some(table) = table.upgrade() else { return };
+            let hosts: Vec<Arc<HostConnections>> = table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for host in hosts {
+                close_idle(&host, idle_timeout).await;
+            }
+        }
+    });
+    stop.drop_guard()
+}
+
+async fn close_idle(host: &HostConnections, idle_timeout: Duration) {
+    let mut open = host.open.lock().await;
+    let (idle, keep): (Vec<_>, Vec<_>) = open
+        .drain(..)
+        .partition(|c| c.idle_since().is_some_and(|t| t.elapsed() >= idle_timeout));
+    *open = keep;
+    drop(open);
+    for connection in idle {
+        tracing::debug!("closing an idle SSH connection");
+        let _ = connection
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "idle", "en")
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
     }
 }
