@@ -322,3 +322,35 @@ async def test_proxy_jump_through_a_second_sshd(env, sshd, tmp_path):
         assert r.is_error and "ProxyJump `bastion`" in text(r)
     finally:
         jump.stop()
+
+
+async def test_hashed_known_hosts_and_host_key_alias(env, sshd):
+    home = pathlib.Path(env["HOME"])
+    known = home / ".ssh" / "known_hosts"
+    kind, key = sshd.host_public_key
+    # The key recorded under an alias name, then the file hashed as `HashKnownHosts yes` does.
+    known.write_text(f"[keyalias]:{sshd.port} {kind} {key}\n")
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert "keyalias" not in known.read_text()
+    with (home / ".ssh" / "config").open("a") as f:
+        f.write(f"Host aliased\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {USER}\n  HostKeyAlias keyalias\n")
+    async with open_session(env) as s:
+        assert data(await s.call_tool("remote_exec", {"host": "aliased", "command": "echo ok"}))["stdout"] == "ok\n"
+        # Without the alias the same host's key is unknown under its address.
+        assert (await run(s, "true")).is_error
+
+
+def test_exec_ctrl_c_kills_the_remote_tree(env, sshd):
+    import signal
+    from conftest import BIN, wait_dead_sync
+    sshd.trust()
+    proc = subprocess.Popen([BIN, "exec", "box", "--", "echo $$; sleep 300 & echo $!; wait"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [proc.stdout.readline().strip(), proc.stdout.readline().strip()]
+        assert all(pids)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=HANG_GUARD) == 130
+        wait_dead_sync(pids)
+    finally:
+        proc.kill()
