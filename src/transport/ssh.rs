@@ -87,6 +87,7 @@ impl Ssh {
         tokio::spawn(supervise(
             channel,
             lease,
+            self.target.name.clone(),
             start.pid,
             tx,
             kill.clone(),
@@ -190,6 +191,7 @@ struct Started {
 async fn supervise(
     mut channel: Channel<Msg>,
     lease: Lease,
+    host: String,
     pgid: u32,
     tx: mpsc::Sender<ProcessEvent>,
     kill: CancellationToken,
@@ -215,6 +217,17 @@ async fn supervise(
                 killer = Some(tokio::spawn(kill_group(lease.connection.clone(), pgid, grace)));
             }
         }
+    }
+    if status.code.is_none() && status.signal.is_none() && killer.is_none() {
+        let note = format!(
+            "\n[outpost: the connection to `{host}` was lost before the command ended; it may still be running there]\n"
+        );
+        let _ = tx
+            .send(ProcessEvent::Output(
+                OutputStream::Stderr,
+                Bytes::from(note),
+            ))
+            .await;
     }
     if let Some(killer) = killer {
         // Let the KILL phase finish so stragglers of the group die too; bounded by the grace.

@@ -354,3 +354,14 @@ def test_exec_ctrl_c_kills_the_remote_tree(env, sshd):
         wait_dead_sync(pids)
     finally:
         proc.kill()
+
+
+async def test_connection_lost_mid_command_is_said(box, sshd):
+    job = data(await run(box, "echo started; sleep 300", background=True))["job_id"]
+    with anyio.fail_after(HANG_GUARD):
+        while "started" not in data(await box.call_tool("job_output", {"job_id": job, "wait_secs": 2}))["output"]:
+            pass
+    sshd.stop()  # kills the connection's sshd processes too
+    r = data(await box.call_tool("job_output", {"job_id": job, "wait_secs": 20}))
+    assert r["status"] == "exited" and r["exit_code"] is None
+    assert "connection to `box` was lost" in r["output"]
