@@ -153,3 +153,19 @@ def raw(env):
     server = RawServer(env)
     yield server
     server.close()
+
+
+def exec_ctrl_c_kills_the_tree(env, host):
+    """`outpost exec HOST`: output streams live, Ctrl-C exits 130 and the command's tree is dead."""
+    import signal
+    proc = subprocess.Popen([BIN, "exec", host, "--", "echo $$; sleep 300 & echo $!; wait"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        # These lines arrive while the command still runs: output is streamed.
+        pids = [proc.stdout.readline().strip(), proc.stdout.readline().strip()]
+        assert all(pids)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=HANG_GUARD) == 130
+        wait_dead_sync(pids)
+    finally:
+        proc.kill()

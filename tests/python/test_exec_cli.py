@@ -1,9 +1,8 @@
 """`outpost exec HOST -- CMD` from a terminal: output, exit code, quoting, timeout and Ctrl-C."""
 
-import signal
 import subprocess
 
-from conftest import BIN, HANG_GUARD, wait_dead_sync
+from conftest import BIN, HANG_GUARD, exec_ctrl_c_kills_the_tree, wait_dead_sync
 
 
 def run(env, *args, stdin=subprocess.DEVNULL):
@@ -34,17 +33,7 @@ def test_timeout_kills_and_exits_124(env):
 
 
 def test_output_streams_live_and_ctrl_c_kills_the_tree(env):
-    proc = subprocess.Popen([BIN, "exec", "local", "--", "echo $$; sleep 300 & echo $!; wait"],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    try:
-        # These lines arrive while the command is still running: output is streamed.
-        pids = [proc.stdout.readline().strip(), proc.stdout.readline().strip()]
-        assert all(pids)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=HANG_GUARD) == 130
-        wait_dead_sync(pids)
-    finally:
-        proc.kill()
+    exec_ctrl_c_kills_the_tree(env, "local")
 
 
 def test_unknown_host_fails_clearly(env):

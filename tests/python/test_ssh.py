@@ -341,19 +341,9 @@ async def test_hashed_known_hosts_and_host_key_alias(env, sshd):
 
 
 def test_exec_ctrl_c_kills_the_remote_tree(env, sshd):
-    import signal
-    from conftest import BIN, wait_dead_sync
+    from conftest import exec_ctrl_c_kills_the_tree
     sshd.trust()
-    proc = subprocess.Popen([BIN, "exec", "box", "--", "echo $$; sleep 300 & echo $!; wait"], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    try:
-        pids = [proc.stdout.readline().strip(), proc.stdout.readline().strip()]
-        assert all(pids)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=HANG_GUARD) == 130
-        wait_dead_sync(pids)
-    finally:
-        proc.kill()
+    exec_ctrl_c_kills_the_tree(env, "box")
 
 
 async def test_connection_lost_mid_command_is_said(box, sshd):
