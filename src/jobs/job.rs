@@ -50,14 +50,6 @@ pub struct JobSpec {
     pub log_bytes: usize,
 }
 
-/// A point-in-time view of a finished or running job.
-#[derive(Debug, Clone)]
-pub struct JobSnapshot {
-    pub status: JobStatus,
-    pub exit: Option<ExitStatus>,
-    pub duration: Duration,
-}
-
 struct JobState {
     status: JobStatus,
     exit: Option<ExitStatus>,
@@ -110,26 +102,17 @@ impl Job {
         self.kill.cancel();
     }
 
-    pub fn snapshot(&self) -> JobSnapshot {
-        let state = self.state();
-        let end = state.finished.unwrap_or_else(Instant::now);
-        JobSnapshot {
-            status: state.status,
-            exit: state.exit.clone(),
-            duration: end - self.started,
-        }
-    }
-
-    /// The job's state in result form.
+    /// The job's state in result form, as it stands now.
     pub fn outcome(&self) -> Outcome {
-        let snapshot = self.snapshot();
-        let exit = snapshot.exit.unwrap_or_default();
+        let state = self.state();
+        let duration = state.finished.unwrap_or_else(Instant::now) - self.started;
+        let exit = state.exit.clone().unwrap_or_default();
         Outcome {
-            status: snapshot.status,
+            status: state.status,
             exit_code: exit.code,
             signal: exit.signal,
-            timed_out: snapshot.status == JobStatus::TimedOut,
-            duration_ms: snapshot.duration.as_millis().min(u64::MAX as u128) as u64,
+            timed_out: state.status == JobStatus::TimedOut,
+            duration_ms: duration.as_millis().min(u64::MAX as u128) as u64,
         }
     }
 
@@ -242,5 +225,5 @@ pub(super) async fn drive(job: Arc<Job>, mut process: Process, timeout: Duration
             }
         }
     }
-    tracing::debug!(job = %job.id, status = ?job.snapshot().status, "job finished");
+    tracing::debug!(job = %job.id, status = ?job.outcome().status, "job finished");
 }

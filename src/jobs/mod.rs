@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use job::{Job, JobSnapshot, JobSpec, JobStatus, Outcome};
+pub use job::{Job, JobSpec, JobStatus, Outcome};
 
 use crate::error::{Error, Result};
 use crate::transport::Process;

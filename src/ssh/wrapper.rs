@@ -85,9 +85,13 @@ pub enum Report {
     NoCwd,
 }
 
-/// The command that signals the process group `pgid` (falling back to the process alone).
-pub fn kill_command(pgid: u32, signal: &str) -> String {
-    format!("kill -{signal} -- -{pgid} 2>/dev/null || kill -{signal} {pgid} 2>/dev/null; true")
+/// The script that kills process group `pgid` (or just process `pgid` where it leads no group):
+/// TERM, up to `grace` for the group to go, then KILL whatever is left.
+pub fn kill_script(pgid: u32, grace: std::time::Duration) -> String {
+    let polls = (grace.as_millis() / 100).max(1);
+    format!(
+        "kill -TERM -- -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -- -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -- -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
+    )
 }
 
 fn is_shell_name(name: &str) -> bool {

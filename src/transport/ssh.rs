@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
 use crate::error::{Error, Result};
 use crate::ssh::pool::{Lease, PooledConnection};
-use crate::ssh::wrapper::{Invocation, Report};
+use crate::ssh::wrapper::{Invocation, Report, kill_script};
 use crate::ssh::{SshPool, SshTarget};
 
 const EVENT_BUFFER: usize = 16;
@@ -48,14 +48,14 @@ impl Ssh {
 
     /// Starts `spec` under the wrapper; returns once the remote side reports the command running.
     pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
-        let invocation = Invocation::new(&spec.command, spec.cwd.as_deref(), &spec.env)?;
+        let mut invocation = Invocation::new(&spec.command, spec.cwd.as_deref(), &spec.env)?;
         let (lease, mut channel) = self.open_channel().await?;
         channel
             .exec(true, invocation.exec.as_bytes())
             .await
             .map_err(|e| self.channel_error(e))?;
         channel
-            .data_bytes(Bytes::from(invocation.header.clone()))
+            .data_bytes(Bytes::from(std::mem::take(&mut invocation.header)))
             .await
             .map_err(|e| self.channel_error(e))?;
         let kill = CancellationToken::new();
@@ -239,10 +239,7 @@ async fn supervise(
 
 /// On a second channel: TERM the group, wait up to `grace` for it to go, then KILL what is left.
 async fn kill_group(connection: Arc<PooledConnection>, pgid: u32, grace: Duration) {
-    let polls = (grace.as_millis() / 100).max(1);
-    let script = format!(
-        "kill -TERM -- -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -- -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -- -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
-    );
+    let script = kill_script(pgid, grace);
     let result = async {
         let mut channel = connection.handle.channel_open_session().await?;
         channel.exec(true, script.as_bytes()).await?;
