@@ -46,13 +46,9 @@ impl client::Handler for HostKeyCheck {
         key: &russh::keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            self.refuse(Error::SshConnect {
-                host: self.target.name.clone(),
-                addr: self.target.display(),
-                reason:
-                    "the server offered a host certificate; outpost checks plain host keys only"
-                        .into(),
-            });
+            self.refuse(self.target.connect_error(
+                "the server offered a host certificate; outpost checks plain host keys only",
+            ));
             return Ok(false);
         };
         match self.verdict(key) {
@@ -77,13 +73,11 @@ impl HostKeyCheck {
             Ok(true) => Ok(()),
             Ok(false) if t.host_key_policy == HostKeyPolicy::AcceptNew => {
                 keys::known_hosts::learn_known_hosts_path(&t.key_host, t.port, key, &t.known_hosts)
-                    .map_err(|e| Error::SshConnect {
-                        host: t.name.clone(),
-                        addr: t.display(),
-                        reason: format!(
+                    .map_err(|e| {
+                        t.connect_error(format!(
                             "cannot record the new host key in {}: {e}",
                             t.known_hosts.display()
-                        ),
+                        ))
                     })?;
                 tracing::warn!(host = %t.name, %fingerprint, "recorded a new host key (accept-new)");
                 Ok(())
@@ -101,11 +95,7 @@ impl HostKeyCheck {
                 path: t.known_hosts.display().to_string(),
                 line,
             }),
-            Err(e) => Err(Error::SshConnect {
-                host: t.name.clone(),
-                addr: t.display(),
-                reason: format!("cannot read {}: {e}", t.known_hosts.display()),
-            }),
+            Err(e) => Err(t.connect_error(format!("cannot read {}: {e}", t.known_hosts.display()))),
         }
     }
 }
@@ -159,11 +149,6 @@ pub fn connect_timed(target: &SshTarget) -> Connecting<'_> {
 }
 
 async fn connect_direct_or_via(target: &SshTarget) -> Result<(Connection, Timings)> {
-    let fail = |reason: String| Error::SshConnect {
-        host: target.name.clone(),
-        addr: target.display(),
-        reason,
-    };
     let config = Arc::new(client::Config {
         nodelay: true,
         keepalive_interval: target.keepalive,
@@ -187,7 +172,7 @@ async fn connect_direct_or_via(target: &SshTarget) -> Result<(Connection, Timing
                 if let Some(refused) = refusal.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     return Err(refused);
                 }
-                return Err(fail(e.to_string()));
+                return Err(target.connect_error(e.to_string()));
             }
         };
         timings.handshake = started.elapsed();
@@ -198,7 +183,7 @@ async fn connect_direct_or_via(target: &SshTarget) -> Result<(Connection, Timing
     };
     match tokio::time::timeout(target.connect_timeout, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(fail(format!(
+        Err(_) => Err(target.connect_error(format!(
             "no answer within {}s (ConnectTimeout)",
             target.connect_timeout.as_secs_f64()
         ))),
@@ -207,23 +192,18 @@ async fn connect_direct_or_via(target: &SshTarget) -> Result<(Connection, Timing
 
 /// A byte stream to the target's SSH port: TCP, or a direct-tcpip channel through the jump host.
 async fn open_stream(target: &SshTarget) -> Result<(Box<dyn Stream>, Option<Box<Connection>>)> {
-    let fail = |reason: String| Error::SshConnect {
-        host: target.name.clone(),
-        addr: target.display(),
-        reason,
-    };
     match &target.jump {
         None => {
             let tcp = TcpStream::connect((target.hostname.as_str(), target.port))
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| target.connect_error(e.to_string()))?;
             let _ = tcp.set_nodelay(true);
             Ok((Box::new(tcp), None))
         }
         Some(jump) => {
-            let (via, _) = connect_timed(jump)
-                .await
-                .map_err(|e| fail(format!("through ProxyJump `{}`: {e}", jump.name)))?;
+            let (via, _) = connect_timed(jump).await.map_err(|e| {
+                target.connect_error(format!("through ProxyJump `{}`: {e}", jump.name))
+            })?;
             let channel = via
                 .channel_open_direct_tcpip(
                     target.hostname.clone(),
@@ -233,7 +213,7 @@ async fn open_stream(target: &SshTarget) -> Result<(Box<dyn Stream>, Option<Box<
                 )
                 .await
                 .map_err(|e| {
-                    fail(format!(
+                    target.connect_error(format!(
                         "ProxyJump `{}` would not open a tunnel: {e}",
                         jump.name
                     ))

@@ -182,17 +182,13 @@ fn check_backoff(host: &HostConnections, target: &SshTarget) -> Result<()> {
     if elapsed >= wait {
         return Ok(());
     }
-    Err(Error::SshConnect {
-        host: target.name.clone(),
-        addr: target.display(),
-        reason: format!(
-            "{} (after {} failed attempt{}; next try in {:.1}s)",
-            f.message,
-            f.count,
-            if f.count == 1 { "" } else { "s" },
-            (wait - elapsed).as_secs_f64()
-        ),
-    })
+    Err(target.connect_error(format!(
+        "{} (after {} failed attempt{}; next try in {:.1}s)",
+        f.message,
+        f.count,
+        if f.count == 1 { "" } else { "s" },
+        (wait - elapsed).as_secs_f64()
+    )))
 }
 
 /// Only network trouble backs off; a refused host key or key is reported afresh every time.

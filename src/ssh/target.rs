@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{HostKeyPolicy, RemoteConfig};
+use crate::error::Error;
 
 /// Everything needed to reach one SSH host.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,22 +41,18 @@ impl SshTarget {
         ssh_config: Option<&ssh2_config::SshConfig>,
         home: &Path,
     ) -> Self {
-        let mut target = Self::resolve_hop(name, remote, ssh_config, home);
-        let hops = ssh_config
-            .map(|c| c.query(split_destination(remote.map_or(name, |r| r.host.as_str())).1))
-            .and_then(|p| p.proxy_jump)
-            .unwrap_or_default();
+        let (mut target, hops) = Self::resolve_hop(name, remote, ssh_config, home);
         target.jump = jump_chain(&hops, ssh_config, home);
         target
     }
 
-    /// One host's settings, without following its ProxyJump.
+    /// One host's settings, and its ProxyJump hops (not followed here).
     fn resolve_hop(
         name: &str,
         remote: Option<&RemoteConfig>,
         ssh_config: Option<&ssh2_config::SshConfig>,
         home: &Path,
-    ) -> Self {
+    ) -> (Self, Vec<String>) {
         let (spec_user, spec_host, spec_port) = split_destination(match remote {
             Some(remote) => &remote.host,
             None => name,
@@ -114,7 +111,11 @@ impl SshTarget {
         let keepalive_max = unknown("serveralivecountmax")
             .and_then(|v| v.parse().ok())
             .unwrap_or(3);
-        Self {
+        let hops = params
+            .as_ref()
+            .and_then(|p| p.proxy_jump.clone())
+            .unwrap_or_default();
+        let target = Self {
             name: name.to_owned(),
             hostname,
             port,
@@ -137,6 +138,16 @@ impl SshTarget {
             ),
             keepalive_max,
             jump: None,
+        };
+        (target, hops)
+    }
+
+    /// A failure to connect to this host, with the address it was trying.
+    pub fn connect_error(&self, reason: impl Into<String>) -> Error {
+        Error::SshConnect {
+            host: self.name.clone(),
+            addr: self.display(),
+            reason: reason.into(),
         }
     }
 
@@ -155,7 +166,7 @@ fn jump_chain(
 ) -> Option<Box<SshTarget>> {
     let mut via: Option<Box<SshTarget>> = None;
     for hop in hops.iter().filter(|h| !h.eq_ignore_ascii_case("none")) {
-        let mut target = SshTarget::resolve_hop(hop, None, ssh_config, home);
+        let (mut target, _) = SshTarget::resolve_hop(hop, None, ssh_config, home);
         target.jump = via;
         via = Some(Box::new(target));
     }
