@@ -101,6 +101,11 @@ impl Hosts {
         self.config.remotes.get(name)?.workspace.clone()
     }
 
+    /// The SSH connections shared by every call.
+    pub fn pool(&self) -> &SshPool {
+        &self.pool
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -1,6 +1,6 @@
 //! The `outpost` command: parses flags, sets up logging on stderr, and hands over to the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,12 +107,6 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let path = cli.config.unwrap_or_else(Config::default_path);
     let config = Config::load(&path)?;
-    if let Some(Command::Remote { command }) = &cli.command
-        && let Some(message) = edit_remotes(&path, &config, command)?
-    {
-        println!("{message}");
-        return Ok(0);
-    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let hosts = Arc::new(Hosts::new(config));
@@ -150,39 +144,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     result
 }
 
-/// The `remote` subcommands that need hosts (and maybe the network).
-async fn run_remote(
-    path: &std::path::Path,
-    hosts: &Hosts,
-    command: RemoteCommand,
-) -> anyhow::Result<i32> {
-    match command {
-        RemoteCommand::List => print!("{}", remote::list(hosts)),
-        RemoteCommand::SetDefault { name } => {
-            println!(
-                "{}",
-                remote::set_default(path, hosts.config().clone(), hosts, &name)?
-            )
-        }
-        RemoteCommand::Test { name } => {
-            return Ok(if remote::test(hosts, &name).await? {
-                0
-            } else {
-                1
-            });
-        }
-        RemoteCommand::Add { .. } | RemoteCommand::Remove { .. } => {}
-    }
-    Ok(0)
-}
-
-/// The `remote` subcommands that only edit the config file; `None` for the others.
-fn edit_remotes(
-    path: &std::path::Path,
-    config: &Config,
-    command: &RemoteCommand,
-) -> anyhow::Result<Option<String>> {
-    Ok(match command {
+/// `outpost remote ...`: edits go to the config file at `path`; `test` exits 1 when a step fails.
+async fn run_remote(path: &Path, hosts: &Hosts, command: RemoteCommand) -> anyhow::Result<i32> {
+    let config = hosts.config().clone();
+    let message = match command {
         RemoteCommand::Add {
             name,
             target,
@@ -194,20 +159,30 @@ fn edit_remotes(
             accept_new,
         } => {
             let add = AddRemote {
-                name: name.clone(),
-                target: target.clone(),
-                port: *port,
-                user: user.clone(),
-                identity: identity.clone(),
-                workspace: workspace.clone(),
-                set_default: *set_default,
-                accept_new: *accept_new,
+                name,
+                target,
+                port,
+                user,
+                identity,
+                workspace,
+                set_default,
+                accept_new,
             };
-            Some(remote::add(path, config.clone(), add)?)
+            remote::add(path, config, add)?
         }
-        RemoteCommand::Remove { name } => Some(remote::remove(path, config.clone(), name)?),
-        _ => None,
-    })
+        RemoteCommand::Remove { name } => remote::remove(path, config, &name)?,
+        RemoteCommand::SetDefault { name } => remote::set_default(path, config, hosts, &name)?,
+        RemoteCommand::List => remote::list(hosts).trim_end().to_owned(),
+        RemoteCommand::Test { name } => {
+            return Ok(if remote::test(hosts, &name).await? {
+                0
+            } else {
+                1
+            });
+        }
+    };
+    println!("{message}");
+    Ok(0)
 }
 
 /// Logs go to stderr (stdout is the MCP channel), filtered by RUST_LOG (default `info`).

@@ -128,9 +128,8 @@ pub async fn test(hosts: &Hosts, name: &str) -> Result<bool> {
                     &format!("matches {}", target.known_hosts.display()),
                 );
                 step("auth", t.auth, &format!("as {}", target.user));
-                let _ = connection
-                    .disconnect(russh::Disconnect::ByApplication, "", "en")
-                    .await;
+                // The command below runs on this same connection.
+                hosts.pool().adopt(&target, connection).await;
             }
             Err(e) => {
                 println!("FAILED     {e}");

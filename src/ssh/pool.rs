@@ -28,6 +28,14 @@ pub struct PooledConnection {
 }
 
 impl PooledConnection {
+    fn new(handle: Connection) -> Self {
+        Self {
+            handle,
+            slots: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
     fn idle_since(&self) -> Option<Instant> {
         let free = self.slots.available_permits() == CHANNELS_PER_CONNECTION;
         free.then(|| *self.last_used.lock().unwrap_or_else(|e| e.into_inner()))
@@ -115,11 +123,7 @@ impl SshPool {
             }
         };
         *host.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let connection = Arc::new(PooledConnection {
-            handle,
-            slots: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
-            last_used: Mutex::new(Instant::now()),
-        });
+        let connection = Arc::new(PooledConnection::new(handle));
         open.push(connection.clone());
         let slot = connection
             .slots
@@ -133,6 +137,15 @@ impl SshPool {
             connection,
             _slot: slot,
         })
+    }
+
+    /// Adds a connection opened elsewhere (e.g. timed by `outpost remote test`) to the pool.
+    pub async fn adopt(&self, target: &SshTarget, handle: Connection) {
+        let host = self.hosts().entry(target.clone()).or_default().clone();
+        host.open
+            .lock()
+            .await
+            .push(Arc::new(PooledConnection::new(handle)));
     }
 
     /// Drops a connection found unusable, so the next lease opens a fresh one.
