@@ -77,9 +77,13 @@ impl Outpost {
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let background = params.background;
-        let job = match self.start_exec(params).await {
-            Ok(job) => job,
-            Err(e) => return failure(&e),
+        let job = tokio::select! {
+            started = self.start_exec(params) => match started {
+                Ok(job) => job,
+                Err(e) => return failure(&e),
+            },
+            // Connecting can take up to the connect timeout; a cancel must not wait for it.
+            _ = context.ct.cancelled() => return failure(&Error::Cancelled),
         };
         if background {
             let result = self.exec_result(&job, true);

@@ -77,9 +77,15 @@ impl Ssh {
             }
             Stdin::Pipe => Some(Box::pin(channel.make_writer()) as super::StdinWriter),
         };
-        let start = self
-            .await_report(&mut channel, &invocation, spec.cwd.as_deref())
-            .await?;
+        // A login shell stuck in its startup files must not hang the call.
+        let limit = self.target.connect_timeout;
+        let report = self.await_report(&mut channel, &invocation, spec.cwd.as_deref());
+        let start = tokio::time::timeout(limit, report).await.map_err(|_| {
+            self.channel_error(format!(
+                "the remote shell did not start the command within {}s (slow or interactive shell startup files?)",
+                limit.as_secs_f64()
+            ))
+        })??;
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         for (stream, data) in start.early {
             let _ = tx.try_send(ProcessEvent::Output(stream, data));

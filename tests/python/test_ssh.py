@@ -355,3 +355,18 @@ async def test_connection_lost_mid_command_is_said(box, sshd):
     r = data(await box.call_tool("job_output", {"job_id": job, "wait_secs": 20}))
     assert r["status"] == "exited" and r["exit_code"] is None
     assert "connection to `box` was lost" in r["output"]
+
+
+async def test_a_shell_that_never_starts_the_command_does_not_hang_the_call(env, tmp_path):
+    home = pathlib.Path(env["HOME"])
+    stuck = Sshd(tmp_path / "stuck", home, extra=["ForceCommand sleep 300"]).start()
+    try:
+        stuck.trust()
+        with (home / ".ssh" / "config").open("a") as f:
+            f.write(f"Host stuck\n  HostName 127.0.0.1\n  Port {stuck.port}\n  User {USER}\n  ConnectTimeout 2\n")
+        with anyio.fail_after(HANG_GUARD):
+            async with open_session(env) as s:
+                r = await s.call_tool("remote_exec", {"host": "stuck", "command": "echo never"})
+        assert r.is_error and "did not start the command within 2s" in text(r)
+    finally:
+        stuck.stop()
