@@ -31,7 +31,7 @@ pub struct JobManager {
     /// Parent of every job's kill token: cancelling it kills everything.
     shutdown: CancellationToken,
     next_id: AtomicU64,
-    id_salt: u16,
+    id_salt: u32,
     retention: Duration,
 }
 
@@ -43,7 +43,7 @@ impl JobManager {
             shutdown: CancellationToken::new(),
             next_id: AtomicU64::new(1),
             // Ids from an earlier server run must not find this run's jobs.
-            id_salt: RandomState::new().hash_one(std::process::id()) as u16,
+            id_salt: RandomState::new().hash_one(std::process::id()) as u32,
             retention,
         }
     }
@@ -59,7 +59,7 @@ impl JobManager {
         }
         self.prune();
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = format!("job-{n}-{:04x}", self.id_salt);
+        let id = format!("job-{n}-{:08x}", self.id_salt);
         let job = Arc::new(Job::new(id.clone(), &spec, self.shutdown.child_token()));
         self.jobs().insert(id, job.clone());
         self.tasks
