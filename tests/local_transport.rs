@@ -153,37 +153,30 @@ async fn missing_cwd_is_a_clear_error() {
     }
 }
 
-#[tokio::test]
-async fn kill_takes_down_the_whole_tree() {
-    let mut process = local(500)
-        .spawn(spec(
-            "sleep 300 & echo $!; (sleep 300; true) & echo $!; echo $$; wait",
-        ))
-        .await
-        .unwrap();
-    let pids = read_lines(&mut process, 3).await;
+/// Starts `command`, reads the pids it prints, kills it, and checks how it ended and that every
+/// printed pid is gone.
+async fn kill_and_check(grace_ms: u64, command: &str, pids: usize, signal: &str) {
+    let mut process = local(grace_ms).spawn(spec(command)).await.unwrap();
+    let pids = read_lines(&mut process, pids).await;
     assert!(pids.iter().all(|p| alive(p)), "{pids:?}");
     process.kill();
     let out = collect(process).await;
-    assert_eq!(out.exit.signal.as_deref(), Some("SIGTERM"));
+    assert_eq!(out.exit.signal.as_deref(), Some(signal));
     for pid in &pids {
         assert!(!alive(pid), "pid {pid} survived the kill");
     }
 }
 
 #[tokio::test]
+async fn kill_takes_down_the_whole_tree() {
+    let command = "sleep 300 & echo $!; (sleep 300; true) & echo $!; echo $$; wait";
+    kill_and_check(500, command, 3, "SIGTERM").await;
+}
+
+#[tokio::test]
 async fn term_ignoring_tree_gets_kill_after_grace() {
-    let mut process = local(200)
-        .spawn(spec(
-            "trap '' TERM; sh -c 'trap \"\" TERM; echo $$; sleep 300' & wait",
-        ))
-        .await
-        .unwrap();
-    let pids = read_lines(&mut process, 1).await;
-    process.kill();
-    let out = collect(process).await;
-    assert_eq!(out.exit.signal.as_deref(), Some("SIGKILL"));
-    assert!(!alive(&pids[0]), "TERM-ignoring child survived");
+    let command = "trap '' TERM; sh -c 'trap \"\" TERM; echo $$; sleep 300' & wait";
+    kill_and_check(200, command, 1, "SIGKILL").await;
 }
 
 #[tokio::test]
