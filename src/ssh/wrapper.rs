@@ -173,6 +173,54 @@ mod tests {
     }
 
     #[test]
+    fn without_setsid_the_command_still_runs_and_dies_by_kill_script() {
+        use std::io::{BufRead, BufReader};
+        // A PATH with `sh` and `sleep` but no `setsid`, as on macOS.
+        let bin = tempfile::tempdir().unwrap();
+        for tool in ["sh", "sleep"] {
+            let real = which(tool);
+            std::os::unix::fs::symlink(real, bin.path().join(tool)).unwrap();
+        }
+        let inv = Invocation::new("exec sleep 300", None, &BTreeMap::new()).unwrap();
+        let mut child = Command::new(bin.path().join("sh"))
+            .arg("-c")
+            .arg(&inv.exec)
+            .env("PATH", bin.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&inv.header).unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(Report::Started(pid)) = inv.parse_report(line.trim_end()) else {
+            panic!("no report: {line}");
+        };
+        let script = kill_script(pid, std::time::Duration::from_millis(200));
+        assert!(
+            Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .status()
+                .unwrap()
+                .success()
+        );
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(15));
+    }
+
+    fn which(tool: &str) -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
     fn bad_env_names_are_refused() {
         let env = BTreeMap::from([("A;rm".to_owned(), "x".to_owned())]);
         assert!(Invocation::new("true", None, &env).is_err());
