@@ -1,7 +1,6 @@
 //! outpost's JSON config file: its types (the source of `schemas/config.schema.json`), loading and saving.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,6 +28,44 @@ pub struct Config {
     /// SSH connection pool settings.
     #[serde(skip_serializing_if = "SshSettings::is_default")]
     pub ssh: SshSettings,
+    /// Claude Code processes started by `spawn_claude`.
+    #[serde(skip_serializing_if = "ClaudeSettings::is_default")]
+    pub claude: ClaudeSettings,
+}
+
+/// Claude Code processes started by `spawn_claude`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaudeSettings {
+    /// Seconds a Claude process waiting for its next prompt stays alive.
+    pub idle_timeout_secs: u64,
+    /// Live Claude processes per host; beyond it the least recently used idle one is closed.
+    pub max_processes_per_host: usize,
+    /// Timeout of a turn when the call gives none, in seconds.
+    pub default_timeout_secs: u64,
+    /// Seconds an interrupted turn gets to stop before its process is killed.
+    pub interrupt_grace_secs: u64,
+    /// Local environment variables passed to Claude on every host (e.g. `ANTHROPIC_API_KEY`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forward_env: Vec<String>,
+}
+
+impl Default for ClaudeSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 900,
+            max_processes_per_host: 4,
+            default_timeout_secs: 1800,
+            interrupt_grace_secs: 5,
+            forward_env: Vec::new(),
+        }
+    }
+}
+
+impl ClaudeSettings {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// SSH connection pool settings.
@@ -54,7 +91,7 @@ impl SshSettings {
 }
 
 /// A remote host reached over SSH.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
     /// Host name, IP address or `~/.ssh/config` alias to connect to.
@@ -74,6 +111,15 @@ pub struct RemoteConfig {
     /// Host-key policy: `yes` (default: unknown keys refused) or `accept-new` (record unknown keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict_host_key_checking: Option<HostKeyPolicy>,
+    /// Path of the `claude` executable on this host (default: searched for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude_path: Option<String>,
+    /// Local environment variables whose values are passed to Claude on this host (never in argv or logs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_env: Vec<String>,
+    /// Fixed environment variables for Claude on this host (e.g. `CLAUDE_CONFIG_DIR`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claude_env: BTreeMap<String, String>,
 }
 
 /// What to do with a host key that is not in known_hosts yet. A changed key is always refused.
@@ -219,18 +265,9 @@ impl Config {
             path: path.to_owned(),
             source,
         };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        std::fs::create_dir_all(dir).map_err(write_err)?;
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
         let mut text = serde_json::to_string_pretty(self).map_err(|e| write_err(e.into()))?;
         text.push('\n');
-        file.write_all(text.as_bytes()).map_err(write_err)?;
-        file.as_file().sync_all().map_err(write_err)?;
-        file.persist(path).map_err(|e| write_err(e.error))?;
-        Ok(())
+        crate::atomic_file::write_atomic(path, text.as_bytes()).map_err(write_err)
     }
 }
 
@@ -281,9 +318,9 @@ mod tests {
                 host: "gpu.example".into(),
                 user: Some("me".into()),
                 port: Some(2222),
-                identity_file: None,
-                workspace: None,
                 strict_host_key_checking: Some(HostKeyPolicy::AcceptNew),
+                forward_env: vec!["ANTHROPIC_API_KEY".into()],
+                ..RemoteConfig::default()
             },
         );
         config.save(&path).unwrap();

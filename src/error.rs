@@ -107,6 +107,29 @@ pub enum Error {
     #[error("ssh channel to `{host}` failed: {reason}")]
     SshChannel { host: String, reason: String },
 
+    #[error(
+        "`claude` was not found on host `{host}`; tried: {tried}. Install Claude Code there (`npm install -g @anthropic-ai/claude-code`) or set `claude_path` for the remote in outpost's config"
+    )]
+    ClaudeNotFound { host: String, tried: String },
+
+    #[error(
+        "Claude found no session `{session_id}` in `{cwd}` on host `{host}`. Claude only resumes sessions started in the same project directory: pass the session's `cwd` (see `list_sessions`), or bring its file to this host with `sync_sessions`"
+    )]
+    ClaudeSessionNotFound {
+        session_id: String,
+        host: String,
+        cwd: String,
+    },
+
+    #[error(
+        "Claude's process on host `{host}` ended mid-turn ({status}){stderr}. The session stays resumable: call `spawn_claude` again with its `session_id`"
+    )]
+    ClaudeDied {
+        host: String,
+        status: String,
+        stderr: String,
+    },
+
     #[error("MCP session failed: {0}")]
     Mcp(String),
 

@@ -2,8 +2,11 @@
 //!
 //! A request flows one way: MCP request → tool ([`tools`]) → host lookup ([`hosts`]) →
 //! transport ([`transport`]) → a [`transport::Process`] whose events a job ([`jobs`]) records
-//! → progress notifications and the result.
+//! → progress notifications and the result. `spawn_claude` turns go through [`claude`], which keeps
+//! Claude Code processes warm between turns on top of the same transports.
 
+pub mod atomic_file;
+pub mod claude;
 pub mod cli;
 pub mod config;
 pub mod error;

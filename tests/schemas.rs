@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use outpost::claude::Claude;
+use outpost::claude::registry::Registry;
 use outpost::config::Config;
 use outpost::hosts::Hosts;
 use outpost::jobs::JobManager;
@@ -20,16 +22,20 @@ fn check(path: &Path, value: &serde_json::Value, stale: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn schemas_match_the_code() {
+#[tokio::test]
+async fn schemas_match_the_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     let mut stale = Vec::new();
     let config = serde_json::to_value(schemars::schema_for!(Config)).unwrap();
     check(&root.join("config.schema.json"), &config, &mut stale);
 
+    let hosts = Arc::new(Hosts::new(Config::default()));
+    let state = tempfile::tempdir().unwrap();
+    let registry = Registry::new(state.path().join("sessions.json"));
     let server = Outpost::new(
-        Arc::new(Hosts::new(Config::default())),
+        hosts.clone(),
         Arc::new(JobManager::new(Duration::from_secs(60))),
+        Claude::new(hosts, registry),
     );
     let tools = server.tools();
     assert!(!tools.is_empty());

@@ -59,6 +59,7 @@ pub fn add(path: &Path, mut config: Config, add: AddRemote) -> Result<String> {
         identity_file: add.identity,
         workspace: add.workspace,
         strict_host_key_checking: add.accept_new.then_some(HostKeyPolicy::AcceptNew),
+        ..RemoteConfig::default()
     };
     config.remotes.insert(add.name.clone(), remote);
     if add.set_default {

@@ -56,6 +56,8 @@ struct JobState {
     finished: Option<Instant>,
     capture: Capture,
     log: OutputLog,
+    /// The tool's own result for jobs that are not plain commands (a Claude turn's result).
+    detail: Option<serde_json::Value>,
 }
 
 /// A command under way or done. Shared by the manager, the task that drives it and the tools.
@@ -86,6 +88,7 @@ impl Job {
                 finished: None,
                 capture: Capture::new(spec.output_limit),
                 log: OutputLog::new(spec.log_bytes),
+                detail: None,
             }),
             changed: watch::Sender::new(0),
             kill,
@@ -172,6 +175,29 @@ impl Job {
                 return;
             }
         }
+    }
+
+    /// A token cancelled when the job is asked to stop (`job_kill`, shutdown).
+    pub fn kill_token(&self) -> CancellationToken {
+        self.kill.clone()
+    }
+
+    /// The tool's result for a job that is not a plain command, once it has one.
+    pub fn detail(&self) -> Option<serde_json::Value> {
+        self.state().detail.clone()
+    }
+
+    /// Appends a line of text to the job's output.
+    pub fn record_line(&self, line: &str) {
+        let mut text = line.to_owned();
+        text.push('\n');
+        self.record(crate::transport::OutputStream::Stdout, text.as_bytes());
+    }
+
+    /// Ends a job that is not a plain command, with its result.
+    pub fn finish_with(&self, status: JobStatus, detail: serde_json::Value) {
+        self.state().detail = Some(detail);
+        self.finish(status, ExitStatus::default());
     }
 
     fn record(&self, stream: crate::transport::OutputStream, data: &[u8]) {

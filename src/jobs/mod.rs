@@ -54,16 +54,32 @@ impl JobManager {
 
     /// Takes ownership of a started process as a new job.
     pub fn start(&self, process: Process, spec: JobSpec) -> Result<Arc<Job>> {
+        let job = self.register(&spec)?;
+        self.tasks
+            .spawn(job::drive(job.clone(), process, spec.timeout));
+        Ok(job)
+    }
+
+    /// Starts a job that is not a plain command: `work` gets the job to record its output in,
+    /// and must end it with [`Job::finish_with`]; it should stop when [`Job::kill_token`] fires.
+    pub fn start_task<F>(&self, spec: JobSpec, work: impl FnOnce(Arc<Job>) -> F) -> Result<Arc<Job>>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let job = self.register(&spec)?;
+        self.tasks.spawn(work(job.clone()));
+        Ok(job)
+    }
+
+    fn register(&self, spec: &JobSpec) -> Result<Arc<Job>> {
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
         self.prune();
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("job-{n}-{:08x}", self.id_salt);
-        let job = Arc::new(Job::new(id.clone(), &spec, self.shutdown.child_token()));
+        let job = Arc::new(Job::new(id.clone(), spec, self.shutdown.child_token()));
         self.jobs().insert(id, job.clone());
-        self.tasks
-            .spawn(job::drive(job.clone(), process, spec.timeout));
         Ok(job)
     }
 

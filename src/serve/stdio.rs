@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::eof::EofSignal;
 use super::lines::LineTransport;
 use super::termination;
+use crate::claude::Claude;
+use crate::claude::registry::Registry;
 use crate::error::{Error, Result};
 use crate::hosts::Hosts;
 use crate::jobs::JobManager;
@@ -29,7 +31,8 @@ pub async fn serve_stdio(hosts: Arc<Hosts>) -> Result<()> {
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let stdin = tokio::io::BufReader::new(EofSignal::new(stdin, eof.clone()));
     let transport = LineTransport::new(stdin, stdout);
-    let server = Outpost::new(hosts, jobs.clone());
+    let claude = Claude::new(hosts.clone(), Registry::new(Registry::default_path()));
+    let server = Outpost::new(hosts, jobs.clone(), claude.clone());
 
     let service = tokio::select! {
         service = server.serve(transport) => match service {
@@ -49,16 +52,17 @@ pub async fn serve_stdio(hosts: Arc<Hosts>) -> Result<()> {
         _ = &mut waiting => {}
         _ = eof.cancelled() => {
             tracing::info!("stdin closed; killing running processes");
-            jobs.shutdown(kill_limit).await;
+            tokio::join!(jobs.shutdown(kill_limit), claude.shutdown());
             let _ = tokio::time::timeout(DRAIN + Duration::from_secs(5), &mut waiting).await;
         }
         _ = termination() => {
-            jobs.shutdown(kill_limit).await;
+            tokio::join!(jobs.shutdown(kill_limit), claude.shutdown());
             stop.cancel();
             let _ = tokio::time::timeout(DRAIN, &mut waiting).await;
         }
     }
     jobs.shutdown(kill_limit).await;
+    claude.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -266,9 +266,7 @@ mod tests {
             host: "bob@gpu".into(),
             user: None,
             port: Some(2022),
-            identity_file: None,
-            workspace: None,
-            strict_host_key_checking: None,
+            ..RemoteConfig::default()
         };
         let home = Path::new("/h");
         let t = SshTarget::resolve("work", Some(&remote), None, home);

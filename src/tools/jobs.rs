@@ -24,7 +24,7 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobOutputParams {
-    /// Job id from `remote_exec`.
+    /// Job id from `remote_exec` or `spawn_claude`.
     pub job_id: String,
     /// Byte offset to read from: 0 (default) for the start, or the last call's `next_offset`.
     #[serde(default)]
@@ -70,12 +70,15 @@ pub struct JobOutputResult {
     pub dropped_bytes: u64,
     /// Whether more output is already available past `next_offset`.
     pub more: bool,
+    /// For a `spawn_claude` job, once it has finished: its result, as `spawn_claude` returns it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claude: Option<serde_json::Value>,
 }
 
 #[tool_router(router = job_tools, vis = "pub(super)")]
 impl Outpost {
     #[tool(
-        description = "Status and output of a remote_exec job from an offset; wait_secs long-polls for more.",
+        description = "Status and output of a remote_exec or spawn_claude job from an offset; wait_secs long-polls for more.",
         output_schema = schema_for_output::<JobOutputResult>()
     )]
     async fn job_output(
@@ -110,6 +113,7 @@ impl Outpost {
             offset: read.offset,
             next_offset: read.next_offset,
             dropped_bytes: read.dropped,
+            claude: job.detail(),
         };
         let text = format!(
             "{} {:?}{}; output {}..{}{}\n{}",
@@ -126,11 +130,15 @@ impl Outpost {
             if result.more { ", more available" } else { "" },
             result.output
         );
+        let text = match &result.claude {
+            Some(claude) => format!("{text}\nresult: {claude}"),
+            None => text,
+        };
         structured(&result, text, false)
     }
 
     #[tool(
-        description = "Kill a remote_exec job's whole process tree.",
+        description = "Kill a remote_exec job's process tree, or interrupt a spawn_claude job's turn.",
         output_schema = schema_for_output::<JobView>()
     )]
     async fn job_kill(&self, Parameters(params): Parameters<JobKillParams>) -> CallToolResult {

@@ -1,42 +1,67 @@
 //! The MCP server: its identity, its tools, and the state they share (hosts and jobs).
 
+mod claude;
 mod exec;
 mod hosts;
 mod jobs;
 mod reply;
+mod sessions;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
+#[allow(deprecated)]
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, ServerCapabilities,
-    ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, LoggingLevel,
+    ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, tool_handler};
 
+use crate::claude::Claude;
 use crate::hosts::Hosts;
 use crate::jobs::JobManager;
 
+pub use claude::{SpawnClaudeParams, SpawnClaudeResult};
 pub use exec::{ExecResult, RemoteExecParams};
 pub use jobs::{JobKillParams, JobOutputParams, JobOutputResult, JobView};
+pub use sessions::{ListSessionsParams, ListSessionsResult};
 
-/// The outpost MCP service. Cheap to clone: one per client connection, all sharing hosts and jobs.
+/// The outpost MCP service. Cheap to clone: one per client connection, all sharing hosts, jobs
+/// and Claude processes.
 #[derive(Clone)]
 pub struct Outpost {
     hosts: Arc<Hosts>,
     jobs: Arc<JobManager>,
+    claude: Arc<Claude>,
+    /// The least severe log level the client wants (`logging/setLevel`), as a rank (0 = debug).
+    log_level: Arc<AtomicU8>,
     tool_router: ToolRouter<Self>,
 }
 
+/// Log messages below this rank are not sent until the client asks for them.
+const DEFAULT_LOG_RANK: u8 = 1;
+
 impl Outpost {
-    pub fn new(hosts: Arc<Hosts>, jobs: Arc<JobManager>) -> Self {
+    pub fn new(hosts: Arc<Hosts>, jobs: Arc<JobManager>, claude: Arc<Claude>) -> Self {
         Self {
             hosts,
             jobs,
-            tool_router: Self::exec_tools() + Self::job_tools() + Self::host_tools(),
+            claude,
+            log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
+            tool_router: Self::exec_tools()
+                + Self::job_tools()
+                + Self::host_tools()
+                + Self::claude_tools()
+                + Self::session_tools(),
         }
+    }
+
+    /// Whether the client asked for debug-level log messages.
+    fn wants_debug_log(&self) -> bool {
+        self.log_level.load(Ordering::Relaxed) == 0
     }
 
     /// Every tool as `tools/list` shows it.
@@ -67,13 +92,39 @@ impl ServerHandler for Outpost {
         self.tool_router.call(call).await
     }
 
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let rank = match request.level {
+            LoggingLevel::Debug => 0,
+            LoggingLevel::Info => 1,
+            LoggingLevel::Notice => 2,
+            LoggingLevel::Warning => 3,
+            LoggingLevel::Error => 4,
+            LoggingLevel::Critical => 5,
+            LoggingLevel::Alert => 6,
+            LoggingLevel::Emergency => 7,
+        };
+        self.log_level.store(rank, Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("outpost", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Run commands on this machine (`local`) and remote hosts. \
-                 `list_hosts` shows the host names; long commands go in the background \
-                 (`background: true`) and are followed with `job_output`.",
-            )
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new("outpost", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Run commands on this machine (`local`) and remote hosts, and Claude Code there \
+                 (`spawn_claude`). `list_hosts` shows the host names; long commands go in the \
+                 background (`background: true`) and are followed with `job_output`.",
+        )
     }
 }

@@ -51,7 +51,8 @@ pub enum ProcessEvent {
     Exited(ExitStatus),
 }
 
-/// The writable end of a process's stdin; dropping it sends EOF.
+/// The writable end of a process's stdin. Call `shutdown()` to send EOF: over SSH, merely dropping
+/// it does not.
 pub type StdinWriter = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// A handle on a running process tree.
@@ -88,6 +89,11 @@ impl Process {
     /// The next output chunk or the exit; `None` once the exit has been delivered.
     pub async fn next_event(&mut self) -> Option<ProcessEvent> {
         self.events.recv().await
+    }
+
+    /// The next event if one is already waiting, without blocking.
+    pub fn try_next_event(&mut self) -> Option<ProcessEvent> {
+        self.events.try_recv().ok()
     }
 
     /// Asks for the process tree to be killed; `Exited` follows on the event stream.

@@ -52,6 +52,19 @@ async def session(env):
         yield s
 
 
+@pytest.fixture
+def sshd(env, tmp_path):
+    """A real sshd on 127.0.0.1, reachable as the ~/.ssh/config alias `box` (host key not yet trusted)."""
+    import getpass
+    from sshd import Sshd
+    home = pathlib.Path(env["HOME"])
+    server = Sshd(tmp_path / "sshd", home).start()
+    (home / ".ssh" / "config").write_text(
+        f"Host box\n  HostName 127.0.0.1\n  Port {server.port}\n  User {getpass.getuser()}\n")
+    yield server
+    server.stop()
+
+
 def alive(pid) -> bool:
     """Whether a process exists and is not a zombie."""
     try:

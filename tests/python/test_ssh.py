@@ -19,16 +19,6 @@ USER = getpass.getuser()
 
 
 @pytest.fixture
-def sshd(env, tmp_path):
-    home = pathlib.Path(env["HOME"])
-    server = Sshd(tmp_path / "sshd", home).start()
-    (home / ".ssh" / "config").write_text(
-        f"Host box\n  HostName 127.0.0.1\n  Port {server.port}\n  User {USER}\n")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 async def box(env, sshd):
     sshd.trust()
     async with open_session(env) as s:

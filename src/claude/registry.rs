@@ -1,0 +1,213 @@
+//! The session registry: a small state file remembering where each Claude session ran, so it can
+//! be listed and resumed by id alone, across server restarts.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file::write_atomic;
+
+/// Sessions remembered at most; the least recently used are forgotten first.
+const MAX_SESSIONS: usize = 500;
+
+/// What the process of a session is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// A turn is under way.
+    Running,
+    /// Its process is alive and waiting: the next turn starts at once.
+    Warm,
+    /// No process: the next turn resumes it (`--resume`).
+    Closed,
+}
+
+/// One session as the registry keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub host: String,
+    /// Project directory on the host (as Claude reports it: symlinks resolved).
+    pub cwd: String,
+    /// When the session was started (RFC 3339).
+    pub created: String,
+    /// When its last turn started (RFC 3339).
+    pub last_turn: String,
+    pub status: SessionStatus,
+    /// Turns run through outpost.
+    pub turns: u64,
+    /// Whether the last turn ended in error (API error, interrupt, turn limit, ...).
+    pub last_is_error: bool,
+    /// Start of the last result's text.
+    pub last_result: String,
+    /// Cost of the session so far, in US dollars, as Claude reports it.
+    pub total_cost_usd: f64,
+    /// The session this one was forked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
+    /// pid of the outpost server holding its process, while running or warm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    sessions: Vec<SessionRecord>,
+}
+
+/// The registry file. Updates are read-modify-write under an advisory lock, so several outpost
+/// servers (Claude Desktop's, Claude Code's) can share it; each write is atomic.
+pub struct Registry {
+    path: PathBuf,
+}
+
+/// Now, in RFC 3339 (UTC, seconds).
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl Registry {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// `$XDG_STATE_HOME/outpost/sessions.json` (or the platform's equivalent).
+    pub fn default_path() -> PathBuf {
+        dirs::state_dir()
+            .or_else(dirs::data_local_dir)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("outpost/sessions.json")
+    }
+
+    /// One session's record, if known.
+    pub fn get(&self, session_id: &str) -> Option<SessionRecord> {
+        self.all().into_iter().find(|r| r.session_id == session_id)
+    }
+
+    /// Every session, most recent turn first. A warm or running record whose server is gone
+    /// reads as closed.
+    pub fn all(&self) -> Vec<SessionRecord> {
+        let mut sessions = read(&self.path).sessions;
+        for record in &mut sessions {
+            if record.status != SessionStatus::Closed && !record.server_pid.is_some_and(alive) {
+                record.status = SessionStatus::Closed;
+                record.server_pid = None;
+            }
+        }
+        sessions.sort_by(|a, b| b.last_turn.cmp(&a.last_turn));
+        sessions
+    }
+
+    /// Applies `change` to the record of `session_id` (or to `create` when there is none; with
+    /// neither, nothing happens) and saves. Failures are logged: the registry never fails a turn.
+    pub fn update(
+        &self,
+        session_id: &str,
+        create: Option<SessionRecord>,
+        change: impl FnOnce(&mut SessionRecord),
+    ) {
+        if let Err(e) = self.try_update(session_id, create, change) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot update the session registry");
+        }
+    }
+
+    fn try_update(
+        &self,
+        session_id: &str,
+        create: Option<SessionRecord>,
+        change: impl FnOnce(&mut SessionRecord),
+    ) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let lock = File::create(self.path.with_extension("lock"))?;
+        lock.lock()?;
+        let mut state = read(&self.path);
+        let index = match state
+            .sessions
+            .iter()
+            .position(|r| r.session_id == session_id)
+        {
+            Some(index) => index,
+            None => match create {
+                Some(record) => {
+                    state.sessions.push(record);
+                    state.sessions.len() - 1
+                }
+                None => return Ok(()),
+            },
+        };
+        change(&mut state.sessions[index]);
+        if state.sessions.len() > MAX_SESSIONS {
+            state.sessions.sort_by(|a, b| b.last_turn.cmp(&a.last_turn));
+            state.sessions.truncate(MAX_SESSIONS);
+        }
+        let mut text = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+        write_atomic(&self.path, &text)
+    }
+}
+
+/// The state file's content; a missing or unreadable file is an empty registry.
+fn read(path: &Path) -> StateFile {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable session registry; starting a new one");
+            StateFile::default()
+        }),
+        Err(_) => StateFile::default(),
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    pid == std::process::id()
+        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, turn: &str) -> SessionRecord {
+        SessionRecord {
+            session_id: id.into(),
+            host: "gpu".into(),
+            cwd: "/p".into(),
+            created: turn.into(),
+            last_turn: turn.into(),
+            status: SessionStatus::Warm,
+            turns: 1,
+            last_is_error: false,
+            last_result: String::new(),
+            total_cost_usd: 0.0,
+            forked_from: None,
+            server_pid: Some(std::process::id()),
+        }
+    }
+
+    #[test]
+    fn updates_persist_and_dead_servers_read_as_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path().join("state/sessions.json"));
+        registry.update("a", Some(record("a", "2026-01-01T00:00:00Z")), |_| {});
+        registry.update("b", Some(record("b", "2026-01-02T00:00:00Z")), |r| {
+            r.server_pid = Some(i32::MAX as u32);
+        });
+        registry.update("a", None, |r| r.turns = 2);
+        registry.update("c", None, |r| r.turns = 9);
+        let all = registry.all();
+        assert_eq!(
+            all.iter()
+                .map(|r| r.session_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        assert_eq!(all[0].status, SessionStatus::Closed);
+        assert_eq!(all[1].status, SessionStatus::Warm);
+        assert_eq!(registry.get("a").unwrap().turns, 2);
+        assert!(registry.get("c").is_none());
+    }
+}

@@ -1,0 +1,70 @@
+//! Tool `list_sessions`: the Claude sessions outpost has run, from the session registry.
+
+use rmcp::handler::server::tool::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Outpost;
+use super::reply::structured;
+use crate::claude::registry::SessionRecord;
+
+/// Sessions listed when the call gives no `limit`.
+const DEFAULT_LIMIT: usize = 20;
+
+/// Parameters of `list_sessions`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListSessionsParams {
+    /// Only sessions on this host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Most sessions to list, newest first (default 20).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// Result of `list_sessions`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListSessionsResult {
+    /// Newest turn first.
+    pub sessions: Vec<SessionRecord>,
+}
+
+#[tool_router(router = session_tools, vis = "pub(super)")]
+impl Outpost {
+    #[tool(
+        description = "Claude sessions run through outpost (newest first): host, cwd, status, last result. Resume one with spawn_claude session_id.",
+        output_schema = schema_for_output::<ListSessionsResult>()
+    )]
+    async fn list_sessions(
+        &self,
+        Parameters(params): Parameters<ListSessionsParams>,
+    ) -> CallToolResult {
+        let sessions: Vec<SessionRecord> = self
+            .claude
+            .registry()
+            .all()
+            .into_iter()
+            .filter(|r| params.host.as_ref().is_none_or(|h| *h == r.host))
+            .take(params.limit.unwrap_or(DEFAULT_LIMIT))
+            .collect();
+        let mut text = format!("{} session(s)", sessions.len());
+        for r in &sessions {
+            text.push_str(&format!(
+                "\n{} {:?} on {} in {} — {} turn(s), last {}{}: {}",
+                r.session_id,
+                r.status,
+                r.host,
+                r.cwd,
+                r.turns,
+                r.last_turn,
+                if r.last_is_error { " (error)" } else { "" },
+                r.last_result
+            ));
+        }
+        structured(&ListSessionsResult { sessions }, text, false)
+    }
+}
