@@ -199,8 +199,11 @@ async def test_clear_errors(claude_env, tmp_path):
         d = data(r)
         assert r.is_error and d["is_error"] and d["subtype"] == "success" and d["api_error_status"] == 401
         assert "ANTHROPIC_API_KEY" in text(r)
-        r = await claude(s, "die now", host="gpu", cwd=str(project))
+        ok = data(await claude(s, "hello", host="gpu", cwd=str(project)))
+        r = await claude(s, "die now", session_id=ok["session_id"])
         assert r.is_error and "ended mid-turn (exit code 3)" in text(r) and "simulated crash" in text(r)
+        r = await claude(s, "back after the crash", session_id=ok["session_id"])
+        assert not r.is_error and data(r)["warm"] is False and "history=1" in data(r)["result"], text(r)
         r = await claude(s, "hi", session_id="x", fork=False, host="gpu", cwd=str(project))
         assert r.is_error and "no session `x`" in text(r)
         r = await claude(s, "hi", fork=True)
