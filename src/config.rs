@@ -31,6 +31,36 @@ pub struct Config {
     /// Claude Code processes started by `spawn_claude`.
     #[serde(skip_serializing_if = "ClaudeSettings::is_default")]
     pub claude: ClaudeSettings,
+    /// Copying Claude's session files between hosts.
+    #[serde(skip_serializing_if = "SyncSettings::is_default")]
+    pub sync: SyncSettings,
+}
+
+/// Copying Claude's session files between hosts (`sync_sessions`, and around `spawn_claude` turns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Pull a remote session's files here after each `spawn_claude` turn, and push the local copy
+    /// before resuming it on a host when it is newer. Per remote: `sync_sessions`.
+    pub around_turns: bool,
+    /// Limit transfers to this many bytes per second (default: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_sec: Option<u64>,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            around_turns: true,
+            max_bytes_per_sec: None,
+        }
+    }
+}
+
+impl SyncSettings {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Claude Code processes started by `spawn_claude`.
@@ -120,6 +150,9 @@ pub struct RemoteConfig {
     /// Fixed environment variables for Claude on this host (e.g. `CLAUDE_CONFIG_DIR`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claude_env: BTreeMap<String, String>,
+    /// Sync this host's Claude sessions around `spawn_claude` turns (default: `sync.around_turns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_sessions: Option<bool>,
 }
 
 /// What to do with a host key that is not in known_hosts yet. A changed key is always refused.

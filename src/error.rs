@@ -130,6 +130,11 @@ pub enum Error {
         stderr: String,
     },
 
+    #[error(
+        "session sync with host `{host}` failed: {reason}. Nothing was overwritten; run `sync_sessions` again to retry"
+    )]
+    Sync { host: String, reason: String },
+
     #[error("MCP session failed: {0}")]
     Mcp(String),
 

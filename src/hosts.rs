@@ -101,6 +101,31 @@ impl Hosts {
         self.config.remotes.get(name)?.workspace.clone()
     }
 
+    /// The environment Claude gets on `name`: the remote's `claude_env`, then the values of the
+    /// local variables named in `claude.forward_env` and the remote's `forward_env` (when set).
+    pub fn claude_environment(&self, name: &str) -> std::collections::BTreeMap<String, String> {
+        let remote = self.config.remotes.get(name);
+        let mut env = remote.map(|r| r.claude_env.clone()).unwrap_or_default();
+        let forwarded = self.config.claude.forward_env.iter();
+        for var in forwarded.chain(remote.into_iter().flat_map(|r| r.forward_env.iter())) {
+            if let Ok(value) = std::env::var(var) {
+                env.insert(var.clone(), value);
+            }
+        }
+        env
+    }
+
+    /// Whether Claude sessions on `name` are synced around `spawn_claude` turns.
+    pub fn syncs_sessions(&self, name: &str) -> bool {
+        name != LOCAL
+            && self
+                .config
+                .remotes
+                .get(name)
+                .and_then(|r| r.sync_sessions)
+                .unwrap_or(self.config.sync.around_turns)
+    }
+
     /// The SSH connections shared by every call.
     pub fn pool(&self) -> &SshPool {
         &self.pool

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod output;
 pub mod serve;
 pub mod ssh;
+pub mod sync;
 pub mod tools;
 pub mod transport;
 

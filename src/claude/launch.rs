@@ -1,7 +1,5 @@
 //! How a Claude Code process is started: its flags, where `claude` is looked for, and its environment.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -150,20 +148,6 @@ pub fn arguments(start: &Start, options: &LaunchOptions) -> Vec<String> {
         args.push("--fork-session".to_owned());
     }
     args
-}
-
-/// The environment Claude gets: fixed values, then the named local variables that are set.
-pub fn environment(
-    fixed: &BTreeMap<String, String>,
-    forward: &[String],
-) -> BTreeMap<String, String> {
-    let mut env = fixed.clone();
-    for name in forward {
-        if let Ok(value) = std::env::var(name) {
-            env.insert(name.clone(), value);
-        }
-    }
-    env
 }
 
 #[cfg(test)]

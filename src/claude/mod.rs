@@ -3,6 +3,7 @@
 
 pub mod launch;
 pub mod registry;
+mod session_sync;
 pub mod stream;
 mod worker;
 
@@ -22,6 +23,7 @@ use crate::hosts::Hosts;
 use crate::transport::{CommandSpec, Stdin};
 use launch::{LaunchOptions, Locate, Start};
 use registry::{Registry, SessionRecord, SessionStatus};
+pub use session_sync::TurnSync;
 use stream::TurnResult;
 pub use worker::Interrupt;
 use worker::{Turn, Worker};
@@ -49,6 +51,8 @@ pub struct TurnReport {
     pub forked_from: Option<String>,
     pub result: TurnResult,
     pub interrupted: Option<Interrupt>,
+    /// Session files synced around the turn (remote hosts with sync on).
+    pub sync: Option<TurnSync>,
 }
 
 /// The process (if any) of one session. Its async lock is held for a whole turn, so a prompt
@@ -125,7 +129,11 @@ impl Claude {
             .tasks
             .spawn(follow(caller_cancel.clone(), cancel.clone()));
         let _end_link = cancel.clone().drop_guard();
-        let (host, cwd) = self.target(&request);
+        let (host, cwd) = self.target(
+            request.host.as_deref(),
+            request.cwd.as_deref(),
+            request.session_id.as_deref(),
+        );
         let transport = self.hosts.resolve(&host)?;
         let start = match (&request.session_id, request.fork) {
             (None, _) => Start::New(uuid::Uuid::new_v4().to_string()),
@@ -150,15 +158,21 @@ impl Claude {
                 && w.is_alive()
         });
         let warm = reusable && !request.fork;
+        let syncing = self.hosts.syncs_sessions(&host);
+        let mut sync = syncing.then(TurnSync::default);
         if !warm {
             if let Some(old) = guard.worker.take() {
-                old.close(self.grace()).await;
+                close_and_pull(old, self.hosts.clone(), self.grace()).await;
+            }
+            if let (Some(sync), Start::Resume(id) | Start::Fork(id)) = (sync.as_mut(), &start) {
+                let at = cwd.as_deref().unwrap_or("~");
+                sync.push(&self.hosts, &host, at, id).await;
             }
             self.make_room(&host);
             let spec = CommandSpec {
                 command: launch::command_line(self.locate(&host), &start, &request.options),
                 cwd: cwd.clone(),
-                env: self.environment(&host),
+                env: self.hosts.claude_environment(&host),
                 stdin: Stdin::Pipe,
             };
             let id = match &start {
@@ -173,8 +187,15 @@ impl Claude {
             guard.worker = Some(worker);
         }
         self.mark_running(&start, &host, cwd.as_deref());
-        self.run_turn(guard, &key, &request, &start, &events, &cancel, warm)
-            .await
+        let (mut report, settle_on) = self
+            .run_turn(guard, &key, &request, &start, &events, &cancel, warm)
+            .await?;
+        if let Some(mut sync) = sync {
+            let (host, cwd, id) = (&report.host, &report.cwd, &report.session_id);
+            sync.pull(&self.hosts, host, cwd, id, settle_on).await;
+            report.sync = Some(sync);
+        }
+        Ok(report)
     }
 
     /// Runs the turn on the slot's worker and files the worker and the record away after it.
@@ -188,7 +209,7 @@ impl Claude {
         events: &mpsc::UnboundedSender<Value>,
         cancel: &CancellationToken,
         warm: bool,
-    ) -> Result<TurnReport> {
+    ) -> Result<(TurnReport, Option<String>)> {
         let Some(mut worker) = guard.worker.take() else {
             return Err(Error::ShuttingDown);
         };
@@ -221,6 +242,7 @@ impl Claude {
             forked_from,
             result: end.result,
             interrupted: end.interrupted,
+            sync: None,
         };
         self.record_turn(&report, alive);
         if alive {
@@ -234,23 +256,28 @@ impl Claude {
                 moved.last_used = Instant::now();
             }
         }
-        Ok(report)
+        // Only a turn that ended by itself is sure to be written to the session file soon.
+        let settle_on = end.last_message_id.filter(|_| report.interrupted.is_none());
+        Ok((report, settle_on))
     }
 
     /// The host and cwd of a turn: as asked, else where the session last ran, else defaults.
-    fn target(&self, request: &TurnRequest) -> (String, Option<String>) {
-        let record = request
-            .session_id
-            .as_deref()
-            .and_then(|id| self.registry.get(id));
-        let host = match (&request.host, &record) {
+    /// The host and project of a call: as given, else where the session last ran (from the
+    /// registry), else the default host and its workspace.
+    pub fn target(
+        &self,
+        host: Option<&str>,
+        cwd: Option<&str>,
+        session_id: Option<&str>,
+    ) -> (String, Option<String>) {
+        let record = session_id.and_then(|id| self.registry.get(id));
+        let host = match (host, &record) {
             (Some(host), _) => self.hosts.effective_name(Some(host)),
             (None, Some(record)) => record.host.clone(),
             (None, None) => self.hosts.effective_name(None),
         };
-        let cwd = request
-            .cwd
-            .clone()
+        let cwd = cwd
+            .map(str::to_owned)
             .or_else(|| record.filter(|r| r.host == host).map(|r| r.cwd))
             .or_else(|| self.hosts.workspace(&host));
         (host, cwd)
@@ -264,16 +291,6 @@ impl Claude {
                 .map_or(Locate::Search, Locate::At),
             None => Locate::Search,
         }
-    }
-
-    fn environment(&self, host: &str) -> std::collections::BTreeMap<String, String> {
-        let remote = self.hosts.config().remotes.get(host);
-        let mut forward = self.settings.forward_env.clone();
-        if let Some(remote) = remote {
-            forward.extend(remote.forward_env.iter().cloned());
-        }
-        let fixed = remote.map(|r| r.claude_env.clone()).unwrap_or_default();
-        launch::environment(&fixed, &forward)
     }
 
     fn slot(&self, key: &str, host: &str) -> Arc<AsyncMutex<Slot>> {
@@ -318,8 +335,8 @@ impl Claude {
 
     fn close_in_background(&self, worker: Worker) {
         self.mark_closed(&worker.session_id);
-        let grace = self.grace();
-        self.tasks.spawn(worker.close(grace));
+        self.tasks
+            .spawn(close_and_pull(worker, self.hosts.clone(), self.grace()));
     }
 
     /// Closes idle processes past the idle timeout and forgets dead ones.
@@ -423,6 +440,25 @@ fn new_record(id: &str, host: &str, cwd: &str) -> SessionRecord {
         total_cost_usd: 0.0,
         forked_from: None,
         server_pid: Some(std::process::id()),
+    }
+}
+
+/// Closes `worker` gently and, on a host whose sessions are synced, pulls its session once more:
+/// Claude appends a last record when it exits, and without it the copies here and on the next
+/// host would diverge.
+async fn close_and_pull(worker: Worker, hosts: Arc<Hosts>, grace: Duration) {
+    let (host, cwd, id) = (
+        worker.host.clone(),
+        worker.cwd.clone(),
+        worker.session_id.clone(),
+    );
+    worker.close(grace).await;
+    if hosts.syncs_sessions(&host) {
+        let mut sync = TurnSync::default();
+        sync.pull(&hosts, &host, &cwd, &id, None).await;
+        for warning in sync.warnings {
+            tracing::warn!(%host, session = %id, "after closing claude: {warning}");
+        }
     }
 }
 

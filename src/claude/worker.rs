@@ -34,6 +34,9 @@ pub enum Interrupt {
 pub struct TurnEnd {
     pub result: TurnResult,
     pub interrupted: Option<Interrupt>,
+    /// The id of the turn's last assistant message: its record in the session file marks the
+    /// turn as written there.
+    pub last_message_id: Option<String>,
 }
 
 /// One turn to run: the prompt, where its events go, and what ends it early.
@@ -126,6 +129,7 @@ impl Worker {
         self.write(&stream::user_message(turn.prompt)).await;
         let mut interrupted = None;
         let mut give_up_at: Option<Instant> = None;
+        let mut last_message_id = None;
         loop {
             let step = tokio::select! {
                 line = self.next_line() => Step::Line(line),
@@ -137,13 +141,20 @@ impl Worker {
                 Step::Line(None) => return Err(self.failure()),
                 Step::Line(Some(event)) => {
                     let line = stream::classify(&event);
+                    if event["type"] == "assistant"
+                        && let Some(id) = event["message"]["id"].as_str()
+                    {
+                        last_message_id = Some(id.to_owned());
+                    }
                     let _ = turn.events.send(event);
                     match line {
                         Line::Init { session_id, cwd } => {
                             self.session_id = session_id;
                             self.cwd = cwd;
                         }
-                        Line::Result(result) => return self.finish(*result, interrupted),
+                        Line::Result(result) => {
+                            return self.finish(*result, interrupted, last_message_id);
+                        }
                         Line::Other => {}
                     }
                 }
@@ -162,6 +173,7 @@ impl Worker {
                     return Ok(TurnEnd {
                         result: self.killed_result(turn.grace),
                         interrupted,
+                        last_message_id,
                     });
                 }
             }
@@ -169,7 +181,12 @@ impl Worker {
     }
 
     /// A `result` ends the turn; one saying the session does not exist is an error.
-    fn finish(&self, result: TurnResult, interrupted: Option<Interrupt>) -> Result<TurnEnd> {
+    fn finish(
+        &self,
+        result: TurnResult,
+        interrupted: Option<Interrupt>,
+        last_message_id: Option<String>,
+    ) -> Result<TurnEnd> {
         if result.errors.iter().any(|e| e.contains(NO_CONVERSATION)) {
             return Err(Error::ClaudeSessionNotFound {
                 session_id: self.session_id.clone(),
@@ -180,6 +197,7 @@ impl Worker {
         Ok(TurnEnd {
             result,
             interrupted,
+            last_message_id,
         })
     }
 

@@ -19,7 +19,7 @@ use super::Outpost;
 use super::reply::{failure, seconds, structured};
 use crate::claude::launch::{LaunchOptions, PermissionMode};
 use crate::claude::stream::{self, TurnResult};
-use crate::claude::{Claude, Interrupt, TurnReport, TurnRequest};
+use crate::claude::{Claude, Interrupt, TurnReport, TurnRequest, TurnSync};
 use crate::error::{Error, Result};
 use crate::jobs::{Job, JobSpec, JobStatus};
 
@@ -100,6 +100,9 @@ pub struct SpawnClaudeResult {
     /// Claude's `result` line: final text, `is_error`, `subtype`, cost, ...
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub turn: Option<TurnResult>,
+    /// Session files synced between the host and here around the turn (remote hosts with sync on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<TurnSync>,
     /// Background job to follow with `job_output` (its `claude` field holds this result at the end).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
@@ -215,6 +218,7 @@ impl Outpost {
             warm: false,
             forked_from: None,
             turn: None,
+            sync: None,
             job_id: Some(job.id.clone()),
         })
     }
@@ -303,6 +307,7 @@ fn result_of(report: TurnReport) -> SpawnClaudeResult {
         warm: report.warm,
         forked_from: report.forked_from,
         turn: Some(report.result),
+        sync: report.sync,
         job_id: None,
     }
 }
@@ -337,6 +342,23 @@ fn render_text(result: &SpawnClaudeResult) -> String {
     };
     if let Some(hint) = hint {
         text.push_str(&format!("\n[{hint}]"));
+    }
+    if let Some(sync) = &result.sync {
+        if let Some(pulled) = &sync.pulled {
+            text.push_str(&format!(
+                "\n[session synced here: {} file(s), {} bytes{}]",
+                pulled.files_transferred,
+                pulled.bytes_transferred,
+                if pulled.conflicts.is_empty() {
+                    ""
+                } else {
+                    ", CONFLICTS: see sync.pulled.conflicts"
+                }
+            ));
+        }
+        for warning in &sync.warnings {
+            text.push_str(&format!("\n[warning: session sync: {warning}]"));
+        }
     }
     text
 }

@@ -6,6 +6,7 @@ mod hosts;
 mod jobs;
 mod reply;
 mod sessions;
+mod sync;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -28,6 +29,7 @@ pub use claude::{SpawnClaudeParams, SpawnClaudeResult};
 pub use exec::{ExecResult, RemoteExecParams};
 pub use jobs::{JobKillParams, JobOutputParams, JobOutputResult, JobView};
 pub use sessions::{ListSessionsParams, ListSessionsResult};
+pub use sync::{SyncSessionsParams, SyncSessionsResult};
 
 /// The outpost MCP service. Cheap to clone: one per client connection, all sharing hosts, jobs
 /// and Claude processes.
@@ -55,7 +57,8 @@ impl Outpost {
                 + Self::job_tools()
                 + Self::host_tools()
                 + Self::claude_tools()
-                + Self::session_tools(),
+                + Self::session_tools()
+                + Self::sync_tools(),
         }
     }
 

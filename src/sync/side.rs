@@ -1,0 +1,329 @@
+//! One end of a sync — a host reached through any transport — and the small POSIX shell programs
+//! that list, hash, read and atomically write Claude's files there. The same code serves this
+//! machine (through the local transport) and remote hosts, so nothing but `sh` and coreutils is
+//! needed on either side.
+
+use std::collections::{BTreeMap, HashMap};
+
+use shell_words::quote;
+
+use super::plan::FileInfo;
+use crate::error::{Error, Result};
+use crate::transport::{CommandSpec, Process, Stdin, Transport};
+
+/// The sha256 and stat helpers every script starts with (GNU, BSD/macOS, or openssl).
+const HELPERS: &str = r#"__o_sum() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$@"; elif command -v shasum >/dev/null 2>&1; then shasum -a 256 "$@"; else openssl dgst -sha256 -r "$@"; fi; }
+__o_size() { stat -c %s "$1" 2>/dev/null || stat -f %z "$1"; }
+"#;
+
+/// Where a project's Claude files live on one side.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The project path with symlinks resolved (as given when it does not exist there).
+    pub physical_cwd: String,
+    /// Shell word for `<config dir>/projects/<name>`: the config dir is `$CLAUDE_CONFIG_DIR`,
+    /// else `~/.claude`, as that side's Claude sees it.
+    pub dir: String,
+}
+
+impl Project {
+    /// The project of `physical_cwd` (already resolved on that side): no round trip needed.
+    pub fn at(physical_cwd: &str) -> Self {
+        let name = super::project_dir::project_dir_name(physical_cwd);
+        Self {
+            physical_cwd: physical_cwd.to_owned(),
+            dir: format!(
+                "\"${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}\"/projects/{}",
+                quote(&name)
+            ),
+        }
+    }
+}
+
+/// A source file and the hash of its first `min(source size, destination size)` bytes.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The project folder as a path on that side.
+    pub dir: String,
+    pub files: Vec<FileInfo>,
+}
+
+/// A host taking part in a sync.
+pub struct Side {
+    pub host: String,
+    transport: Transport,
+    /// The environment Claude gets there (it may set `CLAUDE_CONFIG_DIR`).
+    env: BTreeMap<String, String>,
+}
+
+impl Side {
+    pub fn new(host: String, transport: Transport, env: BTreeMap<String, String>) -> Self {
+        Self {
+            host,
+            transport,
+            env,
+        }
+    }
+
+    fn failed(&self, what: &str, detail: impl std::fmt::Display) -> Error {
+        Error::Sync {
+            host: self.host.clone(),
+            reason: format!("{what}: {detail}"),
+        }
+    }
+
+    async fn spawn(&self, command: String, stdin: Stdin) -> Result<Process> {
+        let spec = CommandSpec {
+            command,
+            cwd: None,
+            env: self.env.clone(),
+            stdin,
+        };
+        self.transport.spawn(spec).await
+    }
+
+    /// Runs a short script to its end; a non-zero exit is an error naming `what`.
+    async fn run(&self, what: &str, command: String, stdin: Stdin) -> Result<String> {
+        let output = self.spawn(command, stdin).await?.output().await;
+        if output.status.code != Some(0) {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(self.failed(what, stderr.trim()));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Resolves `cwd` on this side (`~/` expanded, symlinks resolved when it exists).
+    pub async fn project(&self, cwd: &str) -> Result<Project> {
+        let script = format!(
+            r#"__o_cwd={cwd}
+case $__o_cwd in "~") __o_cwd=$HOME;; "~/"*) __o_cwd="$HOME/${{__o_cwd#"~/"}}";; esac
+(cd "$__o_cwd" 2>/dev/null && pwd -P) || printf '%s\n' "$__o_cwd""#,
+            cwd = quote(cwd)
+        );
+        let out = self.run("finding the project", script, Stdin::Null).await?;
+        let physical = out.trim_end_matches('\n');
+        if !physical.starts_with('/') {
+            return Err(self.failed(
+                "finding the project",
+                format!("`{cwd}` is not an absolute path"),
+            ));
+        }
+        Ok(Project::at(physical))
+    }
+
+    /// Every file of the project folder (or only one session's log and sidecar folder) with size
+    /// and mtime, leaving out conflict copies and temp files. `hash_against` lists the other
+    /// side's files (`path → size`): each file found there gets the sha256 of its first
+    /// `min(size here, size there)` bytes; `None` hashes every file whole. With `settle_on`, first
+    /// waits up to 3 s for the session log to contain that text.
+    pub async fn list(
+        &self,
+        dir: &str,
+        only: Option<&str>,
+        hash_against: Option<&HashMap<String, u64>>,
+        settle_on: Option<&str>,
+    ) -> Result<Listing> {
+        let roots = match only {
+            Some(id) => format!(
+                "{} {}",
+                quote(&format!("./{id}.jsonl")),
+                quote(&format!("./{id}"))
+            ),
+            None => ".".to_owned(),
+        };
+        // Before `cd`: the folder itself may not exist until Claude writes the log.
+        let settle = match (only, settle_on) {
+            (Some(id), Some(needle)) => format!(
+                "__o_i=0; while ! grep -F -q -e {} {dir}/{} 2>/dev/null && [ $__o_i -lt 60 ]; do sleep 0.05; __o_i=$((__o_i+1)); done\n",
+                quote(needle),
+                quote(&format!("{id}.jsonl"))
+            ),
+            _ => String::new(),
+        };
+        let (hashing, input) = match hash_against {
+            None => (
+                "__o_h=$(__o_sum < \"$f\"); printf 'H\\t%s\\t%s\\n' \"${__o_h%% *}\" \"${f#./}\"",
+                Vec::new(),
+            ),
+            Some(other) => (
+                "",
+                other
+                    .iter()
+                    .map(|(p, n)| format!("{n}\t{p}\n"))
+                    .collect::<String>()
+                    .into_bytes(),
+            ),
+        };
+        let script = format!(
+            r#"{HELPERS}{settle}cd {dir} 2>/dev/null || {{ printf '%s\n' {dir}; exit 0; }}
+pwd
+find {roots} -type f ! -name '*.conflict-*' ! -name '.outpost-tmp-*' 2>/dev/null | while IFS= read -r f; do
+  __o_m=$(stat -c %Y "$f" 2>/dev/null || stat -f %m "$f")
+  printf 'F\t%s\t%s\t%s\n' "$(__o_size "$f")" "$__o_m" "${{f#./}}"
+  {hashing}
+done
+while IFS='	' read -r n f; do
+  [ -f "$f" ] || continue
+  __o_s=$(__o_size "$f"); [ "$__o_s" -lt "$n" ] && n=$__o_s
+  __o_h=$(head -c "$n" "$f" | __o_sum); printf 'H\t%s\t%s\n' "${{__o_h%% *}}" "$f"
+done"#,
+        );
+        let stdin = if input.is_empty() {
+            Stdin::Null
+        } else {
+            Stdin::Bytes(input)
+        };
+        let out = self.run("listing files", script, stdin).await?;
+        parse_listing(&out)
+            .ok_or_else(|| self.failed("listing files", format!("unreadable listing `{out}`")))
+    }
+
+    /// sha256 of the first `len` bytes of each `(path, len)`, keyed by path.
+    pub async fn prefix_hashes(
+        &self,
+        dir: &str,
+        wanted: &[(String, u64)],
+    ) -> Result<HashMap<String, String>> {
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let requests: String = wanted.iter().map(|(p, n)| format!("{n}\t{p}\n")).collect();
+        let script = format!(
+            r#"{HELPERS}cd {dir} || exit 1
+while IFS='	' read -r n f; do __o_h=$(head -c "$n" "$f" | __o_sum); printf '%s\t%s\n' "${{__o_h%% *}}" "$f"; done"#,
+        );
+        let out = self
+            .run("hashing files", script, Stdin::Bytes(requests.into_bytes()))
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(hash, path)| (path.to_owned(), hash.to_owned()))
+            .collect())
+    }
+
+    /// A process printing bytes `from..from+len` of `path`.
+    pub async fn read(&self, dir: &str, path: &str, from: u64, len: u64) -> Result<Process> {
+        let script = format!(
+            "cd {dir} && tail -c +{start} {path} | head -c {len}",
+            start = from + 1,
+            path = quote(path),
+        );
+        self.spawn(script, Stdin::Null).await
+    }
+
+    /// A process that writes `target` atomically from its stdin: a temp file in the same folder
+    /// holding `base` bytes of the existing `path` (0: none) plus exactly `len` bytes of stdin,
+    /// given the mtime `mtime`, synced, then renamed over `target`. Anything else leaves `target`
+    /// untouched and the temp file removed.
+    pub async fn write(&self, dir: &str, write: &Write<'_>) -> Result<Process> {
+        let copy_base = if write.base > 0 {
+            format!(
+                r#"[ "$(__o_size "$__o_src")" = {base} ] || {{ echo "$__o_src changed during the sync" >&2; exit 3; }}
+cp -p "$__o_src" "$__o_tmp" || exit 1"#,
+                base = write.base
+            )
+        } else {
+            ": > \"$__o_tmp\" || exit 1".to_owned()
+        };
+        let script = format!(
+            r#"{HELPERS}mkdir -p {dir}/{folder} && cd {dir} || exit 1
+__o_src={path}; __o_dst={target}
+__o_tmp="{folder}/.outpost-tmp-$$-${{__o_dst##*/}}"
+trap 'rm -f "$__o_tmp"' EXIT
+trap 'rm -f "$__o_tmp"; exit 1' HUP INT TERM
+{copy_base}
+cat >> "$__o_tmp" || exit 1
+__o_got=$(__o_size "$__o_tmp")
+[ "$__o_got" = {total} ] || {{ echo "incomplete transfer: $__o_got of {total} bytes" >&2; exit 4; }}
+TZ=UTC0 touch -t {stamp} "$__o_tmp" || exit 1
+sync "$__o_tmp" 2>/dev/null || sync
+mv -f "$__o_tmp" "$__o_dst" || exit 1
+trap - EXIT"#,
+            folder = quote(folder_of(write.target)),
+            path = quote(write.path),
+            target = quote(write.target),
+            total = write.base + write.len,
+            stamp = touch_stamp(write.mtime),
+        );
+        self.spawn(script, Stdin::Pipe).await
+    }
+}
+
+/// One atomic write on the destination.
+pub struct Write<'a> {
+    /// The destination file whose first `base` bytes are kept.
+    pub path: &'a str,
+    /// The file written: `path`, or a conflict copy beside it.
+    pub target: &'a str,
+    pub base: u64,
+    /// Bytes that follow on stdin.
+    pub len: u64,
+    /// Modification time to give the file (the source's).
+    pub mtime: i64,
+}
+
+fn folder_of(path: &str) -> &str {
+    path.rfind('/').map_or(".", |i| &path[..i])
+}
+
+/// The listing script's output: the folder, then `F\tsize\tmtime\tpath` and `H\thash\tpath` lines.
+fn parse_listing(out: &str) -> Option<Listing> {
+    let mut lines = out.lines();
+    let dir = lines.next().unwrap_or_default().to_owned();
+    let mut files = Vec::new();
+    let mut hashes = HashMap::new();
+    for line in lines {
+        match line.split_once('\t')? {
+            ("F", rest) => {
+                let mut fields = rest.splitn(3, '\t');
+                files.push(FileInfo {
+                    size: fields.next()?.trim().parse().ok()?,
+                    mtime: fields.next()?.trim().parse().ok()?,
+                    path: fields.next()?.to_owned(),
+                    hash: String::new(),
+                });
+            }
+            ("H", rest) => {
+                let (hash, path) = rest.split_once('\t')?;
+                hashes.insert(path.trim_start_matches("./").to_owned(), hash.to_owned());
+            }
+            _ => return None,
+        }
+    }
+    for file in &mut files {
+        file.hash = hashes.remove(&file.path).unwrap_or_default();
+    }
+    Some(Listing { dir, files })
+}
+
+/// `touch -t` form (`CCYYMMDDhhmm.SS`, UTC) of a Unix time.
+fn touch_stamp(mtime: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64);
+    let rfc = humantime::format_rfc3339_seconds(time).to_string(); // 2026-11-21T15:30:45Z
+    let digits: String = rfc.chars().filter(char::is_ascii_digit).collect(); // 20261121153045
+    format!("{}.{}", &digits[..12], &digits[12..14])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_and_manifest_lines() {
+        assert_eq!(touch_stamp(1_795_000_000), "202611181106.40");
+        let listing = parse_listing(
+            "/d\nF\t12\t1795000000\tsub dir/x\ty.jsonl\nH\tabc\tsub dir/x\ty.jsonl\n",
+        )
+        .unwrap();
+        let f = &listing.files[0];
+        assert_eq!(listing.dir, "/d");
+        assert_eq!(
+            (f.size, f.mtime, f.path.as_str(), f.hash.as_str()),
+            (12, 1_795_000_000, "sub dir/x\ty.jsonl", "abc")
+        );
+        assert!(parse_listing("/d\nnonsense").is_none());
+        assert_eq!(folder_of("a/b/c.jsonl"), "a/b");
+        assert_eq!(folder_of("c.jsonl"), ".");
+    }
+}

@@ -1,0 +1,125 @@
+//! Tool `sync_sessions`: copy Claude's session files of a project between a host and this machine.
+
+use rmcp::handler::server::tool::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Outpost;
+use super::reply::{failure, structured};
+use crate::error::{Error, Result};
+use crate::sync::{Cwd, Direction, SyncReport, SyncRequest, sync_with_host};
+
+/// Parameters of `sync_sessions`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSessionsParams {
+    /// The other host (see `list_hosts`). Default: the session's host, else the default host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The project path on that host. Default: the session's, else the remote's workspace.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// The same project's path on this machine, when it differs.
+    #[serde(default)]
+    pub local_cwd: Option<String>,
+    /// `pull` (host → here) or `push` (here → host).
+    pub direction: Direction,
+    /// Only this session (default: every session of the project, and its memory).
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// Result of `sync_sessions`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SyncSessionsResult {
+    pub host: String,
+    pub direction: Direction,
+    #[serde(flatten)]
+    pub report: SyncReport,
+}
+
+#[tool_router(router = sync_tools, vis = "pub(super)")]
+impl Outpost {
+    #[tool(
+        description = "Copy Claude session files of a project between a host and here (pull/push), incrementally; diverged files are kept and reported as conflicts.",
+        output_schema = schema_for_output::<SyncSessionsResult>()
+    )]
+    async fn sync_sessions(
+        &self,
+        Parameters(params): Parameters<SyncSessionsParams>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let request = match self.sync_request(params) {
+            Ok(request) => request,
+            Err(e) => return failure(&e),
+        };
+        let report = tokio::select! {
+            report = sync_with_host(&self.hosts, &request) => report,
+            // Dropping the sync kills its writers before they rename: nothing half-written remains.
+            _ = context.ct.cancelled() => return failure(&Error::Cancelled),
+        };
+        match report {
+            Ok(report) => {
+                let result = SyncSessionsResult {
+                    host: request.host,
+                    direction: request.direction,
+                    report,
+                };
+                let text = render_text(&result);
+                structured(&result, text, false)
+            }
+            Err(e) => failure(&e),
+        }
+    }
+}
+
+impl Outpost {
+    fn sync_request(&self, params: SyncSessionsParams) -> Result<SyncRequest> {
+        let (host, cwd) = self.claude.target(
+            params.host.as_deref(),
+            params.cwd.as_deref(),
+            params.session_id.as_deref(),
+        );
+        let cwd = cwd.ok_or(Error::InvalidArgument {
+            field: "cwd",
+            reason: "is needed: the project path on the host".into(),
+        })?;
+        Ok(SyncRequest {
+            host,
+            cwd: Cwd::Given(cwd),
+            local_cwd: params.local_cwd,
+            direction: params.direction,
+            session_id: params.session_id,
+            settle_on: None,
+        })
+    }
+}
+
+fn render_text(result: &SyncSessionsResult) -> String {
+    let r = &result.report;
+    let mut text = format!(
+        "{:?} with {}: {} file(s) examined, {} transferred ({} bytes), {} already in sync\n{} → {}",
+        result.direction,
+        result.host,
+        r.files_examined,
+        r.files_transferred,
+        r.bytes_transferred,
+        r.files_in_sync,
+        r.source_dir,
+        r.destination_dir
+    );
+    for path in &r.destination_ahead {
+        text.push_str(&format!("\ndestination already ahead (left alone): {path}"));
+    }
+    for c in &r.conflicts {
+        text.push_str(&format!(
+            "\nCONFLICT: {} has lines the source lacks; kept it, wrote the incoming copy to {}",
+            c.path, c.incoming_copy
+        ));
+    }
+    text
+}
