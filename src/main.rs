@@ -54,28 +54,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum RemoteCommand {
     /// Add a remote host to the config file.
-    Add {
-        /// Name tools will use for it.
-        name: String,
-        /// `[user@]host[:port]`, or an ~/.ssh/config alias.
-        target: String,
-        #[arg(long)]
-        port: Option<u16>,
-        #[arg(long)]
-        user: Option<String>,
-        /// Private key file to authenticate with.
-        #[arg(long, value_name = "FILE")]
-        identity: Option<PathBuf>,
-        /// Default working directory on the host.
-        #[arg(long, value_name = "DIR")]
-        workspace: Option<String>,
-        /// Make it the default host.
-        #[arg(long)]
-        set_default: bool,
-        /// Record the host key on first connection instead of refusing it.
-        #[arg(long)]
-        accept_new: bool,
-    },
+    Add(AddRemote),
     /// List every known host.
     List,
     /// Remove a remote from the config file.
@@ -148,28 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 async fn run_remote(path: &Path, hosts: &Hosts, command: RemoteCommand) -> anyhow::Result<i32> {
     let config = hosts.config().clone();
     let message = match command {
-        RemoteCommand::Add {
-            name,
-            target,
-            port,
-            user,
-            identity,
-            workspace,
-            set_default,
-            accept_new,
-        } => {
-            let add = AddRemote {
-                name,
-                target,
-                port,
-                user,
-                identity,
-                workspace,
-                set_default,
-                accept_new,
-            };
-            remote::add(path, config, add)?
-        }
+        RemoteCommand::Add(add) => remote::add(path, config, add)?,
         RemoteCommand::Remove { name } => remote::remove(path, config, &name)?,
         RemoteCommand::SetDefault { name } => remote::set_default(path, config, hosts, &name)?,
         RemoteCommand::List => remote::list(hosts).trim_end().to_owned(),

@@ -50,6 +50,15 @@ pub enum Start {
     Fork(String),
 }
 
+impl Start {
+    /// The session the process starts from (for a fork, the one it copies).
+    pub fn session_id(&self) -> &str {
+        match self {
+            Start::New(id) | Start::Resume(id) | Start::Fork(id) => id,
+        }
+    }
+}
+
 /// Where `claude` is found: a fixed path, or searched for.
 #[derive(Debug, Clone, Copy)]
 pub enum Locate<'a> {
@@ -119,8 +128,7 @@ pub fn arguments(start: &Start, options: &LaunchOptions) -> Vec<String> {
     };
     match start {
         Start::New(id) => flag("--session-id", id),
-        Start::Resume(id) => flag("--resume", id),
-        Start::Fork(id) => flag("--resume", id),
+        Start::Resume(id) | Start::Fork(id) => flag("--resume", id),
     }
     if let Some(model) = &options.model {
         flag("--model", model);

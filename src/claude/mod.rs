@@ -140,9 +140,10 @@ impl Claude {
             (Some(id), false) => Start::Resume(id.clone()),
             (Some(id), true) => Start::Fork(id.clone()),
         };
+        // A fork's id is known only once Claude starts: its slot moves to that id after the turn.
         let key = match &start {
-            Start::New(id) | Start::Resume(id) => id.clone(),
             Start::Fork(_) => format!("fork-{}", uuid::Uuid::new_v4()),
+            _ => start.session_id().to_owned(),
         };
         let slot = self.slot(&key, &host);
         let mut guard = tokio::select! {
@@ -158,8 +159,7 @@ impl Claude {
                 && w.is_alive()
         });
         let warm = reusable && !request.fork;
-        let syncing = self.hosts.syncs_sessions(&host);
-        let mut sync = syncing.then(TurnSync::default);
+        let mut sync = self.hosts.syncs_sessions(&host).then(TurnSync::default);
         if !warm {
             if let Some(old) = guard.worker.take() {
                 close_and_pull(old, self.hosts.clone(), self.grace()).await;
@@ -175,9 +175,7 @@ impl Claude {
                 env: self.hosts.claude_environment(&host),
                 stdin: Stdin::Pipe,
             };
-            let id = match &start {
-                Start::New(id) | Start::Resume(id) | Start::Fork(id) => id.clone(),
-            };
+            let id = start.session_id().to_owned();
             let started =
                 Worker::start(&transport, spec, host.clone(), id, request.options.clone());
             let worker = tokio::select! {
@@ -261,7 +259,6 @@ impl Claude {
         Ok((report, settle_on))
     }
 
-    /// The host and cwd of a turn: as asked, else where the session last ran, else defaults.
     /// The host and project of a call: as given, else where the session last ran (from the
     /// registry), else the default host and its workspace.
     pub fn target(
@@ -454,11 +451,10 @@ async fn close_and_pull(worker: Worker, hosts: Arc<Hosts>, grace: Duration) {
     );
     worker.close(grace).await;
     if hosts.syncs_sessions(&host) {
-        let mut sync = TurnSync::default();
-        sync.pull(&hosts, &host, &cwd, &id, None).await;
-        for warning in sync.warnings {
-            tracing::warn!(%host, session = %id, "after closing claude: {warning}");
-        }
+        // A failure is logged by the sync; nobody waits for this result.
+        TurnSync::default()
+            .pull(&hosts, &host, &cwd, &id, None)
+            .await;
     }
 }
 

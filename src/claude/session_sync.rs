@@ -32,12 +32,7 @@ impl TurnSync {
     pub async fn push(&mut self, hosts: &Hosts, host: &str, cwd: &str, session_id: &str) {
         let cwd = Cwd::Given(cwd.to_owned());
         let request = request(host, cwd, Direction::Push, session_id, None);
-        match run(hosts, &request).await {
-            Ok(report) => self.pushed = Some(report),
-            Err(warning) => self
-                .warnings
-                .push(format!("push before the turn: {warning}")),
-        }
+        self.pushed = self.attempt(hosts, &request, "push before the turn").await;
     }
 
     /// Pulls `session_id` from `host`, once its log holds `settle_on` (the turn's last message).
@@ -52,12 +47,25 @@ impl TurnSync {
     ) {
         let cwd = Cwd::Physical(physical_cwd.to_owned());
         let request = request(host, cwd, Direction::Pull, session_id, settle_on);
-        match run(hosts, &request).await {
-            Ok(report) => self.pulled = Some(report),
-            Err(warning) => self
-                .warnings
-                .push(format!("pull after the turn: {warning}")),
-        }
+        self.pulled = self.attempt(hosts, &request, "pull after the turn").await;
+    }
+
+    /// Runs `request`, bounded by SYNC_LIMIT; a failure becomes a warning.
+    async fn attempt(
+        &mut self,
+        hosts: &Hosts,
+        request: &SyncRequest,
+        what: &str,
+    ) -> Option<SyncReport> {
+        let outcome = tokio::time::timeout(SYNC_LIMIT, sync_with_host(hosts, request)).await;
+        let warning = match outcome {
+            Ok(Ok(report)) => return Some(report),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("gave up after {}s", SYNC_LIMIT.as_secs()),
+        };
+        tracing::warn!(host = %request.host, "session sync failed: {what}: {warning}");
+        self.warnings.push(format!("{what}: {warning}"));
+        None
     }
 }
 
@@ -75,16 +83,5 @@ fn request(
         direction,
         session_id: Some(session_id.to_owned()),
         settle_on,
-    }
-}
-
-async fn run(hosts: &Hosts, request: &SyncRequest) -> Result<SyncReport, String> {
-    match tokio::time::timeout(SYNC_LIMIT, sync_with_host(hosts, request)).await {
-        Ok(Ok(report)) => Ok(report),
-        Ok(Err(e)) => {
-            tracing::warn!(host = %request.host, error = %e, "session sync failed");
-            Err(e.to_string())
-        }
-        Err(_) => Err(format!("gave up after {}s", SYNC_LIMIT.as_secs())),
     }
 }

@@ -246,10 +246,21 @@ impl Worker {
             if self.exit.is_some() {
                 return None;
             }
-            match self.process.next_event().await {
-                Some(event) => self.absorb(event),
-                None => self.exit = Some(ExitStatus::default()),
-            }
+            self.absorb_next().await;
+        }
+    }
+
+    /// Waits for the process's next event and takes it in; the end of the stream counts as an exit.
+    async fn absorb_next(&mut self) {
+        match self.process.next_event().await {
+            Some(event) => self.absorb(event),
+            None => self.exit = Some(ExitStatus::default()),
+        }
+    }
+
+    async fn wait_exit(&mut self) {
+        while self.exit.is_none() {
+            self.absorb_next().await;
         }
     }
 
@@ -310,12 +321,7 @@ impl Worker {
 
     async fn kill(&mut self) {
         self.process.kill();
-        while self.exit.is_none() {
-            match self.process.next_event().await {
-                Some(event) => self.absorb(event),
-                None => self.exit = Some(ExitStatus::default()),
-            }
-        }
+        self.wait_exit().await;
     }
 
     /// Ends the process gently: EOF on stdin, then up to `grace` for it to exit, then a kill.
@@ -323,17 +329,7 @@ impl Worker {
         if let Some(mut stdin) = self.stdin.take() {
             let _ = stdin.shutdown().await;
         }
-        if tokio::time::timeout(grace, async {
-            while self.exit.is_none() {
-                match self.process.next_event().await {
-                    Some(event) => self.absorb(event),
-                    None => return,
-                }
-            }
-        })
-        .await
-        .is_err()
-        {
+        if tokio::time::timeout(grace, self.wait_exit()).await.is_err() {
             tracing::warn!(session = %self.session_id, "claude did not exit after EOF; killing it");
         }
         self.kill().await;

@@ -11,16 +11,27 @@ use crate::ssh::target::split_destination;
 use crate::transport::{CommandSpec, Transport};
 
 /// `remote add`'s arguments.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct AddRemote {
+    /// Name tools will use for it.
     pub name: String,
-    /// `[user@]host[:port]` or an ssh alias.
+    /// `[user@]host[:port]`, or an ~/.ssh/config alias.
     pub target: String,
+    #[arg(long)]
     pub port: Option<u16>,
+    #[arg(long)]
     pub user: Option<String>,
+    /// Private key file to authenticate with.
+    #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Default working directory on the host.
+    #[arg(long, value_name = "DIR")]
     pub workspace: Option<String>,
+    /// Make it the default host.
+    #[arg(long)]
     pub set_default: bool,
+    /// Record the host key on first connection instead of refusing it.
+    #[arg(long)]
     pub accept_new: bool,
 }
 

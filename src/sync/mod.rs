@@ -13,10 +13,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-pub use plan::{Action, FileInfo};
-pub use project_dir::project_dir_name;
 pub use report::{Conflict, Direction, SyncReport};
-pub use side::{Project, Side};
+
+use plan::{Action, FileInfo};
+use side::{Project, Side};
 
 use crate::error::{Error, Result};
 use crate::hosts::{Hosts, LOCAL};
@@ -93,23 +93,23 @@ async fn resolve(side: &Side, cwd: &Cwd) -> Result<Project> {
 }
 
 /// One sync between a source and a destination side.
-pub struct SyncJob<'a> {
-    pub source: &'a Side,
-    pub source_cwd: &'a Cwd,
-    pub destination: &'a Side,
-    pub destination_cwd: &'a Cwd,
+struct SyncJob<'a> {
+    source: &'a Side,
+    source_cwd: &'a Cwd,
+    destination: &'a Side,
+    destination_cwd: &'a Cwd,
     /// Only this session's log and sidecar folder (else the whole project folder).
-    pub session_id: Option<&'a str>,
+    session_id: Option<&'a str>,
     /// See [`SyncRequest::settle_on`].
-    pub settle_on: Option<&'a str>,
+    settle_on: Option<&'a str>,
     /// Pace transfers to this many bytes per second.
-    pub max_bytes_per_sec: Option<u64>,
+    max_bytes_per_sec: Option<u64>,
 }
 
 impl SyncJob<'_> {
     /// Runs the sync: find both project folders, list the destination, then the source (hashed
     /// against the destination's sizes), and move what is missing.
-    pub async fn run(&self) -> Result<SyncReport> {
+    async fn run(&self) -> Result<SyncReport> {
         let (src, dst) = tokio::try_join!(
             resolve(self.source, self.source_cwd),
             resolve(self.destination, self.destination_cwd)

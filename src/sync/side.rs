@@ -16,6 +16,14 @@ const HELPERS: &str = r#"__o_sum() { if command -v sha256sum >/dev/null 2>&1; th
 __o_size() { stat -c %s "$1" 2>/dev/null || stat -f %z "$1"; }
 "#;
 
+/// Reads `length<TAB>path` lines and prints `H<TAB>sha256<TAB>path` for the first
+/// `min(length, size)` bytes of each file that exists.
+const PREFIX_HASHES: &str = r#"while IFS='	' read -r n f; do
+  [ -f "$f" ] || continue
+  __o_s=$(__o_size "$f"); [ "$__o_s" -lt "$n" ] && n=$__o_s
+  __o_h=$(head -c "$n" "$f" | __o_sum); printf 'H\t%s\t%s\n' "${__o_h%% *}" "$f"
+done"#;
+
 /// Where a project's Claude files live on one side.
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -40,7 +48,7 @@ impl Project {
     }
 }
 
-/// A source file and the hash of its first `min(source size, destination size)` bytes.
+/// A side's files, as [`Side::list`] found them.
 #[derive(Debug, Clone)]
 pub struct Listing {
     /// The project folder as a path on that side.
@@ -162,11 +170,7 @@ find {roots} -type f ! -name '*.conflict-*' ! -name '.outpost-tmp-*' 2>/dev/null
   printf 'F\t%s\t%s\t%s\n' "$(__o_size "$f")" "$__o_m" "${{f#./}}"
   {hashing}
 done
-while IFS='	' read -r n f; do
-  [ -f "$f" ] || continue
-  __o_s=$(__o_size "$f"); [ "$__o_s" -lt "$n" ] && n=$__o_s
-  __o_h=$(head -c "$n" "$f" | __o_sum); printf 'H\t%s\t%s\n' "${{__o_h%% *}}" "$f"
-done"#,
+{PREFIX_HASHES}"#,
         );
         let stdin = if input.is_empty() {
             Stdin::Null
@@ -188,16 +192,13 @@ done"#,
             return Ok(HashMap::new());
         }
         let requests: String = wanted.iter().map(|(p, n)| format!("{n}\t{p}\n")).collect();
-        let script = format!(
-            r#"{HELPERS}cd {dir} || exit 1
-while IFS='	' read -r n f; do __o_h=$(head -c "$n" "$f" | __o_sum); printf '%s\t%s\n' "${{__o_h%% *}}" "$f"; done"#,
-        );
+        let script = format!("{HELPERS}cd {dir} || exit 1\n{PREFIX_HASHES}");
         let out = self
             .run("hashing files", script, Stdin::Bytes(requests.into_bytes()))
             .await?;
         Ok(out
             .lines()
-            .filter_map(|l| l.split_once('\t'))
+            .filter_map(|l| l.strip_prefix("H\t")?.split_once('\t'))
             .map(|(hash, path)| (path.to_owned(), hash.to_owned()))
             .collect())
     }

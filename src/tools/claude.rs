@@ -195,8 +195,15 @@ impl Outpost {
     }
 
     /// Runs the turn as a job: its log gets one summary line per event, its detail the result.
-    fn start_claude_job(&self, request: TurnRequest) -> Result<SpawnClaudeResult> {
-        let host = self.hosts.effective_name(request.host.as_deref());
+    fn start_claude_job(&self, mut request: TurnRequest) -> Result<SpawnClaudeResult> {
+        // Where the turn will run: a resumed session goes back to its recorded host and cwd.
+        let (host, cwd) = self.claude.target(
+            request.host.as_deref(),
+            request.cwd.as_deref(),
+            request.session_id.as_deref(),
+        );
+        request.host = Some(host.clone());
+        request.cwd = cwd.clone();
         let exec = &self.hosts.config().exec;
         let spec = JobSpec {
             host: host.clone(),
@@ -213,7 +220,7 @@ impl Outpost {
         Ok(SpawnClaudeResult {
             session_id,
             host,
-            cwd: None,
+            cwd,
             status: TurnStatus::Running,
             warm: false,
             forked_from: None,

@@ -14,7 +14,7 @@ import anyio
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from conftest import BIN, HANG_GUARD, ROOT, alive, data, text, wait_dead
+from conftest import BIN, HANG_GUARD, ROOT, data, text, wait_dead
 
 pytestmark = pytest.mark.anyio
 FAKE = str(ROOT / "tests" / "fake_claude" / "claude")
@@ -80,7 +80,7 @@ async def slow_turn_under_way(session, session_id):
 
 
 def pid_of(result) -> int:
-    return int(re.search(r"pid=(\d+)", data(result)["result"]).group(1))
+    return pid_of_data(data(result))
 
 
 def launches(tmp_path):
@@ -289,6 +289,7 @@ async def test_background_turn_is_followed_with_job_output(claude_env):
         assert out["status"] == "exited" and "tool Bash: echo tool-output-42" in out["output"]
         assert out["claude"]["status"] == "completed" and out["claude"]["num_turns"] == 2
         slow = data(await claude(s, "slow story", session_id=out["claude"]["session_id"], background=True))
+        assert slow["host"] == "gpu" and slow["cwd"] == str(project.resolve()), "the session's recorded place"
         killed = data(await s.call_tool("job_kill", {"job_id": slow["job_id"]}))
         assert killed["status"] == "killed"
         out = data(await s.call_tool("job_output", {"job_id": slow["job_id"]}))

@@ -2,7 +2,6 @@
 
 import getpass
 import json
-import os
 import pathlib
 import shutil
 import socket

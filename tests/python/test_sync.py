@@ -2,7 +2,6 @@
 are this machine, so each side gets its own Claude config dir: `remote-claude` for host `gpu`
 (through `claude_env`), `local-claude` for outpost itself (`CLAUDE_CONFIG_DIR` in its environment)."""
 
-import hashlib
 import importlib.machinery
 import json
 import os
@@ -12,7 +11,7 @@ import re
 import anyio
 import pytest
 
-from conftest import HANG_GUARD, ROOT, data, text
+from conftest import HANG_GUARD, data, text
 from test_claude import FAKE, claude, server
 
 pytestmark = pytest.mark.anyio
@@ -23,11 +22,11 @@ FAKE_MODULE = importlib.machinery.SourceFileLoader("fake_claude", FAKE).load_mod
 def sync_env(env, sshd, tmp_path):
     sshd.trust()
     remote, local = tmp_path / "remote-claude", tmp_path / "local-claude"
+    config_dirs = {"gpu": remote, "gpu2": tmp_path / "gpu2-claude"}
     config = {"remotes": {
-        name: {"host": "box", "claude_path": FAKE, "claude_env": {"CLAUDE_CONFIG_DIR": str(tmp_path / f"{name}-claude")}}
-        for name in ("gpu", "gpu2")
+        name: {"host": "box", "claude_path": FAKE, "claude_env": {"CLAUDE_CONFIG_DIR": str(path)}}
+        for name, path in config_dirs.items()
     }}
-    config["remotes"]["gpu"]["claude_env"]["CLAUDE_CONFIG_DIR"] = str(remote)
     pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps(config))
     project = tmp_path / "proj"
     project.mkdir()
@@ -38,8 +37,12 @@ def session_dir(config_dir: pathlib.Path, cwd: pathlib.Path) -> pathlib.Path:
     return config_dir / "projects" / FAKE_MODULE.project_dir_name(os.path.realpath(cwd))
 
 
-def digest(path: pathlib.Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def seed(config_dir: pathlib.Path, cwd: pathlib.Path, name: str, content: str) -> pathlib.Path:
+    """A session file written straight into a side's project folder."""
+    path = session_dir(config_dir, cwd) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return path
 
 
 async def sync(s, direction, **args):
@@ -65,10 +68,8 @@ async def test_pull_after_each_turn_gives_a_byte_identical_file(sync_env):
 
 async def test_a_small_append_to_a_big_session_moves_only_the_append(sync_env):
     env, _, project, remote, local = sync_env
-    log = session_dir(remote, project) / "big-session.jsonl"
-    log.parent.mkdir(parents=True)
     line = json.dumps({"type": "user", "message": {"content": "x" * 1000}}) + "\n"
-    log.write_text(line * 3000)  # ~3 MB
+    log = seed(remote, project, "big-session.jsonl", line * 3000)  # ~3 MB
     async with server(env) as s:
         first = data(await sync(s, "pull", cwd=str(project)))
         assert first["bytes_transferred"] == log.stat().st_size
@@ -82,9 +83,7 @@ async def test_a_small_append_to_a_big_session_moves_only_the_append(sync_env):
 
 async def test_a_diverged_destination_is_kept_and_the_conflict_reported(sync_env):
     env, _, project, remote, local = sync_env
-    src = session_dir(remote, project) / "s1.jsonl"
-    src.parent.mkdir(parents=True)
-    src.write_text('{"n":1}\n')
+    src = seed(remote, project, "s1.jsonl", '{"n":1}\n')
     async with server(env) as s:
         await sync(s, "pull", cwd=str(project))
         mine = session_dir(local, project) / "s1.jsonl"
@@ -111,9 +110,7 @@ async def test_a_transfer_killed_midway_leaves_the_destination_intact(sync_env):
     env, config, project, remote, local = sync_env
     config["sync"] = {"max_bytes_per_sec": 1_000_000}
     pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps(config))
-    src = session_dir(remote, project) / "s2.jsonl"
-    src.parent.mkdir(parents=True)
-    src.write_text('{"first":true}\n')
+    src = seed(remote, project, "s2.jsonl", '{"first":true}\n')
     async with server(env) as s:
         await sync(s, "pull", cwd=str(project))
         dest = session_dir(local, project) / "s2.jsonl"
