@@ -43,6 +43,8 @@ pub async fn run(hosts: &Hosts, request: ExecRequest) -> Result<i32> {
             Stdin::Null
         },
     };
+    // Listening before the command starts: a Ctrl-C at any moment from here kills its tree.
+    let termination = crate::serve::termination();
     let mut process = transport.spawn(spec).await?;
     let stdin_task = process.take_stdin().map(|mut pipe| {
         tokio::spawn(async move {
@@ -50,7 +52,7 @@ pub async fn run(hosts: &Hosts, request: ExecRequest) -> Result<i32> {
             let _ = pipe.shutdown().await;
         })
     });
-    let code = pump(&mut process, request.timeout).await;
+    let code = pump(&mut process, request.timeout, termination).await;
     if let Some(task) = stdin_task {
         task.abort();
     }
@@ -58,12 +60,15 @@ pub async fn run(hosts: &Hosts, request: ExecRequest) -> Result<i32> {
 }
 
 /// Copies output to stdout/stderr until the exit; kills the tree on Ctrl-C, SIGTERM or timeout.
-async fn pump(process: &mut Process, timeout: Option<Duration>) -> i32 {
+async fn pump(
+    process: &mut Process,
+    timeout: Option<Duration>,
+    termination: impl std::future::Future<Output = ()>,
+) -> i32 {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
-    let termination = crate::serve::termination();
     tokio::pin!(termination);
     let mut forced: Option<i32> = None;
     loop {

@@ -8,17 +8,24 @@ mod stdio;
 pub use stdio::serve_stdio;
 
 /// Resolves on SIGTERM or SIGINT: the signals that ask a server to stop.
-pub(crate) async fn termination() {
+///
+/// The handlers are installed when this is called, not when the future is first polled, so a
+/// signal arriving in between is not lost (nor does it kill the process by default action).
+/// Call it inside the runtime, before starting anything that a signal should stop.
+pub(crate) fn termination() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot listen for SIGTERM/SIGINT");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = signals else {
+            tracing::warn!("cannot listen for SIGTERM/SIGINT");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

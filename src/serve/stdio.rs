@@ -27,6 +27,8 @@ pub async fn serve_stdio(hosts: Arc<Hosts>) -> Result<()> {
         settings.job_retention_secs,
     )));
     let kill_limit = settings.kill_grace() + Duration::from_secs(2);
+    let termination = termination();
+    tokio::pin!(termination);
     let eof = CancellationToken::new();
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let stdin = tokio::io::BufReader::new(EofSignal::new(stdin, eof.clone()));
@@ -42,7 +44,7 @@ pub async fn serve_stdio(hosts: Arc<Hosts>) -> Result<()> {
                 return if eof.is_cancelled() { Ok(()) } else { Err(Error::Mcp(e.to_string())) };
             }
         },
-        _ = termination() => return Ok(()),
+        _ = &mut termination => return Ok(()),
     };
     tracing::info!("MCP session started on stdio");
     let stop = service.cancellation_token();
@@ -55,7 +57,7 @@ pub async fn serve_stdio(hosts: Arc<Hosts>) -> Result<()> {
             tokio::join!(jobs.shutdown(kill_limit), claude.shutdown());
             let _ = tokio::time::timeout(DRAIN + Duration::from_secs(5), &mut waiting).await;
         }
-        _ = termination() => {
+        _ = &mut termination => {
             tokio::join!(jobs.shutdown(kill_limit), claude.shutdown());
             stop.cancel();
             let _ = tokio::time::timeout(DRAIN, &mut waiting).await;
