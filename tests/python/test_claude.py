@@ -268,7 +268,7 @@ async def test_the_secret_reaches_claude_but_never_argv_ps_or_logs(claude_env, t
         import hashlib
         assert hashlib.sha256(SECRET.encode()).hexdigest()[:12] in base["result"]
         async with slow_turn_under_way(s, base["session_id"]):
-            listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
         assert "fake_claude/claude" in listing and SECRET not in listing
     errlog.seek(0)
     log = errlog.read()

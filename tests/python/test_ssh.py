@@ -137,9 +137,9 @@ async def test_env_values_never_show_in_ps(box):
     secret = "hunter2-do-not-leak-7781"
     job = data(await run(box, "sleep 300", env={"API_KEY": secret}, background=True))["job_id"]
     with anyio.fail_after(HANG_GUARD):
-        while b"sleep 300" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout:
+        while b"sleep 300" not in subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True).stdout:
             await anyio.sleep(0.05)
-    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert secret not in listing
     await box.call_tool("job_kill", {"job_id": job})
 
