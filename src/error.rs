@@ -33,6 +33,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("authentication: {0}")]
+    Auth(String),
+
+    #[error("cannot serve: {0}")]
+    Serve(String),
+
     #[error("invalid argument `{field}`: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
 

@@ -6,6 +6,8 @@
 //! Claude Code processes warm between turns on top of the same transports.
 
 pub mod atomic_file;
+pub mod audit;
+pub mod auth;
 pub mod claude;
 pub mod cli;
 pub mod config;

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use outpost::auth::jwt::mint;
 use outpost::cli::exec::ExecRequest;
 use outpost::cli::remote::{self, AddRemote};
 use outpost::config::Config;
 use outpost::hosts::Hosts;
+use outpost::serve::{ListenOptions, Protocol, serve_network};
 
 /// An MCP server that puts remote machines at an AI assistant's fingertips.
 #[derive(Debug, Parser)]
@@ -34,6 +36,11 @@ enum Command {
     Remote {
         #[command(subcommand)]
         command: RemoteCommand,
+    },
+    /// Bearer tokens for `outpost mcp serve --websocket|--http`.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
     },
     /// Run a command on a host, streaming its output; exits with its exit code.
     Exec {
@@ -67,8 +74,42 @@ enum RemoteCommand {
 
 #[derive(Debug, Subcommand)]
 enum McpCommand {
-    /// Serve MCP on stdin/stdout (the default).
-    Serve,
+    /// Serve MCP: on stdin/stdout (the default), or on a port with --websocket or --http.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    /// Serve MCP over WebSocket (ws://HOST:PORT/PATH) instead of stdio.
+    #[arg(long, conflicts_with = "http")]
+    websocket: bool,
+    /// Serve MCP Streamable HTTP (http://HOST:PORT/PATH) instead of stdio.
+    #[arg(long)]
+    http: bool,
+    #[command(flatten)]
+    listen: Option<ListenOptions>,
+    /// Append one JSON line per tool call to this file (default: `audit.path` of the config).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Print a bearer token signed with the server's JWT secret.
+    GenerateToken {
+        /// Lifetime, e.g. `24h`, `30m`, `7d`.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        expires: Duration,
+        /// Who the token is for (its `sub`; shown in the audit log).
+        #[arg(long, default_value = "outpost")]
+        subject: String,
+        /// Audience (`aud`; default: `serve.jwt.audience` of the config).
+        #[arg(long)]
+        audience: Option<String>,
+        /// File holding the HS256 secret (default: $OUTPOST_JWT_SECRET, then `serve.jwt.secret_file`).
+        #[arg(long, value_name = "FILE")]
+        jwt_secret_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,11 +131,28 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let result = runtime.block_on(async move {
         let hosts = Arc::new(Hosts::new(config));
         match cli.command {
-            None
-            | Some(Command::Mcp {
-                command: None | Some(McpCommand::Serve),
+            None | Some(Command::Mcp { command: None }) => {
+                outpost::serve::serve_stdio(hosts, None).await?;
+                Ok(0)
+            }
+            Some(Command::Mcp {
+                command: Some(McpCommand::Serve(args)),
             }) => {
-                outpost::serve::serve_stdio(hosts).await?;
+                serve(hosts, args).await?;
+                Ok(0)
+            }
+            Some(Command::Auth {
+                command:
+                    AuthCommand::GenerateToken {
+                        expires,
+                        subject,
+                        audience,
+                        jwt_secret_file,
+                    },
+            }) => {
+                let jwt = &hosts.config().serve.jwt;
+                let file = jwt_secret_file.as_deref();
+                println!("{}", mint(jwt, file, &subject, expires, audience)?);
                 Ok(0)
             }
             Some(Command::Remote { command }) => run_remote(&path, &hosts, command).await,
@@ -121,6 +179,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     // Do not wait for blocking reads of our own stdin to return.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+/// `outpost mcp serve`: stdio unless --websocket or --http.
+async fn serve(hosts: Arc<Hosts>, args: ServeArgs) -> anyhow::Result<()> {
+    let protocol = match (args.websocket, args.http) {
+        (true, _) => Protocol::WebSocket,
+        (_, true) => Protocol::StreamableHttp,
+        _ => {
+            anyhow::ensure!(
+                args.listen.is_none(),
+                "--host, --port, --path and --auth need --websocket or --http"
+            );
+            return Ok(outpost::serve::serve_stdio(hosts, args.audit_log).await?);
+        }
+    };
+    let listen = args.listen.unwrap_or_default();
+    Ok(serve_network(hosts, protocol, listen, args.audit_log).await?)
 }
 
 /// `outpost remote ...`: edits go to the config file at `path`; `test` exits 1 when a step fails.

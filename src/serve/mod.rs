@@ -1,10 +1,17 @@
-//! Serving the MCP tools to a client: over stdio now; each transport in its own file.
+//! Serving the MCP tools to a client: on stdio, over WebSocket or Streamable HTTP; each transport in its own file.
 
 mod eof;
+mod http;
 pub mod jsonrpc;
 mod lines;
+pub mod network;
+mod state;
 mod stdio;
+mod websocket;
+mod ws_transport;
 
+pub use network::{ListenOptions, Protocol, serve_network};
+pub use state::{ServerState, StateOptions};
 pub use stdio::serve_stdio;
 
 /// Resolves on SIGTERM or SIGINT: the signals that ask a server to stop.

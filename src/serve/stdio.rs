@@ -8,36 +8,30 @@ use tokio_util::sync::CancellationToken;
 
 use super::eof::EofSignal;
 use super::lines::LineTransport;
+use super::state::{ServerState, StateOptions};
 use super::termination;
-use crate::claude::Claude;
-use crate::claude::registry::Registry;
 use crate::error::{Error, Result};
 use crate::hosts::Hosts;
-use crate::jobs::JobManager;
-use crate::tools::Outpost;
 
 /// How long rmcp gets to send the last responses once every process is dead.
 const DRAIN: Duration = Duration::from_secs(3);
 
 /// Serves MCP on stdin/stdout until stdin closes or SIGTERM/SIGINT arrives; then kills every
-/// running process tree and returns.
-pub async fn serve_stdio(hosts: Arc<Hosts>) -> Result<()> {
-    let settings = hosts.config().exec.clone();
-    let jobs = Arc::new(JobManager::new(Duration::from_secs(
-        settings.job_retention_secs,
-    )));
-    let kill_limit = settings.kill_grace() + Duration::from_secs(2);
+/// running process tree and returns. Calls are audited as `stdio` when an audit log is set.
+pub async fn serve_stdio(hosts: Arc<Hosts>, audit_path: Option<std::path::PathBuf>) -> Result<()> {
+    let options = StateOptions {
+        audit_path,
+        ..StateOptions::default()
+    };
+    let state = ServerState::new(hosts, options)?;
     let termination = termination();
     tokio::pin!(termination);
     let eof = CancellationToken::new();
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let stdin = tokio::io::BufReader::new(EofSignal::new(stdin, eof.clone()));
     let transport = LineTransport::new(stdin, stdout);
-    let claude = Claude::new(hosts.clone(), Registry::new(Registry::default_path()));
-    let server = Outpost::new(hosts, jobs.clone(), claude.clone());
-
     let service = tokio::select! {
-        service = server.serve(transport) => match service {
+        service = state.outpost.clone().serve(transport) => match service {
             Ok(service) => service,
             Err(e) => {
                 tracing::info!(error = %e, "client left before the session started");
@@ -54,17 +48,16 @@ pub async fn serve_stdio(hosts: Arc<Hosts>) -> Result<()> {
         _ = &mut waiting => {}
         _ = eof.cancelled() => {
             tracing::info!("stdin closed; killing running processes");
-            tokio::join!(jobs.shutdown(kill_limit), claude.shutdown());
+            state.shutdown().await;
             let _ = tokio::time::timeout(DRAIN + Duration::from_secs(5), &mut waiting).await;
         }
         _ = &mut termination => {
-            tokio::join!(jobs.shutdown(kill_limit), claude.shutdown());
+            state.shutdown().await;
             stop.cancel();
             let _ = tokio::time::timeout(DRAIN, &mut waiting).await;
         }
     }
-    jobs.shutdown(kill_limit).await;
-    claude.shutdown().await;
+    state.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

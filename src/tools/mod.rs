@@ -2,6 +2,7 @@
 
 mod claude;
 mod exec;
+mod guard;
 mod hosts;
 mod jobs;
 mod reply;
@@ -21,23 +22,32 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, tool_handler};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Principal;
 use crate::claude::Claude;
 use crate::hosts::Hosts;
 use crate::jobs::JobManager;
 
 pub use claude::{SpawnClaudeParams, SpawnClaudeResult};
 pub use exec::{ExecResult, RemoteExecParams};
+pub use guard::CallPolicy;
 pub use jobs::{JobKillParams, JobOutputParams, JobOutputResult, JobView};
 pub use sessions::{ListSessionsParams, ListSessionsResult};
 pub use sync::{SyncSessionsParams, SyncSessionsResult};
 
-/// The outpost MCP service. Cheap to clone: one per client connection, all sharing hosts, jobs
-/// and Claude processes.
+/// The outpost MCP service. Cheap to clone: one per client connection, all sharing hosts, jobs,
+/// Claude processes and the call policy.
 #[derive(Clone)]
 pub struct Outpost {
     hosts: Arc<Hosts>,
     jobs: Arc<JobManager>,
     claude: Arc<Claude>,
+    policy: Arc<CallPolicy>,
+    /// Who this connection's calls are attributed to (HTTP requests may carry their own).
+    principal: Principal,
+    /// Cancelled when this connection closes: its running calls are cancelled with it.
+    closed: CancellationToken,
     /// The least severe log level the client wants (`logging/setLevel`), as a rank (0 = debug).
     log_level: Arc<AtomicU8>,
     tool_router: ToolRouter<Self>,
@@ -52,6 +62,9 @@ impl Outpost {
             hosts,
             jobs,
             claude,
+            policy: Arc::new(CallPolicy::default()),
+            principal: Principal::stdio(),
+            closed: CancellationToken::new(),
             log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
             tool_router: Self::exec_tools()
                 + Self::job_tools()
@@ -59,6 +72,23 @@ impl Outpost {
                 + Self::claude_tools()
                 + Self::session_tools()
                 + Self::sync_tools(),
+        }
+    }
+
+    /// The same service with calls audited and limited by `policy`.
+    pub fn with_policy(mut self, policy: Arc<CallPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The service for one connection of `principal`; cancelling `closed` cancels its calls.
+    /// Each connection gets its own log level.
+    pub fn for_connection(&self, principal: Principal, closed: CancellationToken) -> Self {
+        Self {
+            principal,
+            closed,
+            log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
+            ..self.clone()
         }
     }
 
@@ -91,8 +121,22 @@ impl ServerHandler for Outpost {
                 None,
             ));
         }
-        let call = ToolCallContext::new(self, request, context);
-        self.tool_router.call(call).await
+        let facts = guard::CallFacts::of(
+            guard::principal_of(&context, &self.principal),
+            &request,
+            &context,
+        );
+        let result = match self.policy.admit(&facts.principal) {
+            Err(refused) => Err(refused),
+            Ok(()) => {
+                let call = self
+                    .tool_router
+                    .call(ToolCallContext::new(self, request, context));
+                guard::cancel_when_closed(call, facts.cancelled.clone(), &self.closed).await
+            }
+        };
+        self.policy.record(&facts, &result);
+        result
     }
 
     #[allow(deprecated)]

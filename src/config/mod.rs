@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod serve;
+
+pub use serve::{AuditSettings, JwtSettings, ServeSettings};
+
 /// The whole config file. Every field is optional; no file at all means defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +38,12 @@ pub struct Config {
     /// Copying Claude's session files between hosts.
     #[serde(skip_serializing_if = "SyncSettings::is_default")]
     pub sync: SyncSettings,
+    /// Serving over the network: `outpost mcp serve --websocket` or `--http`.
+    #[serde(skip_serializing_if = "ServeSettings::is_default")]
+    pub serve: ServeSettings,
+    /// The audit log of tool calls.
+    #[serde(skip_serializing_if = "AuditSettings::is_default")]
+    pub audit: AuditSettings,
 }
 
 /// Copying Claude's session files between hosts (`sync_sessions`, and around `spawn_claude` turns).
@@ -153,6 +163,10 @@ pub struct RemoteConfig {
     /// Sync this host's Claude sessions around `spawn_claude` turns (default: `sync.around_turns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_sessions: Option<bool>,
+    /// Port of `outpost mcp serve --websocket` on this host, for `outpost mcp connect --remote`
+    /// (default 8001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve_port: Option<u16>,
 }
 
 /// What to do with a host key that is not in known_hosts yet. A changed key is always refused.

@@ -1,0 +1,232 @@
+//! JWT bearer tokens: the key (HS256 secret or an RS256/EdDSA public key), verification and minting.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::JwtSettings;
+use crate::error::{Error, Result};
+
+/// Environment variable holding the HS256 secret.
+pub const SECRET_ENV: &str = "OUTPOST_JWT_SECRET";
+/// Shortest HS256 secret accepted: shorter ones can be brute-forced from one token.
+const MIN_SECRET_BYTES: usize = 32;
+
+/// The claims outpost reads and writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Checks bearer tokens against one key with one pinned algorithm.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// The verifier for `settings`: a public key file when one is set, else the HS256 secret
+    /// from `secret_file` (the flag), `$OUTPOST_JWT_SECRET` or `settings.secret_file`.
+    pub fn from_settings(settings: &JwtSettings, secret_file: Option<&Path>) -> Result<Self> {
+        let (key, algorithm) = match &settings.public_key_file {
+            Some(path) if secret_file.is_none() => public_key(path)?,
+            _ => {
+                let secret = secret(settings, secret_file)?;
+                (DecodingKey::from_secret(&secret), Algorithm::HS256)
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = settings.leeway_secs;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &settings.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &settings.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        Ok(Self { key, validation })
+    }
+
+    /// The token's subject when the token is valid now. The reason for a refusal is for the
+    /// server's own debug log only, never for the client.
+    pub fn verify(&self, token: &str) -> std::result::Result<String, String> {
+        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
+            Ok(data) if !data.claims.sub.is_empty() => Ok(data.claims.sub),
+            Ok(_) => Err("empty subject".to_owned()),
+            Err(e) => Err(format!("{:?}", e.kind())),
+        }
+    }
+}
+
+/// A new HS256 token for `subject`, valid for `lifetime`, with the configured issuer and the
+/// given (or configured) audience.
+pub fn mint(
+    settings: &JwtSettings,
+    secret_file: Option<&Path>,
+    subject: &str,
+    lifetime: Duration,
+    audience: Option<String>,
+) -> Result<String> {
+    if settings.public_key_file.is_some() && secret_file.is_none() {
+        return Err(auth_error(
+            "the server checks tokens with a public key (`serve.jwt.public_key_file`): sign them with the matching private key instead",
+        ));
+    }
+    let secret = secret(settings, secret_file)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let claims = Claims {
+        sub: subject.to_owned(),
+        iat: now,
+        exp: now.saturating_add(lifetime.as_secs()),
+        iss: settings.issuer.clone(),
+        aud: audience.or_else(|| settings.audience.clone()),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&secret),
+    )
+    .map_err(|e| auth_error(format!("cannot sign the token: {e}")))
+}
+
+fn secret(settings: &JwtSettings, flag: Option<&Path>) -> Result<Vec<u8>> {
+    let from_file = |path: &Path| {
+        std::fs::read(path)
+            .map(|bytes| bytes.trim_ascii().to_vec())
+            .map_err(|e| {
+                auth_error(format!(
+                    "cannot read the JWT secret file {}: {e}",
+                    path.display()
+                ))
+            })
+    };
+    let secret = if let Some(path) = flag {
+        from_file(path)?
+    } else if let Some(value) = std::env::var_os(SECRET_ENV) {
+        value.into_encoded_bytes().trim_ascii().to_vec()
+    } else if let Some(path) = &settings.secret_file {
+        from_file(path)?
+    } else {
+        return Err(auth_error(format!(
+            "no JWT secret: set ${SECRET_ENV}, pass --jwt-secret-file, or set `serve.jwt.secret_file` (e.g. `openssl rand -hex 32 > ~/.config/outpost/jwt-secret`)"
+        )));
+    };
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(auth_error(format!(
+            "the JWT secret is {} bytes; use at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
+            secret.len()
+        )));
+    }
+    Ok(secret)
+}
+
+/// An RSA public key means RS256 tokens; an Ed25519 one, EdDSA.
+fn public_key(path: &Path) -> Result<(DecodingKey, Algorithm)> {
+    let pem = std::fs::read(path).map_err(|e| {
+        auth_error(format!(
+            "cannot read the JWT public key {}: {e}",
+            path.display()
+        ))
+    })?;
+    if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
+        return Ok((key, Algorithm::EdDSA));
+    }
+    DecodingKey::from_rsa_pem(&pem)
+        .map(|key| (key, Algorithm::RS256))
+        .map_err(|_| {
+            auth_error(format!(
+                "{} is not a PEM RSA or Ed25519 public key",
+                path.display()
+            ))
+        })
+}
+
+fn auth_error(reason: impl Into<String>) -> Error {
+    Error::Auth(reason.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_with_secret(dir: &tempfile::TempDir) -> JwtSettings {
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+        JwtSettings {
+            secret_file: Some(path),
+            leeway_secs: 0,
+            ..JwtSettings::default()
+        }
+    }
+
+    #[test]
+    fn minted_tokens_verify_and_tampered_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_with_secret(&dir);
+        let verifier = Verifier::from_settings(&settings, None).unwrap();
+        let token = mint(&settings, None, "ana", Duration::from_secs(60), None).unwrap();
+        assert_eq!(verifier.verify(&token).unwrap(), "ana");
+        let mut tampered = token.clone();
+        tampered.pop();
+        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert!(verifier.verify(&tampered).is_err());
+        assert!(verifier.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn audience_and_issuer_are_enforced_when_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = settings_with_secret(&dir);
+        settings.audience = Some("build-box".into());
+        settings.issuer = Some("outpost".into());
+        let verifier = Verifier::from_settings(&settings, None).unwrap();
+        let good = mint(&settings, None, "ana", Duration::from_secs(60), None).unwrap();
+        assert!(verifier.verify(&good).is_ok());
+        let wrong = mint(
+            &settings,
+            None,
+            "ana",
+            Duration::from_secs(60),
+            Some("other".into()),
+        );
+        assert!(verifier.verify(&wrong.unwrap()).is_err());
+        let mut no_issuer = settings.clone();
+        no_issuer.issuer = None;
+        let unissued = mint(&no_issuer, None, "ana", Duration::from_secs(60), None).unwrap();
+        assert!(verifier.verify(&unissued).is_err());
+    }
+
+    #[test]
+    fn short_or_missing_secrets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short");
+        std::fs::write(&path, "tiny").unwrap();
+        let settings = JwtSettings {
+            secret_file: Some(path),
+            ..JwtSettings::default()
+        };
+        let e = Verifier::from_settings(&settings, None).unwrap_err();
+        assert!(e.to_string().contains("at least 32"), "{e}");
+    }
+}

@@ -1,0 +1,102 @@
+//! Who is calling: the principal of a connection, and the bearer-token check that establishes it.
+
+pub mod jwt;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use jwt::Verifier;
+
+/// The caller a tool call is attributed to: a JWT `sub`, or `stdio`, or `anonymous` when a
+/// network server runs without authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal(Arc<str>);
+
+impl Principal {
+    pub fn new(name: &str) -> Self {
+        Self(Arc::from(name))
+    }
+
+    /// The local client of `outpost mcp serve` on stdio.
+    pub fn stdio() -> Self {
+        Self::new("stdio")
+    }
+
+    /// Any client of a network server started with `--auth none`.
+    pub fn anonymous() -> Self {
+        Self::new("anonymous")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a network server admits a connection.
+#[derive(Debug)]
+pub enum Authenticator {
+    /// Everyone, as `anonymous`.
+    None,
+    /// Holders of a valid bearer token, as its `sub`.
+    Jwt(Verifier),
+}
+
+impl Authenticator {
+    /// The principal for a request's `Authorization` header value, or `None`: refuse with 401.
+    /// Why a token was refused is logged at debug level without the token itself.
+    pub fn admit(&self, authorization: Option<&[u8]>) -> Option<Principal> {
+        let verifier = match self {
+            Self::None => return Some(Principal::anonymous()),
+            Self::Jwt(verifier) => verifier,
+        };
+        let token = authorization
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .and_then(bearer_token);
+        let Some(token) = token else {
+            tracing::debug!("refused a request without a bearer token");
+            return None;
+        };
+        match verifier.verify(token) {
+            Ok(subject) => Some(Principal::new(&subject)),
+            Err(reason) => {
+                tracing::debug!(%reason, "refused a bearer token");
+                None
+            }
+        }
+    }
+}
+
+/// The token of `Bearer <token>` (the scheme is case-insensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_required() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("abc"), None);
+    }
+
+    #[test]
+    fn no_auth_admits_everyone_as_anonymous() {
+        assert_eq!(
+            Authenticator::None.admit(None),
+            Some(Principal::anonymous())
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! Config for serving outpost over the network (`outpost mcp serve --websocket|--http`) and the audit log.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Authentication and limits of `outpost mcp serve --websocket` and `--http`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    /// JWT authentication (`--auth jwt`).
+    #[serde(skip_serializing_if = "JwtSettings::is_default")]
+    pub jwt: JwtSettings,
+    /// Largest incoming message in bytes; a bigger one is refused.
+    pub max_message_bytes: usize,
+    /// Connections (WebSocket) or sessions (HTTP) served at once; more are answered 503.
+    pub max_connections: usize,
+    /// Tool calls per minute for one principal (JWT `sub`); 0 means no limit.
+    pub calls_per_minute: u32,
+    /// Seconds a connection may stay silent with no call running before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Names clients may reach the server by in the `Host` header (guards against DNS
+    /// rebinding); loopback names and the bound address are always allowed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            jwt: JwtSettings::default(),
+            max_message_bytes: 4 << 20,
+            max_connections: 64,
+            calls_per_minute: 120,
+            idle_timeout_secs: 600,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+impl ServeSettings {
+    pub(super) fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How bearer tokens are checked. HS256 with a shared secret unless a public key is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtSettings {
+    /// File holding the HS256 secret (at least 32 bytes). `--jwt-secret-file` and
+    /// `$OUTPOST_JWT_SECRET` take precedence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key: tokens must then be RS256 (RSA key) or EdDSA (Ed25519 key), not HS256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss` claim, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        Self {
+            secret_file: None,
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+        }
+    }
+}
+
+impl JwtSettings {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The audit log: one JSON line per tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// File to append to (created 0600); no audit log when unset. `--audit-log` overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Rotate when the file would grow past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept (`audit.log.1` is the newest).
+    pub keep: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_bytes: 10 << 20,
+            keep: 5,
+        }
+    }
+}
+
+impl AuditSettings {
+    pub(super) fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}

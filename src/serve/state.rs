@@ -1,0 +1,91 @@
+//! What every way of serving shares: the tool service with its jobs and Claude processes, and
+//! the shutdown that kills them all.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::AuditLog;
+use crate::auth::jwt::SECRET_ENV;
+use crate::claude::Claude;
+use crate::claude::registry::Registry;
+use crate::config::Config;
+use crate::error::Result;
+use crate::hosts::Hosts;
+use crate::jobs::JobManager;
+use crate::tools::{CallPolicy, Outpost};
+
+/// How calls are audited and limited.
+#[derive(Debug, Default, Clone)]
+pub struct StateOptions {
+    /// Audit log file, overriding `audit.path` of the config.
+    pub audit_path: Option<PathBuf>,
+    /// Tool calls per minute per principal; 0: no limit.
+    pub calls_per_minute: u32,
+    /// The `--jwt-secret-file` given, whose content is redacted from the audit log.
+    pub jwt_secret_file: Option<PathBuf>,
+}
+
+/// The tool service and the processes it owns. Shutting it down kills every job and Claude
+/// process; dropping it does not (call [`ServerState::shutdown`]).
+pub struct ServerState {
+    pub outpost: Outpost,
+    jobs: Arc<JobManager>,
+    claude: Arc<Claude>,
+    kill_limit: Duration,
+}
+
+impl ServerState {
+    /// The service for `hosts`, auditing and limiting calls as `options` say.
+    pub fn new(hosts: Arc<Hosts>, options: StateOptions) -> Result<Self> {
+        let config = hosts.config();
+        let settings = config.exec.clone();
+        let mut audit_settings = config.audit.clone();
+        if options.audit_path.is_some() {
+            audit_settings.path = options.audit_path;
+        }
+        let mut secrets = secret_values(config);
+        if let Some(path) = &options.jwt_secret_file
+            && let Ok(secret) = std::fs::read_to_string(path)
+        {
+            secrets.push(secret.trim().to_owned());
+        }
+        let audit = AuditLog::open(&audit_settings, secrets)?;
+        let calls_per_minute = options.calls_per_minute;
+        let jobs = Arc::new(JobManager::new(Duration::from_secs(
+            settings.job_retention_secs,
+        )));
+        let claude = Claude::new(hosts.clone(), Registry::new(Registry::default_path()));
+        let policy = Arc::new(CallPolicy::new(audit, calls_per_minute));
+        let outpost = Outpost::new(hosts, jobs.clone(), claude.clone()).with_policy(policy);
+        Ok(Self {
+            outpost,
+            jobs,
+            claude,
+            kill_limit: settings.kill_grace() + Duration::from_secs(2),
+        })
+    }
+
+    /// Kills every running job and Claude process, waiting for them to die.
+    pub async fn shutdown(&self) {
+        tokio::join!(self.jobs.shutdown(self.kill_limit), self.claude.shutdown());
+    }
+}
+
+/// Values that must never reach the audit log: forwarded variables and the JWT secret.
+fn secret_values(config: &Config) -> Vec<String> {
+    let names = config
+        .claude
+        .forward_env
+        .iter()
+        .chain(config.remotes.values().flat_map(|r| r.forward_env.iter()))
+        .map(String::as_str)
+        .chain([SECRET_ENV]);
+    let mut values: Vec<String> = names.filter_map(|name| std::env::var(name).ok()).collect();
+    if let Some(path) = &config.serve.jwt.secret_file
+        && let Ok(secret) = std::fs::read_to_string(path)
+    {
+        values.push(secret.trim().to_owned());
+    }
+    values
+}

@@ -1,0 +1,78 @@
+//! One WebSocket connection: the HTTP handshake (refused with 401/403/404/503 before any
+//! upgrade), then one MCP session on it until either side closes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use rmcp::ServiceExt;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::network::{Accepted, Shared};
+use super::ws_transport::WsTransport;
+use crate::auth::Principal;
+
+/// Time a client gets to complete the HTTP upgrade.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection to the end. Never fails: problems are logged.
+pub async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
+    let Accepted { tcp, peer, slot } = accepted;
+    let mut admitted: Option<Principal> = None;
+    let over_capacity = slot.is_none();
+    let callback = |request: &Request, response: Response| {
+        if over_capacity {
+            return Err(refusal(StatusCode::SERVICE_UNAVAILABLE));
+        }
+        match shared.gate.check(request.uri().path(), request.headers()) {
+            Ok(principal) => {
+                admitted = Some(principal);
+                Ok(response)
+            }
+            Err(status) => Err(refusal(status)),
+        }
+    };
+    let max_message = shared.settings.max_message_bytes;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config));
+    let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(e)) => {
+            return tracing::debug!(%peer, error = %e, "WebSocket handshake refused or failed");
+        }
+        Err(_) => return tracing::debug!(%peer, "WebSocket handshake timed out"),
+    };
+    let Some(principal) = admitted else { return };
+    tracing::info!(%peer, %principal, "WebSocket connection opened");
+    let closed = shared.stop.child_token();
+    let idle = Duration::from_secs(shared.settings.idle_timeout_secs.max(1));
+    let transport = WsTransport::new(socket, closed.clone(), idle, max_message);
+    let outpost = shared
+        .state
+        .outpost
+        .for_connection(principal.clone(), closed.clone());
+    match outpost.serve(transport).await {
+        Ok(service) => {
+            let _ = service.waiting().await;
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "client left before the session started"),
+    }
+    closed.cancel();
+    tracing::info!(%peer, %principal, "WebSocket connection closed");
+}
+
+/// A refusal with a bare status line and no detail a client could learn from.
+fn refusal(status: StatusCode) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(status.canonical_reason().unwrap_or("").to_owned()));
+    *response.status_mut() = status;
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
