@@ -8,6 +8,7 @@
 pub mod atomic_file;
 pub mod audit;
 pub mod auth;
+pub mod bridge;
 pub mod claude;
 pub mod cli;
 pub mod config;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use outpost::auth::jwt::mint;
+use outpost::bridge::ConnectOptions;
 use outpost::cli::exec::ExecRequest;
 use outpost::cli::remote::{self, AddRemote};
 use outpost::config::Config;
@@ -76,6 +77,8 @@ enum RemoteCommand {
 enum McpCommand {
     /// Serve MCP: on stdin/stdout (the default), or on a port with --websocket or --http.
     Serve(ServeArgs),
+    /// A stdio MCP server that forwards to `outpost mcp serve --websocket` elsewhere.
+    Connect(ConnectOptions),
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -139,6 +142,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 command: Some(McpCommand::Serve(args)),
             }) => {
                 serve(hosts, args).await?;
+                Ok(0)
+            }
+            Some(Command::Mcp {
+                command: Some(McpCommand::Connect(options)),
+            }) => {
+                outpost::bridge::run_bridge(hosts, options).await?;
                 Ok(0)
             }
             Some(Command::Auth {

@@ -44,7 +44,7 @@ pub enum Authenticator {
     /// Everyone, as `anonymous`.
     None,
     /// Holders of a valid bearer token, as its `sub`.
-    Jwt(Verifier),
+    Jwt(Box<Verifier>),
 }
 
 impl Authenticator {

@@ -148,11 +148,12 @@ pub async fn serve_network(
     let settings = hosts.config().serve.clone();
     let termination = termination();
     tokio::pin!(termination);
+    let loopback = is_loopback(&listen.host).await?;
+    let auth = authenticator(&listen, &settings, loopback)?;
     let listener = bind(&listen).await?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::Serve(e.to_string()))?;
-    let auth = authenticator(&listen, &settings, bound)?;
     let options = StateOptions {
         audit_path,
         calls_per_minute: settings.calls_per_minute,
@@ -225,13 +226,21 @@ async fn bind(listen: &ListenOptions) -> Result<TcpListener> {
         })
 }
 
+/// Whether every address `host` stands for is a loopback one.
+async fn is_loopback(host: &str) -> Result<bool> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| Error::Serve(format!("cannot resolve --host {host}: {e}")))?
+        .collect();
+    Ok(!addresses.is_empty() && addresses.iter().all(|a| a.ip().is_loopback()))
+}
+
 /// The authenticator `listen` asks for; `--auth none` off loopback needs `--insecure-no-auth`.
 fn authenticator(
     listen: &ListenOptions,
     settings: &ServeSettings,
-    bound: SocketAddr,
+    loopback: bool,
 ) -> Result<Authenticator> {
-    let loopback = bound.ip().is_loopback();
     let jwt = || Verifier::from_settings(&settings.jwt, listen.jwt_secret_file.as_deref());
     let configured = listen.jwt_secret_file.is_some()
         || std::env::var_os(crate::auth::jwt::SECRET_ENV).is_some()
@@ -243,9 +252,10 @@ fn authenticator(
         AuthMode::Jwt
     });
     match mode {
-        AuthMode::Jwt => Ok(Authenticator::Jwt(jwt()?)),
+        AuthMode::Jwt => Ok(Authenticator::Jwt(Box::new(jwt()?))),
         AuthMode::None if !loopback && !listen.insecure_no_auth => Err(Error::Serve(format!(
-            "refusing to serve {bound} without authentication: use --auth jwt, bind 127.0.0.1, or pass --insecure-no-auth"
+            "refusing to serve {} without authentication: use --auth jwt, bind 127.0.0.1, or pass --insecure-no-auth",
+            listen.host
         ))),
         AuthMode::None => {
             tracing::warn!(

@@ -17,6 +17,7 @@ use crate::auth::Principal;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one accepted connection to the end. Never fails: problems are logged.
+#[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
 pub async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
     let Accepted { tcp, peer, slot } = accepted;
     let mut admitted: Option<Principal> = None;

@@ -1,0 +1,278 @@
+//! `outpost mcp connect`: a stdio MCP server for the local client that forwards every message to
+//! a remote outpost over WebSocket, reconnecting with backoff and re-initializing transparently.
+
+mod endpoint;
+mod session;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Stdout};
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
+
+use endpoint::Link;
+pub use endpoint::{DEFAULT_PORT, Endpoint, TokenSource};
+use session::{ClientMessage, Session};
+
+use crate::error::{Error, Result};
+use crate::hosts::Hosts;
+
+/// How long a request waits for a link before it fails.
+const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// Waits between connection attempts: doubling from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
+/// A server silent this long (it pings every 20 s) is taken for gone.
+const SILENCE: Duration = Duration::from_secs(65);
+/// Time the server gets to answer the replayed `initialize`.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `outpost mcp connect` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectOptions {
+    /// The server's WebSocket URL, e.g. ws://buildbox:8001/mcp.
+    #[arg(long, conflicts_with = "remote", required_unless_present = "remote")]
+    pub url: Option<String>,
+    /// Reach `outpost mcp serve --websocket` on this remote through an SSH tunnel.
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// With --remote: the server's port there (default: the remote's `serve_port`, else 8001).
+    #[arg(long, requires = "remote")]
+    pub port: Option<u16>,
+    /// With --remote: the server's path.
+    #[arg(long, default_value = "/mcp")]
+    pub path: String,
+    /// Environment variable holding the bearer token.
+    #[arg(long, value_name = "VAR", conflicts_with = "token_file")]
+    pub token_env: Option<String>,
+    /// File holding the bearer token (read again on every reconnect).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Bridges stdin/stdout to the server until stdin closes.
+pub async fn run_bridge(hosts: Arc<Hosts>, options: ConnectOptions) -> Result<()> {
+    let endpoint = match (&options.url, &options.remote) {
+        (Some(url), _) => Endpoint::Url(url.clone()),
+        (None, Some(remote)) => Endpoint::Tunnel {
+            host: remote.clone(),
+            port: options.port.unwrap_or_else(|| {
+                let remote = hosts.config().remotes.get(remote);
+                remote.and_then(|r| r.serve_port).unwrap_or(DEFAULT_PORT)
+            }),
+            path: options.path.clone(),
+        },
+        (None, None) => return Err(Error::Serve("give --url or --remote".to_owned())),
+    };
+    let token = TokenSource {
+        env: options.token_env.clone(),
+        file: options.token_file.clone(),
+    };
+    let mut bridge = Bridge {
+        hosts,
+        endpoint,
+        token,
+        session: Session::default(),
+        stdout: tokio::io::stdout(),
+        link: None,
+        last_error: "not connected yet".to_owned(),
+        next_attempt: Instant::now(),
+        backoff: BACKOFF.0,
+    };
+    bridge.run().await
+}
+
+struct Bridge {
+    hosts: Arc<Hosts>,
+    endpoint: Endpoint,
+    token: TokenSource,
+    session: Session,
+    stdout: Stdout,
+    link: Option<Link>,
+    last_error: String,
+    next_attempt: Instant,
+    backoff: Duration,
+}
+
+impl Bridge {
+    async fn run(&mut self) -> Result<()> {
+        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+        let mut expiry = tokio::time::interval(Duration::from_secs(1));
+        let mut last_frame = Instant::now();
+        loop {
+            let connected = self.link.is_some();
+            tokio::select! {
+                line = stdin.next_line() => match line {
+                    Ok(Some(line)) if line.trim().is_empty() => {}
+                    Ok(Some(line)) => self.from_client(line).await?,
+                    Ok(None) | Err(_) => break,
+                },
+                frame = next_frame(&mut self.link), if connected => {
+                    last_frame = Instant::now();
+                    match frame {
+                        Some(text) => self.from_server(&text).await?,
+                        None => self.lost("the server closed the connection").await?,
+                    }
+                }
+                _ = sleep_until(self.next_attempt), if !connected => {
+                    self.connect().await?;
+                    last_frame = Instant::now();
+                }
+                _ = expiry.tick() => {
+                    if connected && last_frame.elapsed() > SILENCE {
+                        self.lost("the server stopped answering").await?;
+                    }
+                    let errors = self.session.expire(&format!(
+                        "the remote outpost at {} is unreachable: {}",
+                        self.endpoint.describe(),
+                        self.last_error
+                    ));
+                    self.write_all(errors).await?;
+                }
+            }
+        }
+        if let Some(mut link) = self.link.take() {
+            let _ = link.socket.close(None).await;
+        }
+        Ok(())
+    }
+
+    async fn from_client(&mut self, line: String) -> Result<()> {
+        let message = match ClientMessage::parse(line) {
+            Ok(message) => message,
+            Err(reply) => return self.write(&reply).await,
+        };
+        if self.link.is_none() {
+            self.session.enqueue(message, QUEUE_WAIT);
+            return Ok(());
+        }
+        self.send(message).await
+    }
+
+    async fn send(&mut self, message: ClientMessage) -> Result<()> {
+        let Some(link) = &mut self.link else {
+            self.session.enqueue(message, QUEUE_WAIT);
+            return Ok(());
+        };
+        self.session.sending(&message);
+        if let Err(e) = link.send(message.text).await {
+            return self.lost(&format!("cannot send: {e}")).await;
+        }
+        Ok(())
+    }
+
+    async fn from_server(&mut self, text: &str) -> Result<()> {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            tracing::warn!("the server sent something that is not JSON; dropped");
+            return Ok(());
+        };
+        if self.session.answered(&value) {
+            self.write(&value).await?;
+        }
+        Ok(())
+    }
+
+    /// The link is gone: fail the calls in flight and plan the reconnection.
+    async fn lost(&mut self, why: &str) -> Result<()> {
+        tracing::warn!(endpoint = %self.endpoint.describe(), "link lost: {why}");
+        self.link = None;
+        self.last_error = why.to_owned();
+        self.next_attempt = Instant::now() + BACKOFF.0;
+        self.backoff = BACKOFF.0;
+        let errors = self.session.link_lost(why);
+        self.write_all(errors).await
+    }
+
+    /// One connection attempt: open, replay the session, send what waited.
+    async fn connect(&mut self) -> Result<()> {
+        let link = match self.endpoint.open(&self.hosts, &self.token).await {
+            Ok(link) => link,
+            Err(reason) => return Ok(self.failed(reason)),
+        };
+        self.link = Some(link);
+        if let Err(reason) = self.replay().await {
+            self.link = None;
+            return Ok(self.failed(reason));
+        }
+        tracing::info!(endpoint = %self.endpoint.describe(), "connected");
+        self.backoff = BACKOFF.0;
+        for (message, _) in self.session.take_queue() {
+            self.send(message).await?;
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, reason: String) {
+        tracing::warn!(endpoint = %self.endpoint.describe(), retry_in = ?self.backoff, "cannot connect: {reason}");
+        self.last_error = reason;
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF.1);
+    }
+
+    /// Re-initializes the session on a new link and waits for the server's answer.
+    async fn replay(&mut self) -> std::result::Result<(), String> {
+        let messages = self.session.replay();
+        let Some(first_id) = messages.first().and_then(|m| m.get("id")).cloned() else {
+            return Ok(());
+        };
+        let Some(link) = &mut self.link else {
+            return Err("no link".into());
+        };
+        for message in messages {
+            link.send(message.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let deadline = Instant::now() + REPLAY_TIMEOUT;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, next_frame(&mut self.link))
+                .await
+                .map_err(|_| "the server did not answer initialize".to_owned())?
+                .ok_or("the server closed the connection during initialize")?;
+            let Ok(value) = serde_json::from_str::<Value>(&frame) else {
+                continue;
+            };
+            if value.get("id") == Some(&first_id) {
+                return match value.get("error") {
+                    Some(error) => Err(format!("the server refused initialize: {error}")),
+                    None => Ok(()),
+                };
+            }
+        }
+    }
+
+    async fn write_all(&mut self, values: Vec<Value>) -> Result<()> {
+        for value in values {
+            self.write(&value).await?;
+        }
+        Ok(())
+    }
+
+    /// One line to the client.
+    async fn write(&mut self, value: &Value) -> Result<()> {
+        let mut line = value.to_string();
+        line.push('\n');
+        let written = async {
+            self.stdout.write_all(line.as_bytes()).await?;
+            self.stdout.flush().await
+        };
+        written
+            .await
+            .map_err(|e| Error::Serve(format!("cannot write to stdout: {e}")))
+    }
+}
+
+/// The next text message on the link; `None` when it closed or failed.
+async fn next_frame(link: &mut Option<Link>) -> Option<String> {
+    let link = link.as_mut()?;
+    loop {
+        match link.socket.next().await? {
+            Ok(Message::Text(text)) => return Some(text.to_string()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,119 @@
+"""`outpost mcp serve --websocket|--http` as a subprocess, tokens, and raw JSON-RPC over a WebSocket."""
+import json
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import time
+
+from conftest import BIN, HANG_GUARD
+
+SECRET = "f" * 24 + "0123456789abcdef0123456789abcdef"  # 56 bytes, never to be logged
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_secret(tmp_path) -> pathlib.Path:
+    path = tmp_path / "jwt-secret"
+    path.write_text(SECRET + "\n")
+    return path
+
+
+def generate_token(env, secret_file, *args) -> str:
+    out = subprocess.run([BIN, "auth", "generate-token", "--jwt-secret-file", str(secret_file), *args],
+                         env=env, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+class Served:
+    """A running network server; `url` is known once it printed its address."""
+
+    def __init__(self, env, tmp_path, *args, name="server"):
+        self.log = tmp_path / f"{name}.log"
+        self.args = args
+        self.env = env
+        self.proc = None
+        self.url = None
+
+    def start(self):
+        self.errfile = open(self.log, "a")
+        self.proc = subprocess.Popen([BIN, "mcp", "serve", *self.args], env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.errfile)
+        deadline = time.monotonic() + HANG_GUARD
+        while time.monotonic() < deadline:
+            found = re.findall(r"serving MCP on (\S+)", self.log.read_text())
+            if found:
+                self.url = found[-1]
+                return self
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.02)
+        raise AssertionError("the server never said where it listens")
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=HANG_GUARD)
+        self.errfile.close()
+        return code
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def initialize_message(id=0):
+    return {"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "pytest", "version": "1"}}}
+
+
+async def ws_session(ws):
+    """Initializes an MCP session on an open websocket."""
+    await ws.send(json.dumps(initialize_message()))
+    reply = json.loads(await ws.recv())
+    assert "result" in reply, reply
+    await ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    return reply["result"]
+
+
+async def ws_call(ws, id, name, arguments):
+    """Calls a tool and returns its response, skipping notifications."""
+    await ws.send(json.dumps({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                              "params": {"name": name, "arguments": arguments}}))
+    while True:
+        message = json.loads(await ws.recv())
+        if message.get("id") == id:
+            return message
+
+
+def auth_header(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def process_running(marker: str) -> bool:
+    listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    return any(marker in line and "ps -ww" not in line for line in listing.splitlines())
+
+
+def wait_until(predicate, limit=HANG_GUARD):
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+__all__ = ["SECRET", "Served", "free_port", "write_secret", "generate_token", "ws_session", "ws_call",
+           "auth_header", "process_running", "wait_until", "initialize_message"]
