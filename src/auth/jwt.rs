@@ -54,14 +54,20 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = settings.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured claim must be present, not merely right when present.
+        let mut required = vec!["exp", "sub"];
         match &settings.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &settings.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self { key, validation })
     }
 
@@ -215,6 +221,10 @@ mod tests {
         no_issuer.issuer = None;
         let unissued = mint(&no_issuer, None, "ana", Duration::from_secs(60), None).unwrap();
         assert!(verifier.verify(&unissued).is_err());
+        let mut no_audience = settings.clone();
+        no_audience.audience = None;
+        let unaddressed = mint(&no_audience, None, "ana", Duration::from_secs(60), None).unwrap();
+        assert!(verifier.verify(&unaddressed).is_err());
     }
 
     #[test]

@@ -41,6 +41,23 @@ impl Link {
     }
 }
 
+/// A failed connection attempt: why, and whether the server itself refused (a bad token or
+/// path, which waiting will not fix) rather than being unreachable.
+#[derive(Debug)]
+pub struct Failure {
+    pub reason: String,
+    pub refused: bool,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            refused: false,
+        }
+    }
+}
+
 /// Where the server is.
 #[derive(Debug, Clone)]
 pub enum Endpoint {
@@ -87,8 +104,11 @@ impl Endpoint {
     }
 
     /// Opens a WebSocket to the server, presenting the token.
-    pub async fn open(&self, hosts: &Arc<Hosts>, token: &TokenSource) -> Result<Link, String> {
-        let token = token.read()?;
+    pub async fn open(&self, hosts: &Arc<Hosts>, token: &TokenSource) -> Result<Link, Failure> {
+        let token = token.read().map_err(|reason| Failure {
+            reason,
+            refused: true,
+        })?;
         let opening = async {
             let (url, io, lease) = self.transport(hosts).await?;
             let mut request = url
@@ -105,14 +125,14 @@ impl Endpoint {
                 tokio_tungstenite::client_async_with_config(request, io, Some(config))
                     .await
                     .map_err(handshake_error)?;
-            Ok(Link {
+            Ok::<_, Failure>(Link {
                 socket,
                 _lease: lease,
             })
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+            Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}").into()),
         }
     }
 
@@ -120,10 +140,13 @@ impl Endpoint {
     async fn transport(
         &self,
         hosts: &Arc<Hosts>,
-    ) -> Result<(String, Box<dyn Io>, Option<Lease>), String> {
+    ) -> Result<(String, Box<dyn Io>, Option<Lease>), Failure> {
         match self {
             Self::Url(url) => {
-                let address = authority(url)?;
+                let address = authority(url).map_err(|reason| Failure {
+                    reason,
+                    refused: true,
+                })?;
                 let tcp = TcpStream::connect(&address)
                     .await
                     .map_err(|e| format!("cannot connect to {address}: {e}"))?;
@@ -177,8 +200,8 @@ fn authority(url: &str) -> Result<String, String> {
 }
 
 /// A refused upgrade explained without echoing anything secret.
-fn handshake_error(e: WsError) -> String {
-    match e {
+fn handshake_error(e: WsError) -> Failure {
+    let reason = match e {
         WsError::Http(response) => match response.status() {
             StatusCode::UNAUTHORIZED => {
                 "the server refused the token (401): check --token-env / --token-file and that it has not expired".to_owned()
@@ -186,7 +209,11 @@ fn handshake_error(e: WsError) -> String {
             StatusCode::NOT_FOUND => "no MCP endpoint at that path (404): check the URL's path".to_owned(),
             status => format!("the server answered {status}"),
         },
-        other => other.to_string(),
+        other => return other.to_string().into(),
+    };
+    Failure {
+        reason,
+        refused: true,
     }
 }
 

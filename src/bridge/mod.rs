@@ -14,8 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Stdout};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
-use endpoint::Link;
 pub use endpoint::{DEFAULT_PORT, Endpoint, TokenSource};
+use endpoint::{Failure, Link};
 use session::{ClientMessage, Session};
 
 use crate::error::{Error, Result};
@@ -107,13 +107,13 @@ impl Bridge {
             tokio::select! {
                 line = stdin.next_line() => match line {
                     Ok(Some(line)) if line.trim().is_empty() => {}
-                    Ok(Some(line)) => self.from_client(line).await?,
+                    Ok(Some(line)) => self.on_client_line(line).await?,
                     Ok(None) | Err(_) => break,
                 },
                 frame = next_frame(&mut self.link), if connected => {
                     last_frame = Instant::now();
                     match frame {
-                        Some(text) => self.from_server(&text).await?,
+                        Some(text) => self.on_server_text(&text).await?,
                         None => self.lost("the server closed the connection").await?,
                     }
                 }
@@ -129,7 +129,7 @@ impl Bridge {
                         "the remote outpost at {} is unreachable: {}",
                         self.endpoint.describe(),
                         self.last_error
-                    ));
+                    ), Instant::now());
                     self.write_all(errors).await?;
                 }
             }
@@ -140,7 +140,7 @@ impl Bridge {
         Ok(())
     }
 
-    async fn from_client(&mut self, line: String) -> Result<()> {
+    async fn on_client_line(&mut self, line: String) -> Result<()> {
         let message = match ClientMessage::parse(line) {
             Ok(message) => message,
             Err(reply) => return self.write(&reply).await,
@@ -164,7 +164,7 @@ impl Bridge {
         Ok(())
     }
 
-    async fn from_server(&mut self, text: &str) -> Result<()> {
+    async fn on_server_text(&mut self, text: &str) -> Result<()> {
         let Ok(value) = serde_json::from_str::<Value>(text) else {
             tracing::warn!("the server sent something that is not JSON; dropped");
             return Ok(());
@@ -190,12 +190,12 @@ impl Bridge {
     async fn connect(&mut self) -> Result<()> {
         let link = match self.endpoint.open(&self.hosts, &self.token).await {
             Ok(link) => link,
-            Err(reason) => return Ok(self.failed(reason)),
+            Err(failure) => return self.failed(failure).await,
         };
         self.link = Some(link);
         if let Err(reason) = self.replay().await {
             self.link = None;
-            return Ok(self.failed(reason));
+            return self.failed(reason.into()).await;
         }
         tracing::info!(endpoint = %self.endpoint.describe(), "connected");
         self.backoff = BACKOFF.0;
@@ -205,11 +205,23 @@ impl Bridge {
         Ok(())
     }
 
-    fn failed(&mut self, reason: String) {
+    /// Plans the next attempt. When the server refused (bad token, wrong path), waiting calls
+    /// fail now instead of after QUEUE_WAIT; retries go on in case the token file is fixed.
+    async fn failed(&mut self, failure: Failure) -> Result<()> {
+        let reason = failure.reason;
         tracing::warn!(endpoint = %self.endpoint.describe(), retry_in = ?self.backoff, "cannot connect: {reason}");
-        self.last_error = reason;
         self.next_attempt = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF.1);
+        let why = format!(
+            "the remote outpost at {} is unreachable: {reason}",
+            self.endpoint.describe()
+        );
+        self.last_error = reason;
+        if !failure.refused {
+            return Ok(());
+        }
+        let errors = self.session.expire_all(&why);
+        self.write_all(errors).await
     }
 
     /// Re-initializes the session on a new link and waits for the server's answer.

@@ -89,9 +89,13 @@ impl Session {
         std::mem::take(&mut self.queue)
     }
 
-    /// Error replies for queued requests whose wait is over (their notifications are dropped).
-    pub fn expire(&mut self, why: &str) -> Vec<Value> {
-        let now = Instant::now();
+    /// Error replies for every queued request (their notifications are dropped).
+    pub fn expire_all(&mut self, why: &str) -> Vec<Value> {
+        self.expire(why, Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+
+    /// Error replies for queued requests whose wait is over at `now` (their notifications are dropped).
+    pub fn expire(&mut self, why: &str, now: Instant) -> Vec<Value> {
         let (expired, kept): (Vec<_>, Vec<_>) =
             self.queue.drain(..).partition(|(_, until)| *until <= now);
         self.queue = kept.into();
@@ -208,7 +212,7 @@ mod tests {
             message(r#"{"jsonrpc":"2.0","method":"notifications/x"}"#),
             Duration::ZERO,
         );
-        let errors = session.expire("unreachable");
+        let errors = session.expire("unreachable", Instant::now());
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0]["id"], 9);
     }

@@ -279,6 +279,22 @@ mod tests {
     }
 
     #[test]
+    fn default_listen_options_match_the_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            listen: ListenOptions,
+        }
+        let parsed = Flags::parse_from(["outpost"]).listen;
+        let default = ListenOptions::default();
+        assert_eq!(
+            (parsed.host, parsed.port, parsed.path, parsed.auth),
+            (default.host, default.port, default.path, default.auth)
+        );
+    }
+
+    #[test]
     fn path_and_browser_origins_are_checked() {
         let mut headers = HeaderMap::new();
         assert_eq!(gate().check("/other", &headers), Err(StatusCode::NOT_FOUND));

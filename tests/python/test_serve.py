@@ -11,7 +11,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from conftest import BIN, HANG_GUARD, data, text
-from network import (SECRET, Served, auth_header, free_port, generate_token, process_running,
+from network import (SECRET, Served, auth_header, generate_token, process_running,
                      wait_until, write_secret, ws_call, ws_session)
 
 pytestmark = pytest.mark.anyio
@@ -48,6 +48,7 @@ def bad_tokens(env, secret):
         "expired": pyjwt.encode(dict(claims, exp=now - 5), SECRET, algorithm="HS256"),
         "alg none": pyjwt.encode(claims, None, algorithm="none"),
         "wrong audience": generate_token(env, secret, "--audience", "elsewhere"),
+        "no audience": pyjwt.encode({k: v for k, v in claims.items() if k != "aud"}, SECRET, algorithm="HS256"),
         "no exp": pyjwt.encode({k: v for k, v in claims.items() if k != "exp"}, SECRET, algorithm="HS256"),
         "not yet valid": pyjwt.encode(dict(claims, nbf=now + 600), SECRET, algorithm="HS256"),
         "HS384": pyjwt.encode(claims, SECRET, algorithm="HS384"),
@@ -228,3 +229,28 @@ async def test_streamable_http_with_the_sdk_and_its_gate(env, tmp_path):
                     assert data(result)["stdout"] == "one\ntwo\n"
         assert progress, "progress notifications reach an HTTP client"
         assert token not in server.text() and SECRET not in server.text()
+
+
+async def test_stdio_calls_are_audited_as_stdio(env, tmp_path):
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+    audit = tmp_path / "logs" / "audit.log"
+    env = dict(env, MY_TOKEN="tok-" + "z" * 20)
+    write_config(env, {"claude": {"forward_env": ["MY_TOKEN"]}})
+    params = StdioServerParameters(command=BIN, args=["mcp", "serve", "--audit-log", str(audit)], env=env)
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            await session.call_tool("remote_exec", {"host": "local", "command": "echo tok-" + "z" * 20})
+            await session.call_tool("remote_exec", {"host": "nowhere", "command": "true"})
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [r["principal"] for r in records] == ["stdio", "stdio"]
+    assert records[0]["input"] == "echo [REDACTED]" and records[0]["outcome"] == "exited"
+    assert records[1]["outcome"] == "error" and "unknown host" in records[1]["error"]
+    assert oct(audit.stat().st_mode & 0o777) == "0o600"
+
+
+def test_listen_flags_need_a_network_transport(env):
+    out = subprocess.run([BIN, "mcp", "serve", "--port", "9"], env=env, capture_output=True, text=True,
+                         timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
+    assert out.returncode != 0 and "need --websocket or --http" in out.stderr
