@@ -227,10 +227,19 @@ async fn run_remote(path: &Path, hosts: &Hosts, command: RemoteCommand) -> anyho
     Ok(0)
 }
 
+/// Libraries whose debug/trace output carries message contents: request arguments (with `env`
+/// values), handshake headers (with bearer tokens). They never log below info.
+const CONTENT_LOGGERS: [&str; 3] = ["rmcp=info", "tungstenite=info", "tokio_tungstenite=info"];
+
 /// Logs go to stderr (stdout is the MCP channel), filtered by RUST_LOG (default `info`).
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for directive in CONTENT_LOGGERS {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -51,7 +51,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTransport<S> {
         max_message: usize,
     ) -> Self {
         let (sink, stream) = socket.split();
-        let mut ticker = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        // Tick often enough to notice the idle timeout within half of it.
+        let every = PING_EVERY
+            .min(idle_timeout / 2)
+            .max(Duration::from_millis(100));
+        let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
             sink: Arc::new(Mutex::new(sink)),

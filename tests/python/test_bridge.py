@@ -36,10 +36,10 @@ async def echo(session, word):
 async def test_the_bridge_survives_a_server_restart(env, tmp_path):
     secret = write_secret(tmp_path)
     port = str(free_port())
-    server_env = dict(env, RUST_LOG="debug")
+    server_env = dict(env, RUST_LOG="trace")
     serve_args = ("--websocket", "--port", port, "--jwt-secret-file", str(secret))
     token = generate_token(env, secret, "--subject", "laptop")
-    bridge_env = dict(env, OUTPOST_TOKEN=token, RUST_LOG="debug")
+    bridge_env = dict(env, OUTPOST_TOKEN=token, RUST_LOG="trace")
     errlog = open(tmp_path / "bridge.log", "w+")
     first = Served(server_env, tmp_path, *serve_args).start()
     try:

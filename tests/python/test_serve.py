@@ -33,7 +33,7 @@ def jwt_server(env, tmp_path):
     secret = write_secret(tmp_path)
     write_config(env, {"serve": {"jwt": {"audience": "build-box", "leeway_secs": 0}},
                        "audit": {"path": str(tmp_path / "audit.log")}})
-    env = dict(env, RUST_LOG="debug")
+    env = dict(env, RUST_LOG="trace")
     with Served(env, tmp_path, "--websocket", "--port", "0", "--jwt-secret-file", str(secret)) as server:
         yield server, env, secret
 
@@ -201,8 +201,10 @@ async def test_streamable_http_with_the_sdk_and_its_gate(env, tmp_path):
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
     secret = write_secret(tmp_path)
-    env = dict(env, RUST_LOG="debug")
-    with Served(env, tmp_path, "--http", "--port", "0", "--jwt-secret-file", str(secret)) as server:
+    env = dict(env, RUST_LOG="trace")
+    audit = tmp_path / "audit.log"
+    with Served(env, tmp_path, "--http", "--port", "0", "--jwt-secret-file", str(secret),
+                "--audit-log", str(audit)) as server:
         async with httpx.AsyncClient(timeout=HANG_GUARD) as client:
             initialize = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}
             for token in (None, "garbage", pyjwt.encode({"sub": "x", "exp": int(time.time()) + 60}, "k" * 64)):
@@ -228,6 +230,8 @@ async def test_streamable_http_with_the_sdk_and_its_gate(env, tmp_path):
                     assert not result.is_error, text(result)
                     assert data(result)["stdout"] == "one\ntwo\n"
         assert progress, "progress notifications reach an HTTP client"
+        record = json.loads(audit.read_text().splitlines()[-1])
+        assert record["principal"] == "http-user" and record["tool"] == "remote_exec"
         assert token not in server.text() and SECRET not in server.text()
 
 
@@ -254,3 +258,53 @@ def test_listen_flags_need_a_network_transport(env):
     out = subprocess.run([BIN, "mcp", "serve", "--port", "9"], env=env, capture_output=True, text=True,
                          timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
     assert out.returncode != 0 and "need --websocket or --http" in out.stderr
+
+
+def hs256_by_hand(claims, key: bytes) -> str:
+    """An HS256 token signed with any bytes (PyJWT refuses PEM keys as HMAC secrets)."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    signing = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    return signing + "." + b64(hmac.new(key, signing.encode(), hashlib.sha256).digest())
+
+
+async def test_eddsa_public_key_tokens_and_no_algorithm_confusion(env, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    private = Ed25519PrivateKey.generate()
+    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "jwt.pub").write_bytes(public_pem)
+    write_config(env, {"serve": {"jwt": {"public_key_file": str(tmp_path / "jwt.pub")}}})
+    now = int(time.time())
+    claims = {"sub": "ci-bot", "iat": now, "exp": now + 300}
+    with Served(env, tmp_path, "--websocket", "--port", "0") as server:
+        good = pyjwt.encode(claims, private, algorithm="EdDSA")
+        async with open_ws(server.url, good) as ws:
+            await ws_session(ws)
+            assert "result" in await ws_call(ws, 1, "list_hosts", {})
+        other = pyjwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA")
+        for token in (other, hs256_by_hand(claims, public_pem)):
+            with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                async with open_ws(server.url, token):
+                    pass
+            assert refused.value.response.status_code == 401
+    assert "principal=ci-bot" in server.text()
+
+
+async def test_an_idle_connection_is_closed_but_not_while_a_call_runs(env, tmp_path):
+    write_config(env, {"serve": {"idle_timeout_secs": 1}})
+    with Served(env, tmp_path, "--websocket", "--port", "0", "--auth", "none") as server:
+        async with open_ws(server.url) as ws:
+            await ws_session(ws)
+            reply = await ws_call(ws, 1, "remote_exec", {"host": "local", "command": "sleep 2.5; echo done"})
+            assert reply["result"]["structuredContent"]["stdout"] == "done\n"
+            with anyio.fail_after(HANG_GUARD):
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    while True:
+                        await ws.recv()
+            assert closed.value.rcvd.code == 1000 and closed.value.rcvd.reason == "idle timeout"
