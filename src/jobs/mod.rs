@@ -3,7 +3,6 @@
 mod job;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -31,7 +30,6 @@ pub struct JobManager {
     /// Parent of every job's kill token: cancelling it kills everything.
     shutdown: CancellationToken,
     next_id: AtomicU64,
-    id_salt: u32,
     retention: Duration,
 }
 
@@ -42,8 +40,6 @@ impl JobManager {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             next_id: AtomicU64::new(1),
-            // Ids from an earlier server run must not find this run's jobs.
-            id_salt: RandomState::new().hash_one(std::process::id()) as u32,
             retention,
         }
     }
@@ -77,7 +73,10 @@ impl JobManager {
         }
         self.prune();
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = format!("job-{n}-{:08x}", self.id_salt);
+        // The random part makes ids unguessable: on a served host a job is reached only by
+        // whoever started it (or was told its id), and ids from an earlier run find nothing.
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        let id = format!("job-{n}-{}", &secret[..12]);
         let job = Arc::new(Job::new(id.clone(), spec, self.shutdown.child_token()));
         self.jobs().insert(id, job.clone());
         Ok(job)
@@ -133,5 +132,35 @@ impl JobManager {
             count -= 1;
             bytes -= size;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            host: "local".into(),
+            command: "true".into(),
+            timeout: Duration::from_secs(1),
+            output_limit: 100,
+            log_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn job_ids_carry_an_unguessable_part() {
+        let manager = JobManager::new(Duration::from_secs(60));
+        let a = manager.register(&spec()).unwrap().id.clone();
+        let b = manager.register(&spec()).unwrap().id.clone();
+        let random = |id: &str| id.rsplit('-').next().unwrap().to_owned();
+        assert!(
+            a.starts_with("job-1-") && b.starts_with("job-2-"),
+            "{a} {b}"
+        );
+        assert_eq!(random(&a).len(), 12);
+        assert_ne!(random(&a), random(&b));
+        assert!(manager.get(&a).is_ok() && manager.get("job-1-000000000000").is_err());
     }
 }
