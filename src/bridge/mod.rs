@@ -113,8 +113,9 @@ impl Bridge {
                 frame = next_frame(&mut self.link), if connected => {
                     last_frame = Instant::now();
                     match frame {
-                        Some(text) => self.on_server_text(&text).await?,
-                        None => self.lost("the server closed the connection").await?,
+                        Frame::Text(text) => self.on_server_text(&text).await?,
+                        Frame::Control => {}
+                        Frame::Closed => self.lost("the server closed the connection").await?,
                     }
                 }
                 _ = sleep_until(self.next_attempt), if !connected => {
@@ -242,9 +243,15 @@ impl Bridge {
         loop {
             let frame = tokio::time::timeout_at(deadline, next_frame(&mut self.link))
                 .await
-                .map_err(|_| "the server did not answer initialize".to_owned())?
-                .ok_or("the server closed the connection during initialize")?;
-            let Ok(value) = serde_json::from_str::<Value>(&frame) else {
+                .map_err(|_| "the server did not answer initialize".to_owned())?;
+            let text = match frame {
+                Frame::Text(text) => text,
+                Frame::Control => continue,
+                Frame::Closed => {
+                    return Err("the server closed the connection during initialize".into());
+                }
+            };
+            let Ok(value) = serde_json::from_str::<Value>(&text) else {
                 continue;
             };
             if value.get("id") == Some(&first_id) {
@@ -277,14 +284,24 @@ impl Bridge {
     }
 }
 
-/// The next text message on the link; `None` when it closed or failed.
-async fn next_frame(link: &mut Option<Link>) -> Option<String> {
-    let link = link.as_mut()?;
-    loop {
-        match link.socket.next().await? {
-            Ok(Message::Text(text)) => return Some(text.to_string()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
+/// One frame from the server, as the bridge cares about it.
+enum Frame {
+    /// A JSON-RPC message.
+    Text(String),
+    /// A ping, pong or binary frame: not for the client, but proof the server is alive.
+    Control,
+    /// The link closed or failed.
+    Closed,
+}
+
+/// The next frame on the link (tungstenite answers pings by itself).
+async fn next_frame(link: &mut Option<Link>) -> Frame {
+    let Some(link) = link.as_mut() else {
+        return Frame::Closed;
+    };
+    match link.socket.next().await {
+        Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
+        Some(Ok(Message::Close(_)) | Err(_)) | None => Frame::Closed,
+        Some(Ok(_)) => Frame::Control,
     }
 }
