@@ -116,28 +116,62 @@ pub fn mint(
     .map_err(|e| auth_error(format!("cannot sign the token: {e}")))
 }
 
+/// One place an HS256 secret can come from.
+enum SecretSource<'a> {
+    File(&'a Path),
+    Env(std::ffi::OsString),
+}
+
+impl SecretSource<'_> {
+    fn read(&self) -> Result<Vec<u8>> {
+        match self {
+            Self::File(path) => std::fs::read(path)
+                .map(|bytes| bytes.trim_ascii().to_vec())
+                .map_err(|e| {
+                    auth_error(format!(
+                        "cannot read the JWT secret file {}: {e}",
+                        path.display()
+                    ))
+                }),
+            Self::Env(value) => Ok(value.as_encoded_bytes().trim_ascii().to_vec()),
+        }
+    }
+}
+
+/// Every configured secret source, the one in force first: the `--jwt-secret-file` flag,
+/// `$OUTPOST_JWT_SECRET`, then `serve.jwt.secret_file`.
+fn secret_sources<'a>(settings: &'a JwtSettings, flag: Option<&'a Path>) -> Vec<SecretSource<'a>> {
+    let env = std::env::var_os(SECRET_ENV).map(SecretSource::Env);
+    let file = settings.secret_file.as_deref().map(SecretSource::File);
+    flag.map(SecretSource::File)
+        .into_iter()
+        .chain(env)
+        .chain(file)
+        .collect()
+}
+
+/// Whether any way of checking tokens is configured (a secret or a public key).
+pub fn is_configured(settings: &JwtSettings, flag: Option<&Path>) -> bool {
+    settings.public_key_file.is_some() || !secret_sources(settings, flag).is_empty()
+}
+
+/// The text of every configured secret that can be read, for redaction.
+pub fn known_secrets(settings: &JwtSettings, flag: Option<&Path>) -> Vec<String> {
+    secret_sources(settings, flag)
+        .iter()
+        .filter_map(|source| source.read().ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect()
+}
+
+/// The secret in force, checked to be long enough.
 fn secret(settings: &JwtSettings, flag: Option<&Path>) -> Result<Vec<u8>> {
-    let from_file = |path: &Path| {
-        std::fs::read(path)
-            .map(|bytes| bytes.trim_ascii().to_vec())
-            .map_err(|e| {
-                auth_error(format!(
-                    "cannot read the JWT secret file {}: {e}",
-                    path.display()
-                ))
-            })
-    };
-    let secret = if let Some(path) = flag {
-        from_file(path)?
-    } else if let Some(value) = std::env::var_os(SECRET_ENV) {
-        value.into_encoded_bytes().trim_ascii().to_vec()
-    } else if let Some(path) = &settings.secret_file {
-        from_file(path)?
-    } else {
+    let Some(source) = secret_sources(settings, flag).into_iter().next() else {
         return Err(auth_error(format!(
             "no JWT secret: set ${SECRET_ENV}, pass --jwt-secret-file, or set `serve.jwt.secret_file` (e.g. `openssl rand -hex 32 > ~/.config/outpost/jwt-secret`)"
         )));
     };
+    let secret = source.read()?;
     if secret.len() < MIN_SECRET_BYTES {
         return Err(auth_error(format!(
             "the JWT secret is {} bytes; use at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",

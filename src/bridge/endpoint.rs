@@ -175,28 +175,19 @@ impl Endpoint {
     }
 }
 
-/// `host:port` of a `ws://` URL.
+/// `host:port` of a `ws://` URL (port 80 when it names none).
 fn authority(url: &str) -> Result<String, String> {
-    let rest = if let Some(rest) = url.strip_prefix("ws://") {
-        rest
-    } else if url.starts_with("wss://") {
-        return Err("wss:// is not supported: reach the server through SSH with --remote, or put a TLS proxy on the client side".to_owned());
-    } else {
-        return Err(format!("{url} is not a ws:// URL"));
-    };
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    if authority.is_empty() {
-        return Err(format!("{url} names no host"));
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => return Err("wss:// is not supported: reach the server through SSH with --remote, or put a TLS proxy on the client side".to_owned()),
+        _ => return Err(format!("{url} is not a ws:// URL")),
     }
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !authority.ends_with(']');
-    Ok(if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    })
+    let host = uri
+        .host()
+        .filter(|host| !host.is_empty())
+        .ok_or_else(|| format!("{url} names no host"))?;
+    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
 }
 
 /// A refused upgrade explained without echoing anything secret.

@@ -126,11 +126,7 @@ impl Bridge {
                     if connected && last_frame.elapsed() > SILENCE {
                         self.lost("the server stopped answering").await?;
                     }
-                    let errors = self.session.expire(&format!(
-                        "the remote outpost at {} is unreachable: {}",
-                        self.endpoint.describe(),
-                        self.last_error
-                    ), Instant::now());
+                    let errors = self.session.expire(&self.unreachable(), Instant::now());
                     self.write_all(errors).await?;
                 }
             }
@@ -146,13 +142,10 @@ impl Bridge {
             Ok(message) => message,
             Err(reply) => return self.write(&reply).await,
         };
-        if self.link.is_none() {
-            self.session.enqueue(message, QUEUE_WAIT);
-            return Ok(());
-        }
         self.send(message).await
     }
 
+    /// Sends on the link, or queues until there is one.
     async fn send(&mut self, message: ClientMessage) -> Result<()> {
         let Some(link) = &mut self.link else {
             self.session.enqueue(message, QUEUE_WAIT);
@@ -213,16 +206,21 @@ impl Bridge {
         tracing::warn!(endpoint = %self.endpoint.describe(), retry_in = ?self.backoff, "cannot connect: {reason}");
         self.next_attempt = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF.1);
-        let why = format!(
-            "the remote outpost at {} is unreachable: {reason}",
-            self.endpoint.describe()
-        );
         self.last_error = reason;
         if !failure.refused {
             return Ok(());
         }
-        let errors = self.session.expire_all(&why);
+        let errors = self.session.expire_all(&self.unreachable());
         self.write_all(errors).await
+    }
+
+    /// Why calls cannot be sent now.
+    fn unreachable(&self) -> String {
+        format!(
+            "the remote outpost at {} is unreachable: {}",
+            self.endpoint.describe(),
+            self.last_error
+        )
     }
 
     /// Re-initializes the session on a new link and waits for the server's answer.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -17,7 +17,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tower_service::Service;
 
-use super::network::{Accepted, Shared};
+use super::network::{Accepted, Shared, refusal};
+use crate::auth::Principal;
 use crate::tools::Outpost;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -37,31 +38,30 @@ impl HttpService {
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive =
             Some(Duration::from_secs(settings.idle_timeout_secs.max(1)));
-        let mut hosts = vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-            "::1".to_owned(),
-        ];
-        hosts.push(bound.ip().to_string());
-        hosts.extend(settings.allowed_hosts.iter().cloned());
-        let config = StreamableHttpServerConfig::default()
-            .with_allowed_hosts(hosts)
+        let mut config = StreamableHttpServerConfig::default()
             .with_max_request_body_bytes(settings.max_message_bytes)
             .with_cancellation_token(shared.stop.child_token());
+        // rmcp allows the loopback names already.
+        config.allowed_hosts.push(bound.ip().to_string());
+        config
+            .allowed_hosts
+            .extend(settings.allowed_hosts.iter().cloned());
+        // One handler per session (its own log level); each request carries its principal.
         let outpost = shared.state.outpost.clone();
-        let mcp =
-            StreamableHttpService::new(move || Ok(outpost.clone()), Arc::new(sessions), config);
+        let stop = shared.stop.clone();
+        let new_session =
+            move || Ok(outpost.for_connection(Principal::anonymous(), stop.child_token()));
+        let mcp = StreamableHttpService::new(new_session, Arc::new(sessions), config);
         Self { mcp }
     }
 
     /// Serves HTTP on one accepted connection until the client or the server closes it.
     pub async fn serve_connection(self, accepted: Accepted, shared: Arc<Shared>) {
         let Accepted { tcp, peer, slot } = accepted;
-        let over_capacity = slot.is_none();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let this = self.clone();
             let shared = shared.clone();
-            async move { Ok::<_, Infallible>(this.answer(request, &shared, over_capacity).await) }
+            async move { Ok::<_, Infallible>(this.answer(request, &shared).await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
@@ -71,15 +71,7 @@ impl HttpService {
         drop(slot);
     }
 
-    async fn answer(
-        mut self,
-        mut request: Request<Incoming>,
-        shared: &Shared,
-        over_capacity: bool,
-    ) -> Response<Body> {
-        if over_capacity {
-            return refusal(StatusCode::SERVICE_UNAVAILABLE);
-        }
+    async fn answer(mut self, mut request: Request<Incoming>, shared: &Shared) -> Response<Body> {
         match shared.gate.check(request.uri().path(), request.headers()) {
             Ok(principal) => {
                 request.extensions_mut().insert(principal);
@@ -88,21 +80,7 @@ impl HttpService {
                     Err(never) => match never {},
                 }
             }
-            Err(status) => refusal(status),
+            Err(status) => refusal(status, |reason| Full::new(Bytes::from(reason)).boxed()),
         }
     }
-}
-
-/// A refusal with a bare status and no detail a client could learn from.
-fn refusal(status: StatusCode) -> Response<Body> {
-    let reason = status.canonical_reason().unwrap_or("").to_owned();
-    let mut response = Response::new(Full::new(Bytes::from(reason)).boxed());
-    *response.status_mut() = status;
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-    }
-    response
 }

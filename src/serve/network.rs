@@ -109,23 +109,37 @@ impl Gate {
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
-        let host = origin
-            .split_once("://")
-            .map_or(origin, |(_, rest)| rest)
-            .split('/')
-            .next()
-            .unwrap_or("");
-        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let Ok(uri) = origin.parse::<http::Uri>() else {
+            return false;
+        };
+        let (Some(name), Some(authority)) = (uri.host(), uri.authority()) else {
+            return false;
+        };
         ["localhost", "127.0.0.1", "[::1]"].contains(&name)
-            || self.allowed_hosts.iter().any(|h| h == name || h == host)
+            || (self.allowed_hosts.iter()).any(|h| h == name || h == authority.as_str())
     }
 }
 
-/// One accepted TCP connection and the right to serve it (`None`: over the cap, answer 503).
+/// A refusal with a bare status and its reason phrase: no detail a client could learn from.
+/// `body` wraps the text in the response body type of the server at hand.
+pub fn refusal<B>(status: StatusCode, body: impl FnOnce(String) -> B) -> http::Response<B> {
+    let reason = status.canonical_reason().unwrap_or("").to_owned();
+    let mut response = http::Response::new(body(reason));
+    *response.status_mut() = status;
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+/// One accepted TCP connection and its place under the connection cap (freed on drop).
 pub struct Accepted {
     pub tcp: TcpStream,
     pub peer: SocketAddr,
-    pub slot: Option<OwnedSemaphorePermit>,
+    pub slot: OwnedSemaphorePermit,
 }
 
 /// Everything a connection handler needs, shared by all connections.
@@ -194,11 +208,11 @@ pub async fn serve_network(
             _ = &mut termination => break,
         };
         let _ = tcp.set_nodelay(true);
-        let accepted = Accepted {
-            tcp,
-            peer,
-            slot: slots.clone().try_acquire_owned().ok(),
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracker.spawn(answer_over_capacity(tcp));
+            continue;
         };
+        let accepted = Accepted { tcp, peer, slot };
         let shared = shared.clone();
         match &http {
             Some(http) => tracker.spawn(http.clone().serve_connection(accepted, shared)),
@@ -213,6 +227,25 @@ pub async fn serve_network(
     let _ = tokio::time::timeout(DRAIN, tracker.wait()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Answers a connection over the cap with one `503` (the same for an HTTP request and a
+/// WebSocket upgrade) and closes it.
+async fn answer_over_capacity(tcp: TcpStream) {
+    let service = hyper::service::service_fn(|_request| async {
+        let mut response = refusal(StatusCode::SERVICE_UNAVAILABLE, |reason| {
+            http_body_util::Full::new(bytes::Bytes::from(reason))
+        });
+        (response.headers_mut()).insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+    let _ = tokio::time::timeout(Duration::from_secs(10), connection).await;
 }
 
 async fn bind(listen: &ListenOptions) -> Result<TcpListener> {
@@ -242,10 +275,8 @@ fn authenticator(
     loopback: bool,
 ) -> Result<Authenticator> {
     let jwt = || Verifier::from_settings(&settings.jwt, listen.jwt_secret_file.as_deref());
-    let configured = listen.jwt_secret_file.is_some()
-        || std::env::var_os(crate::auth::jwt::SECRET_ENV).is_some()
-        || settings.jwt.secret_file.is_some()
-        || settings.jwt.public_key_file.is_some();
+    let configured =
+        crate::auth::jwt::is_configured(&settings.jwt, listen.jwt_secret_file.as_deref());
     let mode = listen.auth.unwrap_or(if loopback && !configured {
         AuthMode::None
     } else {
@@ -299,12 +330,23 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(gate().check("/other", &headers), Err(StatusCode::NOT_FOUND));
         assert!(gate().check("/mcp", &headers).is_ok());
-        headers.insert("origin", "https://evil.example".parse().unwrap());
-        assert_eq!(gate().check("/mcp", &headers), Err(StatusCode::FORBIDDEN));
+        for refused in [
+            "https://evil.example",
+            "null",
+            "http://localhost.evil.example",
+        ] {
+            headers.insert("origin", refused.parse().unwrap());
+            assert_eq!(
+                gate().check("/mcp", &headers),
+                Err(StatusCode::FORBIDDEN),
+                "{refused}"
+            );
+        }
         for allowed in [
             "http://localhost:3000",
             "https://box.example",
             "http://127.0.0.1",
+            "http://[::1]:8080",
         ] {
             headers.insert("origin", allowed.parse().unwrap());
             assert!(gate().check("/mcp", &headers).is_ok(), "{allowed}");

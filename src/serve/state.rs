@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::AuditLog;
-use crate::auth::jwt::SECRET_ENV;
+use crate::auth::jwt;
 use crate::claude::Claude;
 use crate::claude::registry::Registry;
 use crate::config::Config;
@@ -44,12 +44,9 @@ impl ServerState {
         if options.audit_path.is_some() {
             audit_settings.path = options.audit_path;
         }
-        let mut secrets = secret_values(config);
-        if let Some(path) = &options.jwt_secret_file
-            && let Ok(secret) = std::fs::read_to_string(path)
-        {
-            secrets.push(secret.trim().to_owned());
-        }
+        let mut secrets = forwarded_values(config);
+        let flag = options.jwt_secret_file.as_deref();
+        secrets.extend(jwt::known_secrets(&config.serve.jwt, flag));
         let audit = AuditLog::open(&audit_settings, secrets)?;
         let calls_per_minute = options.calls_per_minute;
         let jobs = Arc::new(JobManager::new(Duration::from_secs(
@@ -72,20 +69,10 @@ impl ServerState {
     }
 }
 
-/// Values that must never reach the audit log: forwarded variables and the JWT secret.
-fn secret_values(config: &Config) -> Vec<String> {
-    let names = config
-        .claude
-        .forward_env
-        .iter()
-        .chain(config.remotes.values().flat_map(|r| r.forward_env.iter()))
-        .map(String::as_str)
-        .chain([SECRET_ENV]);
-    let mut values: Vec<String> = names.filter_map(|name| std::env::var(name).ok()).collect();
-    if let Some(path) = &config.serve.jwt.secret_file
-        && let Ok(secret) = std::fs::read_to_string(path)
-    {
-        values.push(secret.trim().to_owned());
-    }
-    values
+/// Values of the variables forwarded to Claude: they must never reach the audit log.
+fn forwarded_values(config: &Config) -> Vec<String> {
+    let remotes = config.remotes.values().flat_map(|r| r.forward_env.iter());
+    (config.claude.forward_env.iter().chain(remotes))
+        .filter_map(|name| std::env::var(name).ok())
+        .collect()
 }

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::StatusCode;
 use rmcp::ServiceExt;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::network::{Accepted, Shared};
+use super::network::{Accepted, Shared, refusal};
 use super::ws_transport::WsTransport;
 use crate::auth::Principal;
 
@@ -21,18 +20,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
     let Accepted { tcp, peer, slot } = accepted;
     let mut admitted: Option<Principal> = None;
-    let over_capacity = slot.is_none();
-    let callback = |request: &Request, response: Response| {
-        if over_capacity {
-            return Err(refusal(StatusCode::SERVICE_UNAVAILABLE));
+    let callback = |request: &Request, response: Response| match shared
+        .gate
+        .check(request.uri().path(), request.headers())
+    {
+        Ok(principal) => {
+            admitted = Some(principal);
+            Ok(response)
         }
-        match shared.gate.check(request.uri().path(), request.headers()) {
-            Ok(principal) => {
-                admitted = Some(principal);
-                Ok(response)
-            }
-            Err(status) => Err(refusal(status)),
-        }
+        Err(status) => Err(refusal(status, Some)),
     };
     let max_message = shared.settings.max_message_bytes;
     let config = WebSocketConfig::default()
@@ -62,18 +58,6 @@ pub async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
         Err(e) => tracing::debug!(%peer, error = %e, "client left before the session started"),
     }
     closed.cancel();
+    drop(slot);
     tracing::info!(%peer, %principal, "WebSocket connection closed");
-}
-
-/// A refusal with a bare status line and no detail a client could learn from.
-fn refusal(status: StatusCode) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(status.canonical_reason().unwrap_or("").to_owned()));
-    *response.status_mut() = status;
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-    }
-    response
 }
