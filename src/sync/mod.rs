@@ -37,6 +37,22 @@ pub struct SyncRequest {
     pub settle_on: Option<String>,
 }
 
+/// The variable that moves Claude's config (and session) directory.
+const CONFIG_DIR_VAR: &str = "CLAUDE_CONFIG_DIR";
+
+/// A session id names files in the project folder: letters, digits, `-` and `_` only (Claude's
+/// are UUIDs). Anything else (`..`, `/`, a glob, empty) could lead the file scripts elsewhere.
+fn check_session_id(id: &str) -> Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if !id.is_empty() && id.chars().all(plain) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument {
+        field: "session_id",
+        reason: format!("`{id}` is not a Claude session id (a UUID)"),
+    })
+}
+
 /// Runs `request` over the host's transport and the local one.
 pub async fn sync_with_host(hosts: &Hosts, request: &SyncRequest) -> Result<SyncReport> {
     if request.host == LOCAL {
@@ -45,11 +61,13 @@ pub async fn sync_with_host(hosts: &Hosts, request: &SyncRequest) -> Result<Sync
             reason: "sync_sessions moves files between this machine and another host; `local` is this machine".into(),
         });
     }
-    let remote = Side::new(
-        request.host.clone(),
-        hosts.resolve(&request.host)?,
-        hosts.claude_environment(&request.host),
-    );
+    if let Some(id) = &request.session_id {
+        check_session_id(id)?;
+    }
+    // The scripts only need to know where Claude's files are, not the forwarded secrets.
+    let mut env = hosts.claude_environment(&request.host);
+    env.retain(|name, _| name == CONFIG_DIR_VAR);
+    let remote = Side::new(request.host.clone(), hosts.resolve(&request.host)?, env);
     let local = Side::new(LOCAL.to_owned(), hosts.resolve(LOCAL)?, BTreeMap::new());
     let remote_cwd = match &request.cwd {
         Cwd::Given(cwd) => Cwd::Physical(remote.project(cwd).await?.physical_cwd),
@@ -277,4 +295,17 @@ impl SyncJob<'_> {
 fn conflict_stamp() -> String {
     let rfc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     rfc.chars().filter(|c| *c != '-' && *c != ':').collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_cannot_leave_the_project_folder() {
+        assert!(check_session_id("0b8f7c1e-3a52-4c1e-9d2b-6f1e2a3b4c5d").is_ok());
+        for bad in ["", "..", "../../.ssh/authorized_keys", "a/b", "*"] {
+            assert!(check_session_id(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -229,8 +229,8 @@ cp -p "$__o_src" "$__o_tmp" || exit 1"#,
         };
         let script = format!(
             r#"{HELPERS}mkdir -p {dir}/{folder} && cd {dir} || exit 1
-__o_src={path}; __o_dst={target}
-__o_tmp="{folder}/.outpost-tmp-$$-${{__o_dst##*/}}"
+__o_src={path}; __o_dst={target}; __o_dir={folder}
+__o_tmp="$__o_dir/.outpost-tmp-$$-${{__o_dst##*/}}"
 trap 'rm -f "$__o_tmp"' EXIT
 trap 'rm -f "$__o_tmp"; exit 1' HUP INT TERM
 {copy_base}
@@ -269,6 +269,18 @@ fn folder_of(path: &str) -> &str {
 }
 
 /// The listing script's output: the folder, then `F\tsize\tmtime\tpath` and `H\thash\tpath` lines.
+/// `path` when it stays inside the listed folder (no `..`, not absolute); a listing naming
+/// any other path is refused as a whole.
+fn safe_relative(path: &str) -> Option<&str> {
+    let inside = std::path::Path::new(path).components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    (inside && !path.is_empty()).then_some(path)
+}
+
 fn parse_listing(out: &str) -> Option<Listing> {
     let mut lines = out.lines();
     let dir = lines.next().unwrap_or_default().to_owned();
@@ -281,7 +293,7 @@ fn parse_listing(out: &str) -> Option<Listing> {
                 files.push(FileInfo {
                     size: fields.next()?.trim().parse().ok()?,
                     mtime: fields.next()?.trim().parse().ok()?,
-                    path: fields.next()?.to_owned(),
+                    path: safe_relative(fields.next()?)?.to_owned(),
                     hash: String::new(),
                 });
             }
@@ -324,6 +336,10 @@ mod tests {
             (12, 1_795_000_000, "sub dir/x\ty.jsonl", "abc")
         );
         assert!(parse_listing("/d\nnonsense").is_none());
+        for outside in ["../x.jsonl", "a/../../x.jsonl", "/etc/passwd", ""] {
+            let line = format!("/d\nF\t1\t1\t{outside}\n");
+            assert!(parse_listing(&line).is_none(), "{outside}");
+        }
         assert_eq!(folder_of("a/b/c.jsonl"), "a/b");
         assert_eq!(folder_of("c.jsonl"), ".");
     }

@@ -172,3 +172,10 @@ async def test_push_then_resume_on_another_host(sync_env, tmp_path):
         b = data(back)
         assert not back.is_error, text(back)
         assert b["sync"]["pushed"]["files_transferred"] == 1 and "history=2" in b["result"]
+
+
+async def test_a_session_id_cannot_reach_outside_the_project_folder(sync_env):
+    env, _, project, _, _ = sync_env
+    async with server(env) as s:
+        r = await sync(s, "pull", cwd=str(project), session_id="../../../.ssh/authorized_keys")
+        assert r.is_error and "session_id" in text(r), text(r)
