@@ -228,21 +228,24 @@ async fn run_remote(path: &Path, hosts: &Hosts, command: RemoteCommand) -> anyho
 }
 
 /// Libraries whose debug/trace output carries message contents: request arguments (with `env`
-/// values), handshake headers (with bearer tokens). They never log below info.
-const CONTENT_LOGGERS: [&str; 3] = ["rmcp=info", "tungstenite=info", "tokio_tungstenite=info"];
+/// values), handshake headers (with bearer tokens). They never log below info, whatever
+/// `RUST_LOG` says (even for one of their modules).
+const CONTENT_LOGGERS: [&str; 3] = ["rmcp", "tungstenite", "tokio_tungstenite"];
 
 /// Logs go to stderr (stdout is the MCP channel), filtered by RUST_LOG (default `info`).
 fn init_tracing() {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let wanted = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    for directive in CONTENT_LOGGERS {
-        if let Ok(directive) = directive.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let capped = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(CONTENT_LOGGERS.map(|target| (target, LevelFilter::INFO)));
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .init();
+        .with_filter(wanted.and(capped));
+    tracing_subscriber::registry().with(stderr).init();
 }

@@ -19,7 +19,7 @@ pub struct Redactor {
 /// `(kept)(secret)` patterns: key=value pairs, bearer headers, URL passwords, flags.
 const KEYED: &[&str] = &[
     r"(?i)(authorization:\s*(?:bearer|basic|token)\s+)\S+",
-    r#"(?i)(\b[a-z0-9_.-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)[a-z0-9_.-]*["']?\s*[=:]\s*)("[^"]*"|'[^']*'|\S+)"#,
+    r#"(?i)(\b[a-z0-9_.-]*(?:password|passwd|secret|token|_key|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)[a-z0-9_.-]*["']?\s*[=:]\s*)("[^"]*"|'[^']*'|\S+)"#,
     r"(?i)(--?(?:password|passwd|token|secret|api-key|apikey|access-key)[= ]\s*)\S+",
     r"(://[^/\s:@]+:)[^@\s/]+@",
 ];

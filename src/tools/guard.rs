@@ -157,20 +157,56 @@ fn outcome_of(
     let structured = complete.structured_content.as_ref();
     let field = |key: &str| structured.and_then(|s| s.get(key));
     let exit_code = field("exit_code").and_then(Value::as_i64);
-    if complete.is_error == Some(true) {
-        let text = complete
-            .content
-            .iter()
-            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-            .collect::<Vec<_>>()
-            .join(" ");
-        return ("error".into(), exit_code, Some(text));
-    }
-    let status = field("status").and_then(Value::as_str);
-    let outcome = match status {
+    let failed = complete.is_error == Some(true);
+    // A timed-out command is a failed result that still has its status.
+    let outcome = match field("status").and_then(Value::as_str) {
         _ if cancelled => "cancelled",
         Some(status) => status,
+        None if failed => "error",
         None => "ok",
     };
-    (outcome.to_owned(), exit_code, None)
+    let error = failed.then(|| {
+        (complete.content.iter())
+            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    (outcome.to_owned(), exit_code, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::{CallToolResult, ContentBlock};
+
+    fn result(failed: bool, structured: Option<Value>) -> Result<CallToolResponse, ErrorData> {
+        let content = vec![ContentBlock::text("what happened")];
+        let mut result = if failed {
+            CallToolResult::error(content)
+        } else {
+            CallToolResult::success(content)
+        };
+        result.structured_content = structured;
+        Ok(CallToolResponse::Complete(result))
+    }
+
+    #[test]
+    fn outcomes_keep_the_status_of_failed_results() {
+        let timed_out = serde_json::json!({"status": "timed_out", "exit_code": null});
+        let (outcome, _, error) = outcome_of(&result(true, Some(timed_out)), false);
+        assert_eq!(
+            (outcome.as_str(), error.as_deref()),
+            ("timed_out", Some("what happened"))
+        );
+        let exited = serde_json::json!({"status": "exited", "exit_code": 3});
+        assert_eq!(
+            outcome_of(&result(false, Some(exited.clone())), false),
+            ("exited".into(), Some(3), None)
+        );
+        assert_eq!(outcome_of(&result(true, Some(exited)), true).0, "cancelled");
+        assert_eq!(outcome_of(&result(true, None), false).0, "error");
+        assert_eq!(outcome_of(&result(false, None), false).0, "ok");
+        let refused = Err(ErrorData::invalid_params("no", None));
+        assert_eq!(outcome_of(&refused, false).0, "rejected");
+    }
 }

@@ -9,6 +9,8 @@ import time
 
 from conftest import BIN, HANG_GUARD
 
+# Every level, naming the modules that would log message contents: none may show a secret.
+TRACE_ALL = "trace,rmcp::service=trace,tungstenite::handshake=trace,tokio_tungstenite=trace"
 SECRET = "f" * 24 + "0123456789abcdef0123456789abcdef"  # 56 bytes, never to be logged
 
 
@@ -42,12 +44,14 @@ class Served:
         self.url = None
 
     def start(self):
+        # The log may hold an earlier server's lines: only what this one writes counts.
+        skip = self.log.stat().st_size if self.log.exists() else 0
         self.errfile = open(self.log, "a")
         self.proc = subprocess.Popen([BIN, "mcp", "serve", *self.args], env=self.env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.errfile)
         deadline = time.monotonic() + HANG_GUARD
         while time.monotonic() < deadline:
-            found = re.findall(r"serving MCP on (\S+)", self.log.read_text())
+            found = re.findall(r"serving MCP on (\S+)", self.log.read_text()[skip:])
             if found:
                 self.url = found[-1]
                 return self
@@ -115,5 +119,5 @@ def wait_until(predicate, limit=HANG_GUARD):
         time.sleep(0.05)
 
 
-__all__ = ["SECRET", "Served", "free_port", "write_secret", "generate_token", "ws_session", "ws_call",
+__all__ = ["SECRET", "TRACE_ALL", "Served", "free_port", "write_secret", "generate_token", "ws_session", "ws_call",
            "auth_header", "process_running", "wait_until", "initialize_message"]

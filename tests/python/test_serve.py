@@ -11,7 +11,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from conftest import BIN, HANG_GUARD, data, text
-from network import (SECRET, Served, auth_header, generate_token, process_running,
+from network import (SECRET, TRACE_ALL, Served, auth_header, generate_token, process_running,
                      wait_until, write_secret, ws_call, ws_session)
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ def jwt_server(env, tmp_path):
     secret = write_secret(tmp_path)
     write_config(env, {"serve": {"jwt": {"audience": "build-box", "leeway_secs": 0}},
                        "audit": {"path": str(tmp_path / "audit.log")}})
-    env = dict(env, RUST_LOG="trace")
+    env = dict(env, RUST_LOG=TRACE_ALL)
     with Served(env, tmp_path, "--websocket", "--port", "0", "--jwt-secret-file", str(secret)) as server:
         yield server, env, secret
 
@@ -201,7 +201,7 @@ async def test_streamable_http_with_the_sdk_and_its_gate(env, tmp_path):
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
     secret = write_secret(tmp_path)
-    env = dict(env, RUST_LOG="trace")
+    env = dict(env, RUST_LOG=TRACE_ALL)
     audit = tmp_path / "audit.log"
     with Served(env, tmp_path, "--http", "--port", "0", "--jwt-secret-file", str(secret),
                 "--audit-log", str(audit)) as server:
@@ -225,7 +225,7 @@ async def test_streamable_http_with_the_sdk_and_its_gate(env, tmp_path):
                 async with ClientSession(streams[0], streams[1]) as session:
                     await session.initialize()
                     result = await session.call_tool(
-                        "remote_exec", {"host": "local", "command": "echo one; sleep 0.3; echo two"},
+                        "remote_exec", {"host": "local", "command": "echo one; sleep 1; echo two"},
                         progress_callback=on_progress)
                     assert not result.is_error, text(result)
                     assert data(result)["stdout"] == "one\ntwo\n"
