@@ -25,6 +25,8 @@ use crate::hosts::Hosts;
 const QUEUE_WAIT: Duration = Duration::from_secs(30);
 /// Waits between connection attempts: doubling from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
+/// A link up this long counts as healthy: losing it resets the backoff.
+const STABLE_LINK: Duration = Duration::from_secs(30);
 /// A server silent this long (it pings every 20 s) is taken for gone.
 const SILENCE: Duration = Duration::from_secs(65);
 /// Time the server gets to answer the replayed `initialize`.
@@ -81,6 +83,7 @@ pub async fn run_bridge(hosts: Arc<Hosts>, options: ConnectOptions) -> Result<()
         last_error: "not connected yet".to_owned(),
         next_attempt: Instant::now(),
         backoff: BACKOFF.0,
+        connected_at: Instant::now(),
     };
     bridge.run().await
 }
@@ -95,6 +98,8 @@ struct Bridge {
     last_error: String,
     next_attempt: Instant,
     backoff: Duration,
+    /// When the current (or last) link came up.
+    connected_at: Instant,
 }
 
 impl Bridge {
@@ -174,8 +179,13 @@ impl Bridge {
         tracing::warn!(endpoint = %self.endpoint.describe(), "link lost: {why}");
         self.link = None;
         self.last_error = why.to_owned();
-        self.next_attempt = Instant::now() + BACKOFF.0;
-        self.backoff = BACKOFF.0;
+        // Only a link that stayed up earns a quick retry: a server that accepts and drops at
+        // once is retried with growing waits, not every 250 ms.
+        if self.connected_at.elapsed() >= STABLE_LINK {
+            self.backoff = BACKOFF.0;
+        }
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF.1);
         let errors = self.session.link_lost(why);
         self.write_all(errors).await
     }
@@ -192,7 +202,7 @@ impl Bridge {
             return self.failed(reason.into()).await;
         }
         tracing::info!(endpoint = %self.endpoint.describe(), "connected");
-        self.backoff = BACKOFF.0;
+        self.connected_at = Instant::now();
         for (message, _) in self.session.take_queue() {
             self.send(message).await?;
         }

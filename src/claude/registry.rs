@@ -38,12 +38,16 @@ pub struct SessionRecord {
     pub last_turn: String,
     pub status: SessionStatus,
     /// Turns run through outpost.
+    #[serde(default)]
     pub turns: u64,
     /// Whether the last turn ended in error (API error, interrupt, turn limit, ...).
+    #[serde(default)]
     pub last_is_error: bool,
     /// Start of the last result's text.
+    #[serde(default)]
     pub last_result: String,
     /// Cost of the session so far, in US dollars, as Claude reports it.
+    #[serde(default)]
     pub total_cost_usd: f64,
     /// The session this one was forked from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +94,7 @@ impl Registry {
     /// Every session, most recent turn first. A warm or running record whose server is gone
     /// reads as closed.
     pub fn all(&self) -> Vec<SessionRecord> {
-        let mut sessions = read(&self.path).sessions;
+        let mut sessions = read(&self.path).unwrap_or_default().sessions;
         for record in &mut sessions {
             if record.status != SessionStatus::Closed && !record.server_pid.is_some_and(alive) {
                 record.status = SessionStatus::Closed;
@@ -125,7 +129,16 @@ impl Registry {
         }
         let lock = File::create(self.path.with_extension("lock"))?;
         lock.lock()?;
-        let mut state = read(&self.path);
+        let mut state = read(&self.path).unwrap_or_else(|()| {
+            // Never write over records this server cannot read (a newer outpost's, or damage):
+            // keep them aside and start a new registry.
+            let aside = self.path.with_extension(format!("unreadable-{}", std::process::id()));
+            match std::fs::rename(&self.path, &aside) {
+                Ok(()) => tracing::warn!(kept = %aside.display(), "unreadable session registry moved aside"),
+                Err(e) => tracing::warn!(error = %e, "cannot move the unreadable session registry aside"),
+            }
+            StateFile::default()
+        });
         let index = match state
             .sessions
             .iter()
@@ -151,14 +164,14 @@ impl Registry {
     }
 }
 
-/// The state file's content; a missing or unreadable file is an empty registry.
-fn read(path: &Path) -> StateFile {
+/// The state file's content (a missing file is an empty registry); `Err` when it cannot be
+/// parsed, after logging why.
+fn read(path: &Path) -> Result<StateFile, ()> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(path = %path.display(), error = %e, "unreadable session registry; starting a new one");
-            StateFile::default()
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable session registry");
         }),
-        Err(_) => StateFile::default(),
+        Err(_) => Ok(StateFile::default()),
     }
 }
 
@@ -209,5 +222,22 @@ mod tests {
         assert_eq!(all[1].status, SessionStatus::Warm);
         assert_eq!(registry.get("a").unwrap().turns, 2);
         assert!(registry.get("c").is_none());
+    }
+
+    #[test]
+    fn an_unreadable_registry_is_kept_aside_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.json");
+        std::fs::write(&path, "{\"sessions\": \"from a newer outpost\"}").unwrap();
+        let registry = Registry::new(path.clone());
+        assert!(registry.all().is_empty());
+        registry.update("a", Some(record("a", "2026-01-01T00:00:00Z")), |_| {});
+        assert_eq!(registry.all().len(), 1);
+        let aside = path.with_extension(format!("unreadable-{}", std::process::id()));
+        assert!(
+            std::fs::read_to_string(aside)
+                .unwrap()
+                .contains("newer outpost")
+        );
     }
 }

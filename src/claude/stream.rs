@@ -198,13 +198,27 @@ fn result_text(content: &Value) -> String {
     }
 }
 
-/// `text` on one line, cut to EXCERPT_CHARS characters.
+/// `text` on one line, cut to its first EXCERPT_CHARS characters.
 pub fn excerpt(text: &str) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = one_line(text);
     match flat.char_indices().nth(EXCERPT_CHARS) {
         Some((cut, _)) => format!("{}…", &flat[..cut]),
         None => flat,
     }
+}
+
+/// `text` on one line, cut to its last EXCERPT_CHARS characters (for stderr, whose end matters).
+pub fn excerpt_end(text: &str) -> String {
+    let flat = one_line(text);
+    let extra = flat.chars().count().saturating_sub(EXCERPT_CHARS);
+    match flat.char_indices().nth(extra) {
+        Some((cut, _)) if extra > 0 => format!("…{}", &flat[cut..]),
+        _ => flat,
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -212,6 +226,18 @@ mod tests {
     use super::*;
 
     const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude");
+
+    #[test]
+    fn stderr_excerpts_keep_the_end() {
+        let stderr = format!("{}\nError: the real cause", "noise ".repeat(100));
+        let end = excerpt_end(&stderr);
+        assert!(
+            end.starts_with('…') && end.ends_with("Error: the real cause"),
+            "{end}"
+        );
+        assert_eq!(end.chars().count(), EXCERPT_CHARS + 1);
+        assert_eq!(excerpt_end("short\n  one"), "short one");
+    }
 
     fn sample(name: &str) -> Vec<Value> {
         std::fs::read_to_string(format!("{SAMPLES}/{name}"))

@@ -311,10 +311,7 @@ impl Worker {
             stderr: if stderr.is_empty() {
                 String::new()
             } else {
-                format!(
-                    "; its stderr ends with: {}",
-                    stream::excerpt(&tail(stderr, 600))
-                )
+                format!("; its stderr ends with: {}", stream::excerpt_end(stderr))
             },
         }
     }
@@ -335,13 +332,4 @@ impl Worker {
         self.kill().await;
         tracing::info!(host = %self.host, session = %self.session_id, "claude closed");
     }
-}
-
-/// The last `max` bytes of `text`, on a character boundary.
-fn tail(text: &str, max: usize) -> String {
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_owned()
 }

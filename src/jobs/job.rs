@@ -105,6 +105,15 @@ impl Job {
         self.kill.cancel();
     }
 
+    /// Kills the job and waits for it to end, at most `limit` (a half-dead SSH link can take
+    /// long to confirm); logs when it is still dying.
+    pub async fn kill_and_wait(&self, limit: Duration) {
+        self.kill();
+        if tokio::time::timeout(limit, self.finished()).await.is_err() {
+            tracing::warn!(job = %self.id, "process tree still dying after {limit:?}");
+        }
+    }
+
     /// The job's state in result form, as it stands now.
     pub fn outcome(&self) -> Outcome {
         let state = self.state();

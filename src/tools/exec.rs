@@ -98,8 +98,7 @@ impl Outpost {
             _ = job.finished() => {}
             _ = report_progress(&job, progress, &context.peer) => {}
             _ = context.ct.cancelled() => {
-                job.kill();
-                job.finished().await;
+                job.kill_and_wait(super::jobs::KILL_WAIT).await;
                 self.jobs.forget(&job.id);
                 return failure(&Error::Cancelled);
             }

@@ -18,7 +18,7 @@ use crate::jobs::{Job, Outcome};
 /// Longest `wait_secs` a call may ask for.
 const MAX_WAIT_SECS: u64 = 300;
 /// How long `job_kill` waits for the process tree to be gone before answering.
-const KILL_WAIT: Duration = Duration::from_secs(10);
+pub(super) const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Parameters of `job_output`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -146,13 +146,7 @@ impl Outpost {
             Ok(job) => job,
             Err(e) => return failure(&e),
         };
-        job.kill();
-        if tokio::time::timeout(KILL_WAIT, job.finished())
-            .await
-            .is_err()
-        {
-            tracing::warn!(job = %job.id, "process tree still dying after {KILL_WAIT:?}");
-        }
+        job.kill_and_wait(KILL_WAIT).await;
         let result = view(&job);
         let text = format!("{} is {:?}", result.job_id, result.outcome.status);
         structured(&result, text, false)
