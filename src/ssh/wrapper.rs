@@ -62,9 +62,11 @@ impl Invocation {
         })
     }
 
-    /// Reads the wrapper's report line (`NONCE pid N` or `NONCE nocwd`).
+    /// Reads the wrapper's report line (`NONCE pid N` or `NONCE nocwd`), which may follow text
+    /// a shell startup file printed without a newline.
     pub fn parse_report(&self, line: &str) -> Option<Report> {
-        let rest = line.strip_prefix(&self.nonce)?.trim();
+        let at = line.find(&self.nonce)?;
+        let rest = line[at + self.nonce.len()..].trim();
         if rest == "nocwd" {
             return Some(Report::NoCwd);
         }

@@ -138,12 +138,27 @@ impl Ssh {
             match channel.wait().await {
                 Some(ChannelMsg::Data { data }) => {
                     stdout.extend_from_slice(&data);
-                    let Some(end) = stdout.iter().position(|b| *b == b'\n') else {
+                    let found = loop {
+                        let Some(end) = stdout.iter().position(|b| *b == b'\n') else {
+                            break None;
+                        };
+                        let line = String::from_utf8_lossy(&stdout[..end]).into_owned();
+                        match invocation.parse_report(&line) {
+                            Some(report) => break Some((end, report)),
+                            // Printed by the login shell's startup files (.bashrc, motd scripts).
+                            None => drop(stdout.drain(..=end)),
+                        }
+                    };
+                    let Some((end, report)) = found else {
+                        if stdout.len() > MAX_STARTUP_NOISE {
+                            return Err(self.channel_error(format!(
+                                "the remote shell printed over {MAX_STARTUP_NOISE} bytes without starting the command"
+                            )));
+                        }
                         continue;
                     };
-                    let line = String::from_utf8_lossy(&stdout[..end]).into_owned();
-                    return match invocation.parse_report(&line) {
-                        Some(Report::Started(pid)) => {
+                    return match report {
+                        Report::Started(pid) => {
                             let mut early = Vec::new();
                             if end + 1 < stdout.len() {
                                 early.push((
@@ -156,13 +171,10 @@ impl Ssh {
                             }
                             Ok(Started { pid, early })
                         }
-                        Some(Report::NoCwd) => Err(Error::MissingCwd {
+                        Report::NoCwd => Err(Error::MissingCwd {
                             host: self.target.name.clone(),
                             cwd: cwd.unwrap_or_default().to_owned(),
                         }),
-                        None => Err(self.channel_error(format!(
-                            "unexpected output from the remote wrapper: {line}"
-                        ))),
                     };
                 }
                 Some(ChannelMsg::ExtendedData { data, .. }) => stderr.extend_from_slice(&data),
@@ -186,6 +198,9 @@ impl Ssh {
         }
     }
 }
+
+/// Output a shell may print before the wrapper reports (startup files); beyond it, give up.
+const MAX_STARTUP_NOISE: usize = 64 << 10;
 
 struct Started {
     pid: u32,

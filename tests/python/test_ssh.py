@@ -359,3 +359,21 @@ async def test_a_shell_that_never_starts_the_command_does_not_hang_the_call(env,
         assert r.is_error and "did not start the command within 2s" in text(r)
     finally:
         stuck.stop()
+
+
+async def test_a_login_shell_that_prints_before_the_command_still_runs_it(env, tmp_path):
+    """Startup files that print (.bashrc banners, motd scripts) come before the wrapper's report."""
+    home = pathlib.Path(env["HOME"])
+    noisy = Sshd(tmp_path / "noisy", home, extra=[
+        'ForceCommand printf "welcome to the box\\n\\nno newline here:"; eval "$SSH_ORIGINAL_COMMAND"']).start()
+    try:
+        noisy.trust()
+        with (home / ".ssh" / "config").open("a") as f:
+            f.write(f"Host noisy\n  HostName 127.0.0.1\n  Port {noisy.port}\n  User {USER}\n")
+        with anyio.fail_after(HANG_GUARD):
+            async with open_session(env) as s:
+                r = await s.call_tool("remote_exec", {"host": "noisy", "command": "echo ran; exit 3"})
+        d = data(r)
+        assert d["exit_code"] == 3 and d["stdout"] == "ran\n", text(r)
+    finally:
+        noisy.stop()
