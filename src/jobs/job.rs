@@ -151,9 +151,10 @@ impl Job {
         state.log.read(offset, max, state.finished.is_none())
     }
 
-    /// Offset just past the newest output byte.
+    /// Offset just past the newest output that can be read (a character still arriving is not).
     pub fn log_end(&self) -> u64 {
-        self.state().log.end()
+        let state = self.state();
+        state.log.readable_end(state.finished.is_none())
     }
 
     /// The newest few output lines, for progress messages.

@@ -60,6 +60,18 @@ impl OutputLog {
         self.start + self.buf.len() as u64
     }
 
+    /// Where `read` stops: while `more_coming`, before a last character whose bytes have not all
+    /// arrived (so waiting for output past it waits for the rest of that character).
+    pub fn readable_end(&self, more_coming: bool) -> u64 {
+        if !more_coming {
+            return self.end();
+        }
+        let last: Vec<u8> = (self.buf.iter().skip(self.buf.len().saturating_sub(3)))
+            .copied()
+            .collect();
+        self.end() - incomplete_suffix(&last) as u64
+    }
+
     /// Up to `max` bytes from `offset`. While `more_coming`, a character whose bytes have not
     /// all arrived is held back for the next read.
     pub fn read(&self, offset: u64, max: usize, more_coming: bool) -> LogRead {
@@ -128,6 +140,17 @@ impl OutputLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_character_still_arriving_is_not_readable_yet() {
+        let mut log = OutputLog::new(1024);
+        log.push(b"a\xE2\x82");
+        assert_eq!(log.readable_end(true), 1);
+        assert_eq!(log.read(0, 100, true).next_offset, log.readable_end(true));
+        assert_eq!(log.readable_end(false), 3);
+        log.push(b"\xAC");
+        assert_eq!(log.readable_end(true), 4);
+    }
 
     #[test]
     fn reads_resume_at_next_offset() {
