@@ -11,6 +11,11 @@ use crate::error::{Error, Result};
 
 mod serve;
 
+/// Sections left at their defaults are not written back to the file.
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 pub use serve::{AuditSettings, JwtSettings, ServeSettings};
 
 /// The whole config file. Every field is optional; no file at all means defaults.
@@ -27,22 +32,22 @@ pub struct Config {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub remotes: BTreeMap<String, RemoteConfig>,
     /// Limits for running commands.
-    #[serde(skip_serializing_if = "ExecConfig::is_default")]
+    #[serde(skip_serializing_if = "is_default")]
     pub exec: ExecConfig,
     /// SSH connection pool settings.
-    #[serde(skip_serializing_if = "SshSettings::is_default")]
+    #[serde(skip_serializing_if = "is_default")]
     pub ssh: SshSettings,
     /// Claude Code processes started by `spawn_claude`.
-    #[serde(skip_serializing_if = "ClaudeSettings::is_default")]
+    #[serde(skip_serializing_if = "is_default")]
     pub claude: ClaudeSettings,
     /// Copying Claude's session files between hosts.
-    #[serde(skip_serializing_if = "SyncSettings::is_default")]
+    #[serde(skip_serializing_if = "is_default")]
     pub sync: SyncSettings,
     /// Serving over the network: `outpost mcp serve --websocket` or `--http`.
-    #[serde(skip_serializing_if = "ServeSettings::is_default")]
+    #[serde(skip_serializing_if = "is_default")]
     pub serve: ServeSettings,
     /// The audit log of tool calls.
-    #[serde(skip_serializing_if = "AuditSettings::is_default")]
+    #[serde(skip_serializing_if = "is_default")]
     pub audit: AuditSettings,
 }
 
@@ -64,12 +69,6 @@ impl Default for SyncSettings {
             around_turns: true,
             max_bytes_per_sec: None,
         }
-    }
-}
-
-impl SyncSettings {
-    fn is_default(&self) -> bool {
-        *self == Self::default()
     }
 }
 
@@ -102,12 +101,6 @@ impl Default for ClaudeSettings {
     }
 }
 
-impl ClaudeSettings {
-    fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
 /// SSH connection pool settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -121,12 +114,6 @@ impl Default for SshSettings {
         Self {
             idle_timeout_secs: 600,
         }
-    }
-}
-
-impl SshSettings {
-    fn is_default(&self) -> bool {
-        *self == Self::default()
     }
 }
 
@@ -214,10 +201,6 @@ impl Default for ExecConfig {
 }
 
 impl ExecConfig {
-    fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-
     pub fn kill_grace(&self) -> Duration {
         Duration::from_millis(self.kill_grace_ms)
     }

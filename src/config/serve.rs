@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::is_default;
+
 /// Authentication and limits of `outpost mcp serve --websocket` and `--http`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeSettings {
     /// JWT authentication (`--auth jwt`).
-    #[serde(skip_serializing_if = "JwtSettings::is_default")]
+    #[serde(skip_serializing_if = "is_default")]
     pub jwt: JwtSettings,
     /// Largest incoming message in bytes; a bigger one is refused.
     pub max_message_bytes: usize,
@@ -36,12 +38,6 @@ impl Default for ServeSettings {
             idle_timeout_secs: 600,
             allowed_hosts: Vec::new(),
         }
-    }
-}
-
-impl ServeSettings {
-    pub(super) fn is_default(&self) -> bool {
-        *self == Self::default()
     }
 }
 
@@ -78,12 +74,6 @@ impl Default for JwtSettings {
     }
 }
 
-impl JwtSettings {
-    fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
 /// The audit log: one JSON line per tool call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -104,11 +94,5 @@ impl Default for AuditSettings {
             max_bytes: 10 << 20,
             keep: 5,
         }
-    }
-}
-
-impl AuditSettings {
-    pub(super) fn is_default(&self) -> bool {
-        *self == Self::default()
     }
 }
