@@ -16,7 +16,7 @@ pub struct ServeSettings {
     pub jwt: JwtSettings,
     /// Largest incoming message in bytes; a bigger one is refused.
     pub max_message_bytes: usize,
-    /// Connections (WebSocket) or sessions (HTTP) served at once; more are answered 503.
+    /// TCP connections served at once (WebSocket or HTTP); more are answered 503 and closed.
     pub max_connections: usize,
     /// Tool calls per minute for one principal (JWT `sub`); 0 means no limit.
     pub calls_per_minute: u32,
@@ -81,9 +81,9 @@ pub struct AuditSettings {
     /// File to append to (created 0600); no audit log when unset. `--audit-log` overrides it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// Rotate when the file would grow past this many bytes.
+    /// Rotate once the file has grown past this many bytes (at least 1024).
     pub max_bytes: u64,
-    /// Rotated files kept (`audit.log.1` is the newest).
+    /// Rotated files kept, at least 1 (`audit.log.1` is the newest).
     pub keep: usize,
 }
 
