@@ -33,6 +33,25 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "cannot run on `{host}`: `{program}` failed before the command started: {reason}{hint}"
+    )]
+    Engine {
+        host: String,
+        program: String,
+        reason: String,
+        hint: String,
+    },
+
+    #[error("host `{group}` is a group ({members}): name one of its members here")]
+    IsGroup { group: String, members: String },
+
+    #[error("no member of group `{group}` can take work now: {states}")]
+    NoHealthyMember { group: String, states: String },
+
+    #[error("tunnel: {0}")]
+    Tunnel(String),
+
     #[error("authentication: {0}")]
     Auth(String),
 
@@ -146,6 +165,20 @@ pub enum Error {
 
     #[error("the server is shutting down")]
     ShuttingDown,
+}
+
+impl Error {
+    /// Whether the host itself could not be reached or could not start anything (so another
+    /// member of a group may do better), as opposed to a problem with the request.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Error::SshConnect { .. }
+                | Error::AuthFailed { .. }
+                | Error::SshChannel { .. }
+                | Error::Engine { .. }
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

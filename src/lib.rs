@@ -21,5 +21,6 @@ pub mod ssh;
 pub mod sync;
 pub mod tools;
 pub mod transport;
+pub mod tunnel;
 
 pub use error::{Error, Result};

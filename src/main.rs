@@ -43,9 +43,17 @@ enum Command {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// Forward local ports to ports reachable from an SSH host, until Ctrl-C.
+    Tunnel {
+        /// The SSH host: its configured `tunnels` open, plus any -L.
+        name: String,
+        /// Another forward, as ssh's: `[BIND:]PORT:HOST:HOSTPORT`.
+        #[arg(short = 'L', value_name = "SPEC")]
+        forward: Vec<String>,
+    },
     /// Run a command on a host, streaming its output; exits with its exit code.
     Exec {
-        /// Host name (`local`, a remote, an ssh alias).
+        /// Host name (`local`, a remote, an ssh alias, a group).
         host: String,
         /// Working directory on the host.
         #[arg(long)]
@@ -165,6 +173,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(0)
             }
             Some(Command::Remote { command }) => run_remote(&path, &hosts, command).await,
+            Some(Command::Tunnel { name, forward }) => {
+                outpost::cli::tunnel::run(hosts, &name, &forward).await?;
+                Ok(0)
+            }
             Some(Command::Exec {
                 host,
                 cwd,

@@ -156,20 +156,15 @@ impl Endpoint {
             Self::Tunnel { host, port, path } => {
                 let target = hosts
                     .ssh_target(host)
-                    .ok_or_else(|| format!("`{host}` is not a remote or ssh alias"))?;
-                let lease = hosts
-                    .pool()
-                    .lease(&target)
+                    .ok_or_else(|| format!("`{host}` is not an SSH remote or ssh alias"))?;
+                let dialed = crate::tunnel::dial(hosts, &target, "127.0.0.1", *port)
                     .await
-                    .map_err(|e| e.to_string())?;
-                let channel = lease
-                    .connection
-                    .handle
-                    .channel_open_direct_tcpip("127.0.0.1", u32::from(*port), "127.0.0.1", 0)
-                    .await
-                    .map_err(|e| format!("cannot tunnel to port {port} on `{host}`: {e} (is `outpost mcp serve --websocket` running there?)"))?;
+                    .map_err(|e| {
+                        format!("{e} (is `outpost mcp serve --websocket` running there?)")
+                    })?;
                 let url = format!("ws://127.0.0.1:{port}{path}");
-                Ok((url, Box::new(channel.into_stream()), Some(lease)))
+                let (stream, lease) = dialed.into_parts();
+                Ok((url, Box::new(stream), Some(lease)))
             }
         }
     }

@@ -73,6 +73,10 @@ pub async fn run_bridge(hosts: Arc<Hosts>, options: ConnectOptions) -> Result<()
         env: options.token_env.clone(),
         file: options.token_file.clone(),
     };
+    let _tunnels = match &options.remote {
+        Some(remote) => open_tunnels(&hosts, remote).await,
+        None => Vec::new(),
+    };
     let mut bridge = Bridge {
         hosts,
         endpoint,
@@ -86,6 +90,25 @@ pub async fn run_bridge(hosts: Arc<Hosts>, options: ConnectOptions) -> Result<()
         connected_at: Instant::now(),
     };
     bridge.run().await
+}
+
+/// The remote's configured tunnels, for as long as the bridge runs. A tunnel whose port is in
+/// use is reported and skipped: the bridge's own work does not depend on them.
+async fn open_tunnels(hosts: &Arc<Hosts>, remote: &str) -> Vec<crate::tunnel::Tunnels> {
+    let forwards = crate::tunnel::forwards(hosts, remote, &[]).unwrap_or_default();
+    let mut open = Vec::new();
+    for forward in forwards {
+        match crate::tunnel::Tunnels::open(hosts.clone(), remote, vec![forward]).await {
+            Ok(tunnels) => {
+                for label in &tunnels.labels {
+                    tracing::info!("tunnel {label}");
+                }
+                open.push(tunnels);
+            }
+            Err(e) => tracing::error!("a tunnel of `{remote}` is not open: {e}"),
+        }
+    }
+    open
 }
 
 struct Bridge {

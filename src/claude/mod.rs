@@ -113,8 +113,35 @@ impl Claude {
     }
 
     /// Runs one turn, sending every stream-json event to `events` (dropped at the end, which
-    /// closes the channel). A cancel interrupts it.
+    /// closes the channel). A cancel interrupts it. A new session on a group moves on to another
+    /// member when the chosen one cannot be reached.
     pub async fn turn(
+        &self,
+        request: TurnRequest,
+        events: mpsc::UnboundedSender<Value>,
+        caller_cancel: &CancellationToken,
+    ) -> Result<TurnReport> {
+        let group = request.host.as_deref().and_then(|h| self.hosts.group(h));
+        let attempts = match (group, &request.session_id) {
+            (Some(members), None) => members.len(),
+            _ => 1,
+        };
+        let mut attempt = 1;
+        loop {
+            let outcome = self
+                .turn_once(request.clone(), events.clone(), caller_cancel)
+                .await;
+            match outcome {
+                Err(e) if e.is_unreachable() && attempt < attempts => {
+                    tracing::warn!(error = %e, "group member unreachable; trying another");
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn turn_once(
         &self,
         request: TurnRequest,
         events: mpsc::UnboundedSender<Value>,
@@ -134,6 +161,10 @@ impl Claude {
             request.cwd.as_deref(),
             request.session_id.as_deref(),
         );
+        // For a group: its member, counted as busy from now until Claude's process is.
+        let picked = self.hosts.pick(&host)?;
+        let host = picked.host.clone();
+        let cwd = cwd.or_else(|| self.hosts.workspace(&host));
         let transport = self.hosts.resolve(&host)?;
         let start = match (&request.session_id, request.fork) {
             (None, _) => Start::New(uuid::Uuid::new_v4().to_string()),
@@ -184,6 +215,7 @@ impl Claude {
             };
             guard.worker = Some(worker);
         }
+        drop(picked);
         self.mark_running(&start, &host, cwd.as_deref());
         let (mut report, settle_on) = self
             .run_turn(guard, &key, &request, &start, &events, &cancel, warm)
@@ -259,8 +291,9 @@ impl Claude {
         Ok((report, settle_on))
     }
 
-    /// The host and project of a call: as given, else where the session last ran (from the
-    /// registry), else the default host and its workspace.
+    /// The host (or group) and project of a call: as given, else where the session last ran (from
+    /// the registry), else the default host and its workspace. A session that last ran on a member
+    /// of the given group goes back to that member.
     pub fn target(
         &self,
         host: Option<&str>,
@@ -268,8 +301,18 @@ impl Claude {
         session_id: Option<&str>,
     ) -> (String, Option<String>) {
         let record = session_id.and_then(|id| self.registry.get(id));
+        let host = host.map(str::trim).filter(|h| !h.is_empty());
         let host = match (host, &record) {
-            (Some(host), _) => self.hosts.effective_name(Some(host)),
+            // A resumed session goes back to the member of the group it ran on.
+            (Some(group), Some(record))
+                if self
+                    .hosts
+                    .group(group)
+                    .is_some_and(|members| members.contains(&record.host)) =>
+            {
+                record.host.clone()
+            }
+            (Some(host), _) => host.to_owned(),
             (None, Some(record)) => record.host.clone(),
             (None, None) => self.hosts.effective_name(None),
         };

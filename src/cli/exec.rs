@@ -26,16 +26,15 @@ pub struct ExecRequest {
 
 /// Runs the request with output streamed to this terminal; returns the exit code to exit with.
 pub async fn run(hosts: &Hosts, request: ExecRequest) -> Result<i32> {
-    let host = hosts.effective_name(request.host.as_deref());
-    let transport = hosts.resolve(&host)?;
+    let name = hosts.effective_name(request.host.as_deref());
     let command = match request.argv.as_slice() {
         [one] => one.clone(),
         many => shell_words::join(many),
     };
     let forward_stdin = !std::io::stdin().is_terminal();
-    let spec = CommandSpec {
-        command,
-        cwd: request.cwd.or_else(|| hosts.workspace(&host)),
+    let spec = |host: &str| CommandSpec {
+        command: command.clone(),
+        cwd: request.cwd.clone().or_else(|| hosts.workspace(host)),
         env: Default::default(),
         stdin: if forward_stdin {
             Stdin::Pipe
@@ -45,7 +44,13 @@ pub async fn run(hosts: &Hosts, request: ExecRequest) -> Result<i32> {
     };
     // Listening before the command starts: a Ctrl-C at any moment from here kills its tree.
     let termination = crate::serve::termination();
-    let mut process = transport.spawn(spec).await?;
+    let (picked, mut process) = hosts.spawn(&name, spec).await?;
+    if let Some(group) = &picked.group {
+        eprintln!(
+            "outpost: running on `{}` (from group `{group}`)",
+            picked.host
+        );
+    }
     let stdin_task = process.take_stdin().map(|mut pipe| {
         tokio::spawn(async move {
             let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut pipe).await;

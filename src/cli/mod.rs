@@ -2,3 +2,4 @@
 
 pub mod exec;
 pub mod remote;
+pub mod tunnel;

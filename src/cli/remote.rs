@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::hosts::{Hosts, LOCAL};
 use crate::ssh::connect::connect_timed;
 use crate::ssh::target::split_destination;
-use crate::transport::{CommandSpec, Transport};
+use crate::transport::{Backend, CommandSpec, Transport};
 
 /// `remote add`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -127,7 +127,7 @@ pub fn list(hosts: &Hosts) -> String {
 pub async fn test(hosts: &Hosts, name: &str) -> Result<bool> {
     let total = Instant::now();
     let transport = hosts.resolve(name)?;
-    if let Transport::Ssh(_) = transport
+    if let Backend::Ssh(_) = transport.backend()
         && let Some(target) = hosts.ssh_target(name)
     {
         println!("target     {}", target.display());

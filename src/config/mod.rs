@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod remote;
 mod serve;
 
 /// Sections left at their defaults are not written back to the file.
@@ -16,6 +17,7 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
+pub use remote::{HostKeyPolicy, PortOrAddress, RemoteConfig, RemoteKind, TunnelConfig};
 pub use serve::{AuditSettings, JwtSettings, ServeSettings};
 
 /// The whole config file. Every field is optional; no file at all means defaults.
@@ -31,6 +33,9 @@ pub struct Config {
     /// Named remote hosts, by the name tools use for them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub remotes: BTreeMap<String, RemoteConfig>,
+    /// Host groups: a call naming the group runs on its least busy healthy member.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Vec<String>>,
     /// Limits for running commands.
     #[serde(skip_serializing_if = "is_default")]
     pub exec: ExecConfig,
@@ -115,55 +120,6 @@ impl Default for SshSettings {
             idle_timeout_secs: 600,
         }
     }
-}
-
-/// A remote host reached over SSH.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteConfig {
-    /// Host name, IP address or `~/.ssh/config` alias to connect to.
-    pub host: String,
-    /// Login user (default: from ~/.ssh/config, else the local user).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// SSH port (default: from ~/.ssh/config, else 22).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Private key file to authenticate with (default: ssh-agent, then ~/.ssh/id_*).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity_file: Option<PathBuf>,
-    /// Directory commands run in when a call gives no `cwd`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workspace: Option<String>,
-    /// Host-key policy: `yes` (default: unknown keys refused) or `accept-new` (record unknown keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub strict_host_key_checking: Option<HostKeyPolicy>,
-    /// Path of the `claude` executable on this host (default: searched for).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claude_path: Option<String>,
-    /// Local environment variables whose values are passed to Claude on this host (never in argv or logs).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub forward_env: Vec<String>,
-    /// Fixed environment variables for Claude on this host (e.g. `CLAUDE_CONFIG_DIR`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub claude_env: BTreeMap<String, String>,
-    /// Sync this host's Claude sessions around `spawn_claude` turns (default: `sync.around_turns`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_sessions: Option<bool>,
-    /// Port of `outpost mcp serve --websocket` on this host, for `outpost mcp connect --remote`
-    /// (default 8001).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serve_port: Option<u16>,
-}
-
-/// What to do with a host key that is not in known_hosts yet. A changed key is always refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// Refuse unknown keys.
-    Yes,
-    /// Record unknown keys in known_hosts and go on.
-    AcceptNew,
 }
 
 /// Limits for running commands and keeping their output.
@@ -285,6 +241,30 @@ impl Config {
                 "remotes.local".into(),
                 "`local` is the built-in host for this machine; choose another name".into(),
             ));
+        }
+        for (name, remote) in &self.remotes {
+            remote
+                .check()
+                .map_err(|(field, message)| invalid(format!("remotes.{name}.{field}"), message))?;
+        }
+        for (name, members) in &self.groups {
+            self.check_group(name, members)
+                .map_err(|message| invalid(format!("groups.{name}"), message))?;
+        }
+        Ok(())
+    }
+
+    fn check_group(&self, name: &str, members: &[String]) -> std::result::Result<(), String> {
+        if name == crate::hosts::LOCAL || self.remotes.contains_key(name) {
+            return Err(format!(
+                "`{name}` already names a host; a group needs its own name"
+            ));
+        }
+        if members.is_empty() {
+            return Err("a group needs at least one member".into());
+        }
+        if let Some(nested) = members.iter().find(|m| self.groups.contains_key(*m)) {
+            return Err(format!("member `{nested}` is a group; groups cannot nest"));
         }
         Ok(())
     }

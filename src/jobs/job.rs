@@ -44,6 +44,8 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub host: String,
+    /// The group `host` was chosen from, if any.
+    pub group: Option<String>,
     pub command: String,
     pub timeout: Duration,
     pub output_limit: usize,
@@ -64,6 +66,7 @@ struct JobState {
 pub struct Job {
     pub id: String,
     pub host: String,
+    pub group: Option<String>,
     pub command: String,
     pub started_at: SystemTime,
     started: Instant,
@@ -79,6 +82,7 @@ impl Job {
         Self {
             id,
             host: spec.host.clone(),
+            group: spec.group.clone(),
             command: spec.command.clone(),
             started_at: SystemTime::now(),
             started: Instant::now(),

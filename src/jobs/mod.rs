@@ -142,6 +142,7 @@ mod tests {
     fn spec() -> JobSpec {
         JobSpec {
             host: "local".into(),
+            group: None,
             command: "true".into(),
             timeout: Duration::from_secs(1),
             output_limit: 100,

@@ -12,6 +12,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::connect::{Connection, connect};
 use super::target::SshTarget;
 use crate::error::{Error, Result};
+use crate::transport::Health;
 
 /// Command channels per connection. OpenSSH's default `MaxSessions` is 10; two stay free for kills.
 pub const CHANNELS_PER_CONNECTION: usize = 8;
@@ -163,6 +164,18 @@ impl SshPool {
             .await;
     }
 
+    /// Whether `target` is worth a try, from its last connection attempts.
+    pub fn health(&self, target: &SshTarget) -> Health {
+        let Some(host) = self.hosts().get(target).cloned() else {
+            return Health::Ready;
+        };
+        let failure = host.failure.lock().unwrap_or_else(|e| e.into_inner());
+        match failure.as_ref() {
+            None => Health::Ready,
+            Some(f) => Health::after_failures(f.count, f.at, &f.message),
+        }
+    }
+
     /// `connected (N connections)` or `not connected`, for `list_hosts`.
     pub fn state(&self, target: &SshTarget) -> String {
         let Some(host) = self.hosts().get(target).cloned() else {
@@ -218,7 +231,7 @@ fn record_failure(host: &HostConnections, error: &Error) {
     });
 }
 
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let secs = 1u64 << failures.saturating_sub(1).min(5);
     Duration::from_secs(secs).min(MAX_BACKOFF)
 }

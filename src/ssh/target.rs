@@ -125,9 +125,10 @@ impl SshTarget {
             key_host,
             known_hosts,
             host_key_policy,
-            connect_timeout: params
-                .as_ref()
-                .and_then(|p| p.connect_timeout)
+            connect_timeout: remote
+                .and_then(|r| r.connect_timeout_secs)
+                .map(Duration::from_secs)
+                .or(params.as_ref().and_then(|p| p.connect_timeout))
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             keepalive: Some(
                 params

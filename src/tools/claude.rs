@@ -207,6 +207,7 @@ impl Outpost {
         let exec = &self.hosts.config().exec;
         let spec = JobSpec {
             host: host.clone(),
+            group: None,
             command: format!("claude: {}", stream::excerpt(&request.prompt)),
             timeout: request.timeout,
             output_limit: exec.output_limit_bytes,

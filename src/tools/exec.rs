@@ -25,7 +25,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteExecParams {
-    /// Host to run on: `local`, a configured remote or an ~/.ssh/config alias (see `list_hosts`). Default: the default host.
+    /// Host to run on: `local`, a configured remote, an ~/.ssh/config alias or a group (see `list_hosts`). Default: the default host.
     #[serde(default)]
     pub host: Option<String>,
     /// Shell command line, run with `sh -c`.
@@ -50,8 +50,11 @@ pub struct RemoteExecParams {
 /// Result of `remote_exec`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ExecResult {
-    /// Host the command ran on.
+    /// Host the command ran on (for a group: the member that took it).
     pub host: String,
+    /// The group `host` was chosen from, when the call named a group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     #[serde(flatten)]
     pub outcome: Outcome,
     /// Standard output (head and tail when truncated).
@@ -126,22 +129,22 @@ impl Outpost {
                 reason: "is empty".into(),
             });
         }
-        let host = self.hosts.effective_name(params.host.as_deref());
-        let transport = self.hosts.resolve(&host)?;
-        let spec = CommandSpec {
+        let name = self.hosts.effective_name(params.host.as_deref());
+        let stdin = params.stdin.map(String::into_bytes);
+        let spec = |host: &str| CommandSpec {
             command: params.command.clone(),
-            cwd: params.cwd.or_else(|| self.hosts.workspace(&host)),
-            env: params.env,
-            stdin: params
-                .stdin
-                .map_or(Stdin::Null, |s| Stdin::Bytes(s.into_bytes())),
+            cwd: params.cwd.clone().or_else(|| self.hosts.workspace(host)),
+            env: params.env.clone(),
+            stdin: stdin.clone().map_or(Stdin::Null, Stdin::Bytes),
         };
-        let process = transport.spawn(spec).await?;
-        tracing::info!(%host, pid = process.pid(), background = params.background, "remote_exec started");
+        let (picked, process) = self.hosts.spawn(&name, spec).await?;
+        let host = picked.host;
+        tracing::info!(%host, group = ?picked.group, pid = process.pid(), background = params.background, "remote_exec started");
         self.jobs.start(
             process,
             JobSpec {
                 host,
+                group: picked.group,
                 command: params.command,
                 timeout,
                 output_limit: settings.output_limit_bytes,
@@ -159,6 +162,7 @@ impl Outpost {
         }
         ExecResult {
             host: job.host.clone(),
+            group: job.group.clone(),
             outcome: job.outcome(),
             stdout: rendered.stdout,
             stderr: rendered.stderr,

@@ -8,13 +8,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::process::feed_stdin;
 use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
 use crate::error::{Error, Result};
 
@@ -66,7 +67,7 @@ impl Local {
         let stdin = child.stdin.take();
         let stdin = match (spec.stdin, stdin) {
             (Stdin::Bytes(data), Some(pipe)) => {
-                tokio::spawn(feed_stdin(pipe, data, kill.clone()));
+                feed_stdin(pipe, data, kill.clone());
                 None
             }
             (Stdin::Pipe, Some(pipe)) => Some(Box::pin(pipe) as super::StdinWriter),
@@ -99,18 +100,6 @@ impl Local {
                 cwd: path.display().to_string(),
             }),
         }
-    }
-}
-
-/// Writes `data` to the process's stdin, then closes it. Stops when the process is killed.
-async fn feed_stdin(mut pipe: tokio::process::ChildStdin, data: Vec<u8>, kill: CancellationToken) {
-    tokio::select! {
-        result = pipe.write_all(&data) => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "process closed stdin before reading all of it");
-            }
-        }
-        _ = kill.cancelled() => {}
     }
 }
 
@@ -177,7 +166,8 @@ async fn drain(mut readers: JoinSet<()>, pgid: Option<Pid>, kill: &CancellationT
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+/// Sleeps until `deadline`; returns at once without one, so `select!` branches guard on it.
+pub(super) async fn sleep_until_opt(deadline: Option<Instant>) {
     if let Some(deadline) = deadline {
         tokio::time::sleep_until(deadline).await;
     }

@@ -1,17 +1,22 @@
 //! The transport layer: given a command spec, start a process on some host and hand back a [`Process`].
 
+mod activity;
+mod command;
 mod local;
 mod process;
 mod ssh;
+mod wrapper;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use activity::{Activity, Health, Ticket};
+pub use command::CommandPrefix;
 pub use local::Local;
 pub use process::{ExitStatus, Output, OutputStream, Process, ProcessEvent, StdinWriter};
 pub use ssh::Ssh;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What to run: a `sh -c` command line, where, with what environment and stdin.
 #[derive(Debug, Clone, Default)]
@@ -40,18 +45,58 @@ pub enum Stdin {
 
 /// One way of running processes. A closed set: one variant (and one file) per backend.
 #[derive(Debug, Clone)]
-pub enum Transport {
+pub enum Backend {
+    /// This machine.
     Local(Local),
+    /// A host over SSH.
     Ssh(Ssh),
+    /// Inside a container, pod or other wrapper, through an argv prefix run by another backend.
+    Command(CommandPrefix),
+}
+
+/// A named host's backend, counting what runs there in the shared [`Activity`].
+#[derive(Debug, Clone)]
+pub struct Transport {
+    host: String,
+    backend: Backend,
+    activity: Activity,
 }
 
 impl Transport {
-    /// Starts `spec`; a failure to start is an error, a non-zero exit later is not.
-    pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
-        match self {
-            Transport::Local(local) => local.spawn(spec).await,
-            Transport::Ssh(ssh) => ssh.spawn(spec).await,
+    pub fn new(host: impl Into<String>, backend: Backend, activity: Activity) -> Self {
+        Self {
+            host: host.into(),
+            backend,
+            activity,
         }
+    }
+
+    /// The host name this transport runs on.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Starts `spec`; a failure to start is an error, a non-zero exit later is not.
+    /// The process counts as load on the host until it ends; a host that cannot be reached is
+    /// remembered as down for a while.
+    pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
+        let ticket = self.activity.ticket(&self.host);
+        let started = match &self.backend {
+            Backend::Local(local) => local.spawn(spec).await,
+            Backend::Ssh(ssh) => ssh.spawn(spec).await,
+            Backend::Command(prefix) => prefix.spawn(spec).await,
+        };
+        match &started {
+            Ok(_) => self.activity.succeeded(&self.host),
+            // SSH hosts: the pool remembers connection failures (and refuses during backoff).
+            Err(e @ Error::Engine { .. }) => self.activity.failed(&self.host, e.to_string()),
+            Err(_) => {}
+        }
+        Ok(started?.holding(ticket))
     }
 }
 

@@ -4,7 +4,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -65,6 +65,7 @@ pub struct Process {
     kill: CancellationToken,
     _kill_on_drop: DropGuard,
     pid: Option<u32>,
+    _load: Option<super::Ticket>,
 }
 
 impl Process {
@@ -83,7 +84,14 @@ impl Process {
             kill,
             _kill_on_drop: guard,
             pid,
+            _load: None,
         }
+    }
+
+    /// Keeps `ticket` (load counted on a host) until this handle is dropped.
+    pub fn holding(mut self, ticket: super::Ticket) -> Self {
+        self._load = Some(ticket);
+        self
     }
 
     /// The next output chunk or the exit; `None` once the exit has been delivered.
@@ -127,4 +135,22 @@ impl Process {
     pub fn pid(&self) -> Option<u32> {
         self.pid
     }
+}
+
+/// Writes `data` to a process's stdin and closes it, in the background; stops when `stop` is
+/// cancelled (the process is being killed). A process that exits without reading it all is fine.
+pub(super) fn feed_stdin<W>(mut writer: W, data: Vec<u8>, stop: CancellationToken)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    tokio::spawn(async move {
+        tokio::select! {
+            result = async { writer.write_all(&data).await?; writer.shutdown().await } => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "process closed stdin before reading all of it");
+                }
+            }
+            _ = stop.cancelled() => {}
+        }
+    });
 }

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use russh::{Channel, ChannelMsg, client::Msg};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::process::feed_stdin;
+use super::wrapper::{Invocation, MAX_STARTUP_NOISE, Report, Scanned, StartupScan, kill_script};
 use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
 use crate::error::{Error, Result};
 use crate::ssh::pool::{Lease, PooledConnection};
-use crate::ssh::wrapper::{Invocation, Report, kill_script};
 use crate::ssh::{SshPool, SshTarget};
 
 const EVENT_BUFFER: usize = 16;
@@ -65,14 +65,7 @@ impl Ssh {
                 None
             }
             Stdin::Bytes(data) => {
-                let mut writer = channel.make_writer();
-                let stop = kill.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = async { writer.write_all(&data).await?; writer.shutdown().await } => {}
-                        _ = stop.cancelled() => {}
-                    }
-                });
+                feed_stdin(channel.make_writer(), data, kill.clone());
                 None
             }
             Stdin::Pipe => Some(Box::pin(channel.make_writer()) as super::StdinWriter),
@@ -132,52 +125,27 @@ impl Ssh {
         invocation: &Invocation,
         cwd: Option<&str>,
     ) -> Result<Started> {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
+        let mut scan = StartupScan::default();
         loop {
             match channel.wait().await {
-                Some(ChannelMsg::Data { data }) => {
-                    stdout.extend_from_slice(&data);
-                    let found = loop {
-                        let Some(end) = stdout.iter().position(|b| *b == b'\n') else {
-                            break None;
-                        };
-                        let line = String::from_utf8_lossy(&stdout[..end]).into_owned();
-                        match invocation.parse_report(&line) {
-                            Some(report) => break Some((end, report)),
-                            // Printed by the login shell's startup files (.bashrc, motd scripts).
-                            None => drop(stdout.drain(..=end)),
-                        }
-                    };
-                    let Some((end, report)) = found else {
-                        if stdout.len() > MAX_STARTUP_NOISE {
-                            return Err(self.channel_error(format!(
-                                "the remote shell printed over {MAX_STARTUP_NOISE} bytes without starting the command"
-                            )));
-                        }
-                        continue;
-                    };
-                    return match report {
-                        Report::Started(pid) => {
-                            let mut early = Vec::new();
-                            if end + 1 < stdout.len() {
-                                early.push((
-                                    OutputStream::Stdout,
-                                    Bytes::copy_from_slice(&stdout[end + 1..]),
-                                ));
-                            }
-                            if !stderr.is_empty() {
-                                early.push((OutputStream::Stderr, Bytes::from(stderr)));
-                            }
-                            Ok(Started { pid, early })
-                        }
-                        Report::NoCwd => Err(Error::MissingCwd {
+                Some(ChannelMsg::Data { data }) => match scan.stdout(invocation, &data) {
+                    Scanned::Pending => {}
+                    Scanned::TooNoisy => {
+                        return Err(self.channel_error(format!(
+                            "the remote shell printed over {MAX_STARTUP_NOISE} bytes without starting the command"
+                        )));
+                    }
+                    Scanned::Reported(Report::Started(pid), early) => {
+                        return Ok(Started { pid, early });
+                    }
+                    Scanned::Reported(Report::NoCwd, _) => {
+                        return Err(Error::MissingCwd {
                             host: self.target.name.clone(),
                             cwd: cwd.unwrap_or_default().to_owned(),
-                        }),
-                    };
-                }
-                Some(ChannelMsg::ExtendedData { data, .. }) => stderr.extend_from_slice(&data),
+                        });
+                    }
+                },
+                Some(ChannelMsg::ExtendedData { data, .. }) => scan.stderr(&data),
                 Some(ChannelMsg::Failure) => {
                     return Err(self.channel_error("the server refused to run a command"));
                 }
@@ -187,10 +155,9 @@ impl Ssh {
                     | ChannelMsg::Close,
                 )
                 | None => {
-                    let said = String::from_utf8_lossy(&stderr);
                     return Err(self.channel_error(format!(
                         "the remote shell ended before the command started (is `sh` there?): {}",
-                        said.trim()
+                        scan.stderr_text()
                     )));
                 }
                 Some(_) => {}
@@ -198,9 +165,6 @@ impl Ssh {
         }
     }
 }
-
-/// Output a shell may print before the wrapper reports (startup files); beyond it, give up.
-const MAX_STARTUP_NOISE: usize = 64 << 10;
 
 struct Started {
     pid: u32,
@@ -260,7 +224,8 @@ async fn supervise(
 
 /// On a second channel: TERM the group, wait up to `grace` for it to go, then KILL what is left.
 async fn kill_group(connection: Arc<PooledConnection>, pgid: u32, grace: Duration) {
-    let script = kill_script(pgid, grace);
+    // Run by `sh` whatever the login shell is (fish, csh, ...).
+    let script = format!("exec sh -c '{}'", kill_script(pgid, grace));
     let result = async {
         let mut channel = connection.handle.channel_open_session().await?;
         channel.exec(true, script.as_bytes()).await?;

@@ -8,13 +8,23 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, RemoteKind};
 use crate::error::{Error, Result};
 use crate::ssh::{SshPool, SshTarget};
-use crate::transport::{KillPolicy, Local, Ssh, Transport};
+use crate::transport::{
+    Activity, Backend, CommandPrefix, Health, KillPolicy, Local, Ssh, Transport,
+};
+
+mod groups;
+
+pub use groups::{MemberEntry, Picked};
 
 /// The built-in host for the machine outpost runs on.
 pub const LOCAL: &str = "local";
+
+/// How long an engine (docker, kubectl, ...) gets to start a command when the remote sets no
+/// `connect_timeout_secs`.
+const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a host is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -24,6 +34,25 @@ pub enum HostKind {
     Local,
     /// Over SSH.
     Ssh,
+    /// Inside a docker (or podman) container.
+    Docker,
+    /// Inside a Kubernetes pod.
+    Kubernetes,
+    /// Through a configured command prefix.
+    Command,
+    /// A group: calls go to its least busy healthy member.
+    Group,
+}
+
+impl From<RemoteKind> for HostKind {
+    fn from(kind: RemoteKind) -> Self {
+        match kind {
+            RemoteKind::Ssh => HostKind::Ssh,
+            RemoteKind::Docker => HostKind::Docker,
+            RemoteKind::Kubernetes => HostKind::Kubernetes,
+            RemoteKind::Command => HostKind::Command,
+        }
+    }
 }
 
 /// Where outpost learnt of a host.
@@ -32,7 +61,7 @@ pub enum HostKind {
 pub enum HostSource {
     /// Always there.
     Builtin,
-    /// `remotes` in outpost's config file.
+    /// `remotes` or `groups` in outpost's config file.
     Config,
     /// A `Host` alias in ~/.ssh/config.
     SshConfig,
@@ -45,13 +74,18 @@ pub struct HostEntry {
     pub name: String,
     pub kind: HostKind,
     pub source: HostSource,
-    /// Where it points (`user@host:port`), for remote hosts.
+    /// Where it points: `user@host:port`, the engine command, or the members of a group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Whether calls without `host` go here.
     pub default: bool,
-    /// `ready` for hosts that can run commands now; otherwise why not.
+    /// `ready`, `connected (...)` or `not connected` for hosts that can take work; otherwise why not.
     pub state: String,
+    /// Commands, jobs and Claude processes running there now.
+    pub running: usize,
+    /// A group's members, in the order they were listed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberEntry>,
 }
 
 /// Every host the server knows, and how to run things on each.
@@ -61,8 +95,10 @@ pub struct Hosts {
     ssh_config: Option<ssh2_config::SshConfig>,
     ssh_aliases: Vec<String>,
     kill: KillPolicy,
-    local: Transport,
+    local: Local,
     pool: Arc<SshPool>,
+    activity: Activity,
+    rotation: groups::Rotation,
 }
 
 impl Hosts {
@@ -83,14 +119,21 @@ impl Hosts {
             ssh_config,
             ssh_aliases,
             kill,
-            local: Transport::Local(Local::new(LOCAL, kill)),
+            local: Local::new(LOCAL, kill),
             pool,
+            activity: Activity::default(),
+            rotation: groups::Rotation::default(),
         }
     }
 
-    /// Where an SSH host name leads, if it is one: a remote, an ssh alias, or `user@host[:port]`.
+    /// Where an SSH host name leads, if it is one: an ssh remote, an ssh alias, or `user@host[:port]`.
     pub fn ssh_target(&self, name: &str) -> Option<SshTarget> {
         let remote = self.config.remotes.get(name);
+        if remote.is_some_and(|r| r.kind != RemoteKind::Ssh)
+            || self.config.groups.contains_key(name)
+        {
+            return None;
+        }
         let known =
             remote.is_some() || self.ssh_aliases.iter().any(|a| a == name) || name.contains('@');
         known.then(|| SshTarget::resolve(name, remote, self.ssh_config.as_ref(), &self.home))
@@ -147,17 +190,46 @@ impl Hosts {
         }
     }
 
-    /// The transport for `name` (see [`Hosts::effective_name`]).
+    /// The transport for host `name` (not a group: see [`Hosts::pick`]).
     pub fn resolve(&self, name: &str) -> Result<Transport> {
+        if let Some(members) = self.config.groups.get(name) {
+            return Err(Error::IsGroup {
+                group: name.to_owned(),
+                members: members.join(", "),
+            });
+        }
+        Ok(Transport::new(
+            name,
+            self.backend(name)?,
+            self.activity.clone(),
+        ))
+    }
+
+    fn backend(&self, name: &str) -> Result<Backend> {
         if name == LOCAL {
-            return Ok(self.local.clone());
+            return Ok(Backend::Local(self.local.clone()));
+        }
+        if let Some(remote) = self.config.remotes.get(name)
+            && let Some(prefix) = remote.command_prefix()
+        {
+            let via = remote.via.as_deref().unwrap_or(LOCAL);
+            let base = self.resolve(via)?;
+            if !matches!(base.backend(), Backend::Local(_) | Backend::Ssh(_)) {
+                return Err(Error::InvalidArgument {
+                    field: "via",
+                    reason: format!(
+                        "remote `{name}` runs its engine via `{via}`, which is neither `local` nor an SSH host"
+                    ),
+                });
+            }
+            let start_timeout = remote
+                .connect_timeout_secs
+                .map_or(ENGINE_START_TIMEOUT, Duration::from_secs);
+            let prefixed = CommandPrefix::new(name, prefix, base, self.kill, start_timeout);
+            return Ok(Backend::Command(prefixed));
         }
         if let Some(target) = self.ssh_target(name) {
-            return Ok(Transport::Ssh(Ssh::new(
-                target,
-                self.pool.clone(),
-                self.kill,
-            )));
+            return Ok(Backend::Ssh(Ssh::new(target, self.pool.clone(), self.kill)));
         }
         Err(Error::UnknownHost {
             name: name.to_owned(),
@@ -169,38 +241,79 @@ impl Hosts {
         self.list().into_iter().map(|h| h.name).collect()
     }
 
-    /// Every host: `local`, then configured remotes, then ssh aliases not shadowed by a remote.
+    /// Every host: `local`, then configured remotes, then ssh aliases not shadowed by a remote,
+    /// then groups.
     pub fn list(&self) -> Vec<HostEntry> {
         let default = self.effective_name(None);
-        let mut hosts = vec![HostEntry {
-            name: LOCAL.to_owned(),
-            kind: HostKind::Local,
-            source: HostSource::Builtin,
-            target: None,
-            default: default == LOCAL,
-            state: "ready".to_owned(),
-        }];
+        let mut hosts = vec![self.entry(LOCAL, HostSource::Builtin, &default)];
         for name in self.config.remotes.keys() {
-            hosts.push(self.remote_entry(name, HostSource::Config, &default));
+            hosts.push(self.entry(name, HostSource::Config, &default));
         }
         for alias in &self.ssh_aliases {
             if !self.config.remotes.contains_key(alias) && alias != LOCAL {
-                hosts.push(self.remote_entry(alias, HostSource::SshConfig, &default));
+                hosts.push(self.entry(alias, HostSource::SshConfig, &default));
             }
+        }
+        for (name, members) in &self.config.groups {
+            hosts.push(self.group_entry(name, members, &default));
         }
         hosts
     }
 
-    fn remote_entry(&self, name: &str, source: HostSource, default: &str) -> HostEntry {
-        let target = self.ssh_target(name);
+    fn entry(&self, name: &str, source: HostSource, default: &str) -> HostEntry {
+        let remote = self.config.remotes.get(name);
+        let (kind, target) = match remote {
+            _ if name == LOCAL => (HostKind::Local, None),
+            Some(r) if r.kind != RemoteKind::Ssh => {
+                let prefix = r.command_prefix().unwrap_or_default().join(" ");
+                let via = r.via.as_deref().unwrap_or(LOCAL);
+                (r.kind.into(), Some(format!("{prefix} (on {via})")))
+            }
+            _ => (HostKind::Ssh, self.ssh_target(name).map(|t| t.display())),
+        };
         HostEntry {
             name: name.to_owned(),
-            kind: HostKind::Ssh,
+            kind,
             source,
-            target: target.as_ref().map(SshTarget::display),
+            target,
             default: name == default,
-            state: target.map_or_else(|| "unknown".to_owned(), |t| self.pool.state(&t)),
+            state: self.state(name),
+            running: self.activity.running(name),
+            members: Vec::new(),
         }
+    }
+
+    /// What is known of `name`'s reachability, for people: its SSH connections, else its
+    /// engine's recent failures.
+    fn state(&self, name: &str) -> String {
+        if let Some(target) = self.ssh_target(name) {
+            return self.pool.state(&target);
+        }
+        match self.health(name) {
+            Health::Down { reason, retry_in } => {
+                format!(
+                    "down: {reason} (retry in {:.0}s)",
+                    retry_in.as_secs_f64().ceil()
+                )
+            }
+            Health::Suspect(reason) => format!("failed last time: {reason}"),
+            Health::Ready => "ready".to_owned(),
+        }
+    }
+
+    /// Whether `name` is worth a try: an SSH host's connection attempts; for an engine remote, its
+    /// own failures, or its `via` host's when that is down.
+    fn health(&self, name: &str) -> Health {
+        if let Some(target) = self.ssh_target(name) {
+            return self.pool.health(&target);
+        }
+        let via = self.config.remotes.get(name).and_then(|r| r.via.as_deref());
+        if let Some(target) = via.and_then(|via| self.ssh_target(via))
+            && let down @ Health::Down { .. } = self.pool.health(&target)
+        {
+            return down;
+        }
+        self.activity.health(name)
     }
 }
 

@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 
+use bytes::Bytes;
+
+use super::OutputStream;
 use crate::error::{Error, Result};
 
 /// Reads the header up to the nonce line, applies it, checks cwd, reports `$$`, runs the command.
@@ -78,6 +81,80 @@ impl Invocation {
     }
 }
 
+impl Invocation {
+    /// The wrapper as an argv, for a prefix that runs a program (`docker exec -i CONTAINER` + this).
+    pub fn argv(&self) -> [&str; 6] {
+        ["sh", "-c", OUTER, "outpost", &self.nonce, INNER]
+    }
+}
+
+/// Output a shell may print before the wrapper reports (startup files); beyond it, give up.
+pub const MAX_STARTUP_NOISE: usize = 64 << 10;
+
+/// Watches a starting wrapper's output for its report line, keeping what came around it.
+#[derive(Default)]
+pub struct StartupScan {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Where a [`StartupScan`] stands after some stdout.
+pub enum Scanned {
+    /// No report yet.
+    Pending,
+    /// The report, and the command's own output that came with it.
+    Reported(Report, Vec<(OutputStream, Bytes)>),
+    /// Over MAX_STARTUP_NOISE bytes and no report.
+    TooNoisy,
+}
+
+impl StartupScan {
+    /// Takes stdout; lines before the report (printed by shell startup files) are dropped.
+    pub fn stdout(&mut self, invocation: &Invocation, data: &[u8]) -> Scanned {
+        self.stdout.extend_from_slice(data);
+        while let Some(end) = self.stdout.iter().position(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(&self.stdout[..end]).into_owned();
+            let Some(report) = invocation.parse_report(&line) else {
+                self.stdout.drain(..=end);
+                continue;
+            };
+            let mut early = Vec::new();
+            if end + 1 < self.stdout.len() {
+                let rest = Bytes::copy_from_slice(&self.stdout[end + 1..]);
+                early.push((OutputStream::Stdout, rest));
+            }
+            if !self.stderr.is_empty() {
+                early.push((
+                    OutputStream::Stderr,
+                    Bytes::from(std::mem::take(&mut self.stderr)),
+                ));
+            }
+            return Scanned::Reported(report, early);
+        }
+        if self.stdout.len() > MAX_STARTUP_NOISE {
+            Scanned::TooNoisy
+        } else {
+            Scanned::Pending
+        }
+    }
+
+    /// Takes stderr, kept for the command or for the error if it never starts.
+    pub fn stderr(&mut self, data: &[u8]) {
+        self.stderr.extend_from_slice(data);
+    }
+
+    /// The stderr so far (its end, when long), for an error message.
+    pub fn stderr_text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.stderr);
+        let text = text.trim();
+        let start = text.len().saturating_sub(2000);
+        let start = (start..=text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text[start..].to_owned()
+    }
+}
+
 /// What the wrapper said before the command ran.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Report {
@@ -87,12 +164,13 @@ pub enum Report {
     NoCwd,
 }
 
-/// The script that kills process group `pgid` (or just process `pgid` where it leads no group):
-/// TERM, up to `grace` for the group to go, then KILL whatever is left.
+/// The POSIX `sh` script that kills process group `pgid` (or just process `pgid` where it leads no
+/// group): TERM, up to `grace` for the group to go, then KILL whatever is left. No `--` before the
+/// negative id: dash's `kill` refuses it. Contains no single quote.
 pub fn kill_script(pgid: u32, grace: std::time::Duration) -> String {
     let polls = (grace.as_millis() / 100).max(1);
     format!(
-        "kill -TERM -- -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -- -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -- -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
+        "kill -TERM -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
     )
 }
 
@@ -200,17 +278,51 @@ mod tests {
         let Some(Report::Started(pid)) = inv.parse_report(line.trim_end()) else {
             panic!("no report: {line}");
         };
-        let script = kill_script(pid, std::time::Duration::from_millis(200));
-        assert!(
-            Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .status()
-                .unwrap()
-                .success()
-        );
+        run_kill_script(pid, 200);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(child.wait().unwrap().signal(), Some(15));
+    }
+
+    #[test]
+    fn kill_script_takes_the_whole_group_under_dash() {
+        use std::io::{BufRead, BufReader};
+        let inv = Invocation::new(
+            "sleep 301 & echo $!; exec sleep 302",
+            None,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&inv.exec)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&inv.header).unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut report, mut background) = (String::new(), String::new());
+        out.read_line(&mut report).unwrap();
+        out.read_line(&mut background).unwrap();
+        let Some(Report::Started(pgid)) = inv.parse_report(report.trim_end()) else {
+            panic!("no report: {report}");
+        };
+        let background: i32 = background.trim().parse().unwrap();
+        // Debian's `sh` is dash, whose `kill` takes no `--`.
+        run_kill_script(pgid, 500);
+        child.wait().unwrap();
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let stat = std::fs::read_to_string(format!("/proc/{background}/stat"));
+            stat.map_or(true, |s| s.contains(") Z "))
+        });
+        assert!(gone, "the background child of the group survived");
+    }
+
+    fn run_kill_script(pgid: u32, grace_ms: u64) {
+        let script = kill_script(pgid, std::time::Duration::from_millis(grace_ms));
+        let status = Command::new("sh").arg("-c").arg(script).status().unwrap();
+        assert!(status.success());
     }
 
     fn which(tool: &str) -> String {

@@ -1,0 +1,141 @@
+//! What each host is doing: how many processes run there now, and its recent failures to start one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::ssh::pool::backoff;
+
+/// Per-host counts of running processes, shared by every transport, and memory of failures to
+/// start (SSH connection failures are the pool's to remember).
+#[derive(Debug, Clone, Default)]
+pub struct Activity(Arc<Mutex<HashMap<String, HostActivity>>>);
+
+#[derive(Debug, Default)]
+struct HostActivity {
+    running: usize,
+    failure: Option<Failure>,
+}
+
+#[derive(Debug)]
+struct Failure {
+    count: u32,
+    at: Instant,
+    message: String,
+}
+
+/// Whether a host is worth sending work to, from what its last attempts said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Its last start worked, or none was tried.
+    Ready,
+    /// Its last start failed, but the wait after that failure is over: worth one more try.
+    Suspect(String),
+    /// Failed recently; not tried again for `retry_in`.
+    Down { reason: String, retry_in: Duration },
+}
+
+impl Health {
+    /// After `count` failures in a row, the last at `at`: down while the backoff lasts.
+    pub fn after_failures(count: u32, at: Instant, message: &str) -> Self {
+        match backoff(count).checked_sub(at.elapsed()) {
+            Some(retry_in) if !retry_in.is_zero() => Health::Down {
+                reason: message.to_owned(),
+                retry_in,
+            },
+            _ => Health::Suspect(message.to_owned()),
+        }
+    }
+}
+
+/// One unit of load on a host, counted until dropped.
+#[derive(Debug)]
+pub struct Ticket {
+    activity: Activity,
+    host: String,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(host) = self.activity.table().get_mut(&self.host) {
+            host.running = host.running.saturating_sub(1);
+        }
+    }
+}
+
+impl Activity {
+    fn table(&self) -> MutexGuard<'_, HashMap<String, HostActivity>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more process (or one about to start) on `host` while the ticket lives.
+    pub fn ticket(&self, host: &str) -> Ticket {
+        self.table().entry(host.to_owned()).or_default().running += 1;
+        Ticket {
+            activity: self.clone(),
+            host: host.to_owned(),
+        }
+    }
+
+    /// Processes running (or starting) on `host` now.
+    pub fn running(&self, host: &str) -> usize {
+        self.table().get(host).map_or(0, |h| h.running)
+    }
+
+    /// Remembers that `host` could not be reached; repeated failures back off 1 s, 2 s, 4 s ... 30 s.
+    pub fn failed(&self, host: &str, message: String) {
+        let mut table = self.table();
+        let entry = table.entry(host.to_owned()).or_default();
+        let count = entry.failure.as_ref().map_or(0, |f| f.count) + 1;
+        entry.failure = Some(Failure {
+            count,
+            at: Instant::now(),
+            message,
+        });
+    }
+
+    /// Forgets `host`'s failures: a process started there.
+    pub fn succeeded(&self, host: &str) {
+        if let Some(entry) = self.table().get_mut(host) {
+            entry.failure = None;
+        }
+    }
+
+    pub fn health(&self, host: &str) -> Health {
+        let table = self.table();
+        match table.get(host).and_then(|h| h.failure.as_ref()) {
+            None => Health::Ready,
+            Some(f) => Health::after_failures(f.count, f.at, &f.message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_count_until_dropped() {
+        let activity = Activity::default();
+        let a = activity.ticket("gpu1");
+        let b = activity.ticket("gpu1");
+        assert_eq!(activity.running("gpu1"), 2);
+        drop(a);
+        assert_eq!(activity.running("gpu1"), 1);
+        drop(b);
+        assert_eq!(activity.running("gpu1"), 0);
+        assert_eq!(activity.running("gpu2"), 0);
+    }
+
+    #[test]
+    fn a_failure_marks_down_then_a_success_clears_it() {
+        let activity = Activity::default();
+        assert_eq!(activity.health("gpu1"), Health::Ready);
+        activity.failed("gpu1", "refused".into());
+        assert!(
+            matches!(activity.health("gpu1"), Health::Down { retry_in, .. } if retry_in <= Duration::from_secs(1))
+        );
+        activity.succeeded("gpu1");
+        assert_eq!(activity.health("gpu1"), Health::Ready);
+    }
+}

@@ -1,0 +1,211 @@
+"""Command-prefix remotes (kind `command`, the code path of `docker` and `kubernetes`) against a real
+"container": a process in its own PID, mount, UTS, IPC and network namespaces (`unshare`), entered
+with `nsenter` as `docker exec` enters a container. As with docker, killing the `nsenter` client
+would not kill what runs inside: outpost must kill inside."""
+
+import json
+import os
+import pathlib
+import random
+import subprocess
+import time
+import uuid
+
+import anyio
+import pytest
+
+from conftest import HANG_GUARD, data, open_session, text
+from test_claude import FAKE, claude, pid_of_data
+
+pytestmark = pytest.mark.anyio
+HOSTNAME = "outpost-ctr"
+
+
+class Container:
+    """`sleep infinity` as PID 1 of fresh namespaces; `prefix` runs a program inside."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "--uts", "--ipc", "--net",
+             "sh", "-c", f"hostname {HOSTNAME} && exec sleep infinity"])
+        children = pathlib.Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        deadline = time.monotonic() + HANG_GUARD
+        while True:
+            pids = children.read_text().split()
+            if pids and _cmdline(pids[0]).startswith("sleep"):
+                self.init = int(pids[0])
+                break
+            assert time.monotonic() < deadline, "the container did not start"
+            time.sleep(0.02)
+        self.prefix = ["nsenter", "--target", str(self.init), "--pid", "--mount", "--uts", "--ipc",
+                       "--net", "--"]
+
+    def stop(self):
+        self.proc.kill()
+        subprocess.run(["kill", "-KILL", str(self.init)], check=False)
+        self.proc.wait(timeout=HANG_GUARD)
+
+
+def _cmdline(pid) -> str:
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.fixture
+def container():
+    c = Container()
+    yield c
+    c.stop()
+
+
+def configure(env, remotes, **extra):
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"remotes": remotes, **extra}))
+
+
+@pytest.fixture
+async def ctr(env, container):
+    configure(env, {"ctr": {"kind": "command", "command": container.prefix}})
+    async with open_session(env) as s:
+        yield s
+
+
+async def run(session, command, host="ctr", **args):
+    return await session.call_tool("remote_exec", {"host": host, "command": command, **args})
+
+
+def marker() -> str:
+    """A `sleep` argument no other test uses, to find its processes in the host's `ps`."""
+    return str(random.randint(10**6, 10**7))
+
+
+def processes_with(mark: str) -> list[str]:
+    listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if mark in line]
+
+
+async def wait_gone(mark: str):
+    with anyio.fail_after(HANG_GUARD):
+        while processes_with(mark):
+            await anyio.sleep(0.05)
+
+
+async def wait_running(mark: str):
+    with anyio.fail_after(HANG_GUARD):
+        while not any(line.startswith("sleep") for line in processes_with(mark)):
+            await anyio.sleep(0.05)
+
+
+async def test_runs_inside_with_cwd_env_and_stdin(ctr, tmp_path):
+    r = await run(ctr, 'hostname; pwd; echo "pid1=$(cat /proc/1/comm)"; printf "%s\\n" "$TOKEN"; cat; exit 4',
+                  cwd=str(tmp_path), env={"TOKEN": "it's \"quoted\"\n$x"}, stdin="from stdin")
+    d = data(r)
+    assert d["host"] == "ctr" and d["exit_code"] == 4, text(r)
+    assert d["stdout"] == f"{HOSTNAME}\n{tmp_path}\npid1=sleep\nit's \"quoted\"\n$x\nfrom stdin"
+
+
+async def test_env_values_stay_out_of_the_engine_argv(ctr):
+    secret, mark = "hunter2-" + uuid.uuid4().hex, marker()
+    job = data(await run(ctr, f"sleep {mark}", env={"API_KEY": secret}, background=True))["job_id"]
+    await wait_running(mark)
+    listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "nsenter" in listing and secret not in listing
+    await ctr.call_tool("job_kill", {"job_id": job})
+    await wait_gone(mark)
+
+
+async def test_timeout_kills_the_tree_inside(ctr):
+    mark = marker()
+    r = await run(ctr, f"sleep {mark} & sleep {mark}; wait", timeout_secs=1)
+    d = data(r)
+    assert r.is_error and d["timed_out"] is True, text(r)
+    await wait_gone(mark)
+
+
+async def test_cancel_and_job_kill_kill_inside(ctr):
+    mark = marker()
+
+    async def call():
+        await run(ctr, f"sleep {mark} & sleep {mark}; wait")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await wait_running(mark)
+        tg.cancel_scope.cancel()
+    await wait_gone(mark)
+    mark = marker()
+    job = data(await run(ctr, f"exec sleep {mark}", background=True))["job_id"]
+    await wait_running(mark)
+    assert data(await ctr.call_tool("job_kill", {"job_id": job}))["status"] == "killed"
+    await wait_gone(mark)
+
+
+async def test_shutdown_kills_inside(env, container):
+    configure(env, {"ctr": {"kind": "command", "command": container.prefix}})
+    mark = marker()
+    async with open_session(env) as s:
+        await run(s, f"exec sleep {mark}", background=True)
+        await wait_running(mark)
+    await wait_gone(mark)
+
+
+async def test_engine_errors_come_back_clearly(env, container):
+    configure(env, {
+        "gone": {"kind": "command", "command": ["nsenter", "--target", "999999999", "--pid", "--"]},
+        "nodocker": {"kind": "docker", "container": "web", "cli": "docker-not-installed"},
+        "nokubectl": {"kind": "kubernetes", "pod": "p", "cli": "/opt/none/kubectl"},
+        "ctr": {"kind": "command", "command": container.prefix},
+    })
+    async with open_session(env) as s:
+        r = await run(s, "true", host="gone")
+        assert r.is_error and "`nsenter` failed before the command started" in text(r)
+        assert "/proc/999999999/ns/pid" in text(r), text(r)
+        r = await run(s, "true", host="nodocker")
+        assert r.is_error and "is `docker-not-installed` installed on `local`" in text(r), text(r)
+        r = await run(s, "true", host="nokubectl")
+        assert r.is_error and "/opt/none/kubectl" in text(r), text(r)
+        r = await run(s, "true", cwd="/no/such/dir")
+        assert r.is_error and "does not exist on host `ctr`" in text(r)
+        hosts = {h["name"]: h for h in data(await s.call_tool("list_hosts", {}))["hosts"]}
+        assert hosts["nodocker"]["kind"] == "docker"
+        assert hosts["nodocker"]["target"] == "docker-not-installed exec -i -- web (on local)"
+        assert hosts["nodocker"]["state"].startswith("down: cannot run on `nodocker`")
+        assert hosts["ctr"]["kind"] == "command" and hosts["ctr"]["state"] == "ready"
+
+
+async def test_via_an_ssh_host_runs_the_engine_there(env, sshd, container):
+    sshd.trust()
+    configure(env, {"ctr": {"kind": "command", "command": container.prefix, "via": "box"}})
+    mark = marker()
+    async with open_session(env) as s:
+        r = await run(s, "hostname; cat", stdin="through ssh")
+        assert data(r)["stdout"] == f"{HOSTNAME}\nthrough ssh", text(r)
+        r = await run(s, f"sleep {mark} & sleep {mark}; wait", timeout_secs=1)
+        assert data(r)["timed_out"] is True
+        await wait_gone(mark)
+
+
+async def test_spawn_claude_and_sync_sessions_inside(env, container, tmp_path):
+    inside, local = tmp_path / "inside-claude", tmp_path / "local-claude"
+    project = tmp_path / "proj"
+    project.mkdir()
+    configure(env, {"ctr": {"kind": "command", "command": container.prefix, "claude_path": FAKE,
+                            "claude_env": {"CLAUDE_CONFIG_DIR": str(inside)}}})
+    env = dict(env, CLAUDE_CONFIG_DIR=str(local))
+    async with open_session(env) as s:
+        first = await claude(s, "hello", host="ctr", cwd=str(project))
+        d = data(first)
+        assert not first.is_error and d["host"] == "ctr", text(first)
+        assert d["sync"]["pulled"]["files_transferred"] == 1, json.dumps(d["sync"])
+        second = data(await claude(s, "again", session_id=d["session_id"]))
+        assert second["warm"] is True and pid_of_data(second) == pid_of_data(d)
+        name = f"{d['session_id']}.jsonl"
+        inside_file = next(inside.glob(f"projects/*/{name}"))
+        local_file = next(local.glob(f"projects/*/{name}"))
+        assert local_file.read_bytes() == inside_file.read_bytes()
+        again = data(await s.call_tool("sync_sessions", {"host": "ctr", "direction": "pull",
+                                                         "cwd": str(project)}))
+        assert again["bytes_transferred"] == 0 and again["files_in_sync"] >= 1
+        # Claude runs inside: its pid is in the container's PID namespace, not the host's.
+        assert pid_of_data(d) < 100 and os.getpid() != pid_of_data(d)
