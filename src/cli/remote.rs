@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, HostKeyPolicy, RemoteConfig};
+use crate::config::{Config, HostKeyPolicy, RemoteConfig, RemoteKind};
 use crate::error::{Error, Result};
 use crate::hosts::{Hosts, LOCAL};
 use crate::ssh::connect::connect_timed;
@@ -15,10 +15,36 @@ use crate::transport::{Backend, CommandSpec, Transport};
 pub struct AddRemote {
     /// Name tools will use for it.
     pub name: String,
-    /// `[user@]host[:port]`, or an ~/.ssh/config alias.
-    pub target: String,
+    /// SSH: `[user@]host[:port]`, or an ~/.ssh/config alias.
+    #[arg(required_unless_present_any = ["docker", "kubernetes", "command"])]
+    pub target: Option<String>,
+    /// A running docker container (name or id) instead of an SSH host.
+    #[arg(long, value_name = "CONTAINER", conflicts_with_all = ["target", "kubernetes", "command"])]
+    pub docker: Option<String>,
+    /// A Kubernetes pod, or a workload such as `deploy/api`, instead of an SSH host.
+    #[arg(long, value_name = "POD", conflicts_with_all = ["target", "command"])]
+    pub kubernetes: Option<String>,
+    /// Any argv prefix that runs a program elsewhere with stdio attached (one shell-quoted string).
+    #[arg(long, value_name = "PREFIX", conflicts_with = "target")]
+    pub command: Option<String>,
+    /// Kubernetes namespace.
+    #[arg(long, requires = "kubernetes")]
+    pub namespace: Option<String>,
+    /// Kubernetes kubeconfig context.
+    #[arg(long, requires = "kubernetes")]
+    pub context: Option<String>,
+    /// Kubernetes: the container in the pod.
+    #[arg(long)]
+    pub container: Option<String>,
+    /// The engine's CLI (e.g. `podman`, `oc`, a full path).
+    #[arg(long)]
+    pub cli: Option<String>,
+    /// Run the engine's CLI on this SSH host instead of here.
+    #[arg(long, value_name = "HOST")]
+    pub via: Option<String>,
     #[arg(long)]
     pub port: Option<u16>,
+    /// SSH: the login user. Docker: the user inside the container.
     #[arg(long)]
     pub user: Option<String>,
     /// Private key file to authenticate with.
@@ -62,16 +88,10 @@ pub fn add(path: &Path, mut config: Config, add: AddRemote) -> Result<String> {
             ),
         ));
     }
-    let (user, host, port) = split_destination(&add.target);
-    let remote = RemoteConfig {
-        host,
-        user: add.user.or(user),
-        port: add.port.or(port),
-        identity_file: add.identity,
-        workspace: add.workspace,
-        strict_host_key_checking: add.accept_new.then_some(HostKeyPolicy::AcceptNew),
-        ..RemoteConfig::default()
-    };
+    let remote = remote_of(&add)?;
+    remote
+        .check()
+        .map_err(|(field, reason)| invalid("remote", format!("`{field}` {reason}")))?;
     config.remotes.insert(add.name.clone(), remote);
     if add.set_default {
         config.default_host = Some(add.name.clone());
@@ -82,6 +102,46 @@ pub fn add(path: &Path, mut config: Config, add: AddRemote) -> Result<String> {
         add.name,
         if add.set_default { " (default)" } else { "" }
     ))
+}
+
+/// The config entry the flags describe.
+fn remote_of(add: &AddRemote) -> Result<RemoteConfig> {
+    // Flags that do not fit the kind are kept, so that `check` names them.
+    let mut remote = RemoteConfig {
+        workspace: add.workspace.clone(),
+        user: add.user.clone(),
+        port: add.port,
+        identity_file: add.identity.clone(),
+        strict_host_key_checking: add.accept_new.then_some(HostKeyPolicy::AcceptNew),
+        cli: add.cli.clone(),
+        via: add.via.clone(),
+        container: add.container.clone(),
+        ..RemoteConfig::default()
+    };
+    if let Some(container) = &add.docker {
+        remote.kind = RemoteKind::Docker;
+        remote.container = Some(container.clone());
+    } else if let Some(target) = &add.kubernetes {
+        remote.kind = RemoteKind::Kubernetes;
+        let slot = if target.contains('/') {
+            &mut remote.workload
+        } else {
+            &mut remote.pod
+        };
+        *slot = Some(target.clone());
+        remote.namespace = add.namespace.clone();
+        remote.context = add.context.clone();
+    } else if let Some(prefix) = &add.command {
+        remote.kind = RemoteKind::Command;
+        remote.command =
+            shell_words::split(prefix).map_err(|e| invalid("--command", e.to_string()))?;
+    } else {
+        let (user, host, port) = split_destination(add.target.as_deref().unwrap_or_default());
+        remote.host = host;
+        remote.user = add.user.clone().or(user);
+        remote.port = add.port.or(port);
+    }
+    Ok(remote)
 }
 
 /// Removes a remote; the default falls back to `local` if it was this one.
@@ -112,7 +172,7 @@ pub fn list(hosts: &Hosts) -> String {
     let mut out = String::new();
     for host in hosts.list() {
         out.push_str(&format!(
-            "{:<20} {:<6} {:<11} {}{}\n",
+            "{:<20} {:<10} {:<11} {}{}\n",
             host.name,
             format!("{:?}", host.kind).to_lowercase(),
             format!("{:?}", host.source).to_lowercase(),

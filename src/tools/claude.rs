@@ -27,7 +27,7 @@ use crate::jobs::{Job, JobSpec, JobStatus};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpawnClaudeParams {
-    /// Host to run on (see `list_hosts`). Default: the session's host when resuming, else the default host.
+    /// Host or group to run on (see `list_hosts`). Default: the session's host when resuming, else the default host.
     #[serde(default)]
     pub host: Option<String>,
     /// Project directory on that host. Default: the session's when resuming, else the remote's workspace.

@@ -147,7 +147,9 @@ impl CommandPrefix {
                 Some(ProcessEvent::Output(OutputStream::Stdout, data)) => {
                     match scan.stdout(invocation, &data) {
                         Scanned::Pending => {}
-                        Scanned::Reported(Report::Started(pid), early) => return Ok((pid, early)),
+                        Scanned::Reported(Report::Started(pid), early) => {
+                            return Ok((pid, self.commands_own(early)));
+                        }
                         Scanned::Reported(Report::NoCwd, _) => {
                             return Err(Error::MissingCwd {
                                 host: self.name.clone(),
@@ -169,6 +171,22 @@ impl CommandPrefix {
                 None => return Err(self.engine_error(scan.stderr_text(), None)),
             }
         }
+    }
+
+    /// What came before the report on stderr is the engine's chatter (kubectl's "Defaulted
+    /// container ..."), not the command's: logged, not passed on.
+    fn commands_own(
+        &self,
+        early: Vec<(OutputStream, bytes::Bytes)>,
+    ) -> Vec<(OutputStream, bytes::Bytes)> {
+        let (stdout, engine): (Vec<_>, Vec<_>) = early
+            .into_iter()
+            .partition(|(stream, _)| *stream == OutputStream::Stdout);
+        for (_, said) in engine {
+            let said = String::from_utf8_lossy(&said);
+            tracing::debug!(host = %self.name, engine = %said.trim(), "the engine said before starting the command");
+        }
+        stdout
     }
 
     /// The engine's own complaint, with a hint for the common causes.

@@ -14,7 +14,7 @@ import uuid
 import anyio
 import pytest
 
-from conftest import HANG_GUARD, data, open_session, text
+from conftest import BIN, HANG_GUARD, data, open_session, text
 from test_claude import FAKE, claude, pid_of_data
 
 pytestmark = pytest.mark.anyio
@@ -209,3 +209,33 @@ async def test_spawn_claude_and_sync_sessions_inside(env, container, tmp_path):
         assert again["bytes_transferred"] == 0 and again["files_in_sync"] >= 1
         # Claude runs inside: its pid is in the container's PID namespace, not the host's.
         assert pid_of_data(d) < 100 and os.getpid() != pid_of_data(d)
+
+
+async def test_any_wrapper_prefix_and_its_chatter_stays_out_of_the_output(env):
+    # A prefix that talks on stderr before running its argv, as `kubectl exec` does
+    # ("Defaulted container ..."): that is not the command's output.
+    chatty = ["sh", "-c", 'echo "Defaulted container \\"main\\" out of: main" >&2; exec "$@"', "wrapper"]
+    configure(env, {"chatty": {"kind": "command", "command": chatty}})
+    async with open_session(env) as s:
+        d = data(await run(s, "echo out; echo err >&2; exit 2", host="chatty"))
+        assert (d["stdout"], d["stderr"], d["exit_code"]) == ("out\n", "err\n", 2)
+
+
+def test_remote_add_and_exec_through_a_container(env, container):
+    def outpost(*args, **kw):
+        return subprocess.run([BIN, *args], env=env, capture_output=True, text=True,
+                              timeout=HANG_GUARD, **kw)
+
+    prefix = " ".join(container.prefix)
+    assert outpost("remote", "add", "ctr", "--command", prefix).returncode == 0
+    refused = outpost("remote", "add", "web", "--docker", "web", "--port", "22")
+    assert refused.returncode != 0 and "`port` does not apply to a remote of kind `docker`" in refused.stderr
+    assert outpost("remote", "add", "app", "--docker", "web", "--user", "app").returncode == 0
+    saved = json.loads(pathlib.Path(env["OUTPOST_CONFIG"]).read_text())["remotes"]
+    assert saved["app"] == {"kind": "docker", "user": "app", "container": "web"}
+    ran = outpost("exec", "ctr", "--", "sh", "-c", "hostname; cat", input="piped in")
+    assert (ran.returncode, ran.stdout) == (0, f"{HOSTNAME}\npiped in"), ran.stderr
+    test = outpost("remote", "test", "ctr")
+    assert test.returncode == 0 and "ran `uname -sm`" in test.stdout, test.stdout + test.stderr
+    listing = outpost("remote", "list").stdout
+    assert f"ctr                  command    config      {prefix} (on local)" in listing
