@@ -70,7 +70,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum RemoteCommand {
     /// Add a remote host to the config file.
-    Add(AddRemote),
+    Add(Box<AddRemote>),
     /// List every known host.
     List,
     /// Remove a remote from the config file.
@@ -223,7 +223,7 @@ async fn serve(hosts: Arc<Hosts>, args: ServeArgs) -> anyhow::Result<()> {
 async fn run_remote(path: &Path, hosts: &Hosts, command: RemoteCommand) -> anyhow::Result<i32> {
     let config = hosts.config().clone();
     let message = match command {
-        RemoteCommand::Add(add) => remote::add(path, config, add)?,
+        RemoteCommand::Add(add) => remote::add(path, config, *add)?,
         RemoteCommand::Remove { name } => remote::remove(path, config, &name)?,
         RemoteCommand::SetDefault { name } => remote::set_default(path, config, hosts, &name)?,
         RemoteCommand::List => remote::list(hosts).trim_end().to_owned(),
