@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::local::sleep_until_opt;
 use super::process::feed_stdin;
-use super::wrapper::{Invocation, MAX_STARTUP_NOISE, Report, Scanned, StartupScan, kill_script};
+use super::wrapper::{
+    Invocation, MAX_STARTUP_NOISE, Report, Scanned, StartupScan, kill_script, log_chatter,
+};
 use super::{
     CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin, Transport,
 };
@@ -141,52 +143,36 @@ impl CommandPrefix {
         invocation: &Invocation,
         cwd: Option<&str>,
     ) -> Result<(u32, Vec<(OutputStream, bytes::Bytes)>)> {
-        let mut scan = StartupScan::default();
+        let mut scan = StartupScan::new(invocation);
         loop {
-            match outer.next_event().await {
-                Some(ProcessEvent::Output(OutputStream::Stdout, data)) => {
-                    match scan.stdout(invocation, &data) {
-                        Scanned::Pending => {}
-                        Scanned::Reported(Report::Started(pid), early) => {
-                            return Ok((pid, self.commands_own(early)));
-                        }
-                        Scanned::Reported(Report::NoCwd, _) => {
-                            return Err(Error::MissingCwd {
-                                host: self.name.clone(),
-                                cwd: cwd.unwrap_or_default().to_owned(),
-                            });
-                        }
-                        Scanned::TooNoisy => {
-                            let reason = format!(
-                                "it printed over {MAX_STARTUP_NOISE} bytes without starting the command"
-                            );
-                            return Err(self.engine_error(reason, None));
-                        }
-                    }
-                }
+            let scanned = match outer.next_event().await {
+                Some(ProcessEvent::Output(OutputStream::Stdout, data)) => scan.stdout(&data),
                 Some(ProcessEvent::Output(OutputStream::Stderr, data)) => scan.stderr(&data),
                 Some(ProcessEvent::Exited(status)) => {
                     return Err(self.engine_error(scan.stderr_text(), Some(status)));
                 }
                 None => return Err(self.engine_error(scan.stderr_text(), None)),
+            };
+            match scanned {
+                Scanned::Pending => {}
+                Scanned::Reported(Report::Started(pid), early) => {
+                    log_chatter(&self.name, &scan);
+                    return Ok((pid, early));
+                }
+                Scanned::Reported(Report::NoCwd, _) => {
+                    return Err(Error::MissingCwd {
+                        host: self.name.clone(),
+                        cwd: cwd.unwrap_or_default().to_owned(),
+                    });
+                }
+                Scanned::TooNoisy => {
+                    let reason = format!(
+                        "it printed over {MAX_STARTUP_NOISE} bytes without starting the command"
+                    );
+                    return Err(self.engine_error(reason, None));
+                }
             }
         }
-    }
-
-    /// What came before the report on stderr is the engine's chatter (kubectl's "Defaulted
-    /// container ..."), not the command's: logged, not passed on.
-    fn commands_own(
-        &self,
-        early: Vec<(OutputStream, bytes::Bytes)>,
-    ) -> Vec<(OutputStream, bytes::Bytes)> {
-        let (stdout, engine): (Vec<_>, Vec<_>) = early
-            .into_iter()
-            .partition(|(stream, _)| *stream == OutputStream::Stdout);
-        for (_, said) in engine {
-            let said = String::from_utf8_lossy(&said);
-            tracing::debug!(host = %self.name, engine = %said.trim(), "the engine said before starting the command");
-        }
-        stdout
     }
 
     /// The engine's own complaint, with a hint for the common causes.

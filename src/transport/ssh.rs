@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::process::feed_stdin;
-use super::wrapper::{Invocation, MAX_STARTUP_NOISE, Report, Scanned, StartupScan, kill_script};
+use super::wrapper::{
+    Invocation, MAX_STARTUP_NOISE, Report, Scanned, StartupScan, kill_script, log_chatter,
+};
 use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
 use crate::error::{Error, Result};
 use crate::ssh::pool::{Lease, PooledConnection};
@@ -125,26 +127,10 @@ impl Ssh {
         invocation: &Invocation,
         cwd: Option<&str>,
     ) -> Result<Started> {
-        let mut scan = StartupScan::default();
+        let mut scan = StartupScan::new(invocation);
         loop {
-            match channel.wait().await {
-                Some(ChannelMsg::Data { data }) => match scan.stdout(invocation, &data) {
-                    Scanned::Pending => {}
-                    Scanned::TooNoisy => {
-                        return Err(self.channel_error(format!(
-                            "the remote shell printed over {MAX_STARTUP_NOISE} bytes without starting the command"
-                        )));
-                    }
-                    Scanned::Reported(Report::Started(pid), early) => {
-                        return Ok(Started { pid, early });
-                    }
-                    Scanned::Reported(Report::NoCwd, _) => {
-                        return Err(Error::MissingCwd {
-                            host: self.target.name.clone(),
-                            cwd: cwd.unwrap_or_default().to_owned(),
-                        });
-                    }
-                },
+            let scanned = match channel.wait().await {
+                Some(ChannelMsg::Data { data }) => scan.stdout(&data),
                 Some(ChannelMsg::ExtendedData { data, .. }) => scan.stderr(&data),
                 Some(ChannelMsg::Failure) => {
                     return Err(self.channel_error("the server refused to run a command"));
@@ -160,7 +146,25 @@ impl Ssh {
                         scan.stderr_text()
                     )));
                 }
-                Some(_) => {}
+                Some(_) => continue,
+            };
+            match scanned {
+                Scanned::Pending => {}
+                Scanned::TooNoisy => {
+                    return Err(self.channel_error(format!(
+                        "the remote shell printed over {MAX_STARTUP_NOISE} bytes without starting the command"
+                    )));
+                }
+                Scanned::Reported(Report::Started(pid), early) => {
+                    log_chatter(&self.target.name, &scan);
+                    return Ok(Started { pid, early });
+                }
+                Scanned::Reported(Report::NoCwd, _) => {
+                    return Err(Error::MissingCwd {
+                        host: self.target.name.clone(),
+                        cwd: cwd.unwrap_or_default().to_owned(),
+                    });
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// Reads the header up to the nonce line, applies it, checks cwd, reports `$$`, runs the command.
 /// `$1` is the nonce. Contains no single quote, so it fits in a single-quoted argument of any shell.
-const INNER: &str = r#"nl=$(printf "\nx"); nl=${nl%x}; s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l$nl"; done; eval "$s"; unset s l; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$1"; exit 127; }; fi; printf "%s pid %s\n" "$1" "$$"; eval "$__o_cmd""#;
+const INNER: &str = r#"nl=$(printf "\nx"); nl=${nl%x}; s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l$nl"; done; eval "$s"; unset s l; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$1"; exit 127; }; fi; printf "%s\n" "$1" >&2; printf "%s pid %s\n" "$1" "$$"; eval "$__o_cmd""#;
 
 /// Starts INNER in a new session (so in its own process group) when `setsid` exists, waits for it,
 /// and dies by the same signal if it did. `$1` is the nonce, `$2` is INNER.
@@ -91,16 +91,22 @@ impl Invocation {
 /// Output a shell may print before the wrapper reports (startup files); beyond it, give up.
 pub const MAX_STARTUP_NOISE: usize = 64 << 10;
 
-/// Watches a starting wrapper's output for its report line, keeping what came around it.
-#[derive(Default)]
-pub struct StartupScan {
+/// Watches a starting wrapper's output for its report line on stdout and its marker line on
+/// stderr. What comes before them is the shell's or engine's chatter (startup files, kubectl's
+/// notices); what comes after is the command's own output. Both are awaited: they travel on two
+/// pipes, so either may arrive first.
+pub struct StartupScan<'a> {
+    invocation: &'a Invocation,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    report: Option<Report>,
+    /// Where the command's own stderr starts, once the marker is seen.
+    stderr_from: Option<usize>,
 }
 
-/// Where a [`StartupScan`] stands after some stdout.
+/// Where a [`StartupScan`] stands.
 pub enum Scanned {
-    /// No report yet.
+    /// Not started yet.
     Pending,
     /// The report, and the command's own output that came with it.
     Reported(Report, Vec<(OutputStream, Bytes)>),
@@ -108,39 +114,77 @@ pub enum Scanned {
     TooNoisy,
 }
 
-impl StartupScan {
-    /// Takes stdout; lines before the report (printed by shell startup files) are dropped.
-    pub fn stdout(&mut self, invocation: &Invocation, data: &[u8]) -> Scanned {
-        self.stdout.extend_from_slice(data);
-        while let Some(end) = self.stdout.iter().position(|b| *b == b'\n') {
-            let line = String::from_utf8_lossy(&self.stdout[..end]).into_owned();
-            let Some(report) = invocation.parse_report(&line) else {
-                self.stdout.drain(..=end);
-                continue;
-            };
-            let mut early = Vec::new();
-            if end + 1 < self.stdout.len() {
-                let rest = Bytes::copy_from_slice(&self.stdout[end + 1..]);
-                early.push((OutputStream::Stdout, rest));
-            }
-            if !self.stderr.is_empty() {
-                early.push((
-                    OutputStream::Stderr,
-                    Bytes::from(std::mem::take(&mut self.stderr)),
-                ));
-            }
-            return Scanned::Reported(report, early);
-        }
-        if self.stdout.len() > MAX_STARTUP_NOISE {
-            Scanned::TooNoisy
-        } else {
-            Scanned::Pending
+impl<'a> StartupScan<'a> {
+    pub fn new(invocation: &'a Invocation) -> Self {
+        Self {
+            invocation,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            report: None,
+            stderr_from: None,
         }
     }
 
-    /// Takes stderr, kept for the command or for the error if it never starts.
-    pub fn stderr(&mut self, data: &[u8]) {
+    /// Takes stdout; lines before the report (printed by shell startup files) are dropped.
+    pub fn stdout(&mut self, data: &[u8]) -> Scanned {
+        self.stdout.extend_from_slice(data);
+        while self.report.is_none() {
+            let Some(end) = self.stdout.iter().position(|b| *b == b'\n') else {
+                break;
+            };
+            let line = String::from_utf8_lossy(&self.stdout[..end]).into_owned();
+            self.report = self.invocation.parse_report(&line);
+            self.stdout.drain(..=end);
+        }
+        self.state()
+    }
+
+    /// Takes stderr, kept whole for an error message until the marker splits it.
+    pub fn stderr(&mut self, data: &[u8]) -> Scanned {
         self.stderr.extend_from_slice(data);
+        if self.stderr_from.is_none() {
+            let marker = format!("{}\n", self.invocation.nonce);
+            self.stderr_from = self
+                .stderr
+                .windows(marker.len())
+                .position(|w| w == marker.as_bytes())
+                .map(|at| at + marker.len());
+        }
+        self.state()
+    }
+
+    fn state(&mut self) -> Scanned {
+        match (&self.report, self.stderr_from) {
+            (Some(Report::NoCwd), _) => Scanned::Reported(Report::NoCwd, Vec::new()),
+            (Some(Report::Started(pid)), Some(from)) => {
+                let mut early = Vec::new();
+                if !self.stdout.is_empty() {
+                    early.push((
+                        OutputStream::Stdout,
+                        Bytes::from(std::mem::take(&mut self.stdout)),
+                    ));
+                }
+                if self.stderr.len() > from {
+                    early.push((
+                        OutputStream::Stderr,
+                        Bytes::copy_from_slice(&self.stderr[from..]),
+                    ));
+                }
+                Scanned::Reported(Report::Started(*pid), early)
+            }
+            _ if self.stdout.len().max(self.stderr.len()) > MAX_STARTUP_NOISE => Scanned::TooNoisy,
+            _ => Scanned::Pending,
+        }
+    }
+
+    /// What the shell or engine printed on stderr before the command started.
+    pub fn chatter(&self) -> String {
+        let end = self.stderr_from.map_or(self.stderr.len(), |from| {
+            from - self.invocation.nonce.len() - 1
+        });
+        String::from_utf8_lossy(&self.stderr[..end])
+            .trim()
+            .to_owned()
     }
 
     /// The stderr so far (its end, when long), for an error message.
@@ -152,6 +196,14 @@ impl StartupScan {
             .find(|i| text.is_char_boundary(*i))
             .unwrap_or(0);
         text[start..].to_owned()
+    }
+}
+
+/// Logs what the shell or engine printed before the command started: not the command's output.
+pub fn log_chatter(host: &str, scan: &StartupScan) {
+    let chatter = scan.chatter();
+    if !chatter.is_empty() {
+        tracing::debug!(host, %chatter, "printed before the command started");
     }
 }
 
@@ -226,6 +278,39 @@ mod tests {
         );
         assert_eq!(rest, "[it's\n\"multi\" $line]\n/tmp\ninput");
         assert_eq!(code, Some(3));
+    }
+
+    #[test]
+    fn the_scan_splits_chatter_from_the_commands_output_whatever_pipe_comes_first() {
+        let inv = Invocation::new("true", None, &BTreeMap::new()).unwrap();
+        let report = format!("motd banner\n{} pid 42\nout", inv.nonce);
+        let marker = format!("Defaulted container \"main\"\n{}\nerr", inv.nonce);
+        for stderr_first in [false, true] {
+            let mut scan = StartupScan::new(&inv);
+            let first = if stderr_first {
+                scan.stderr(marker.as_bytes())
+            } else {
+                scan.stdout(report.as_bytes())
+            };
+            assert!(matches!(first, Scanned::Pending));
+            let second = if stderr_first {
+                scan.stdout(report.as_bytes())
+            } else {
+                scan.stderr(marker.as_bytes())
+            };
+            let Scanned::Reported(Report::Started(42), early) = second else {
+                panic!("not started");
+            };
+            let early: Vec<_> = early.into_iter().map(|(s, b)| (s, b.to_vec())).collect();
+            assert_eq!(
+                early,
+                [
+                    (OutputStream::Stdout, b"out".to_vec()),
+                    (OutputStream::Stderr, b"err".to_vec())
+                ]
+            );
+            assert_eq!(scan.chatter(), "Defaulted container \"main\"");
+        }
     }
 
     #[test]

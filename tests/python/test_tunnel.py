@@ -153,3 +153,27 @@ def test_mcp_connect_remote_opens_the_remotes_tunnels(tunnel_env):
     finally:
         bridge.stdin.close()
         bridge.wait(timeout=HANG_GUARD)
+
+
+def test_health_checks_report_down_then_up(tunnel_env, sshd):
+    """Started while sshd is down: the check says so, and says when it works again."""
+    env, local, _ = tunnel_env
+    sshd.stop()
+    proc = start(env, "tunnel", "gpu")
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+
+    def wait_for(text):
+        deadline = time.monotonic() + HANG_GUARD
+        while not any(text in line for line in lines):
+            assert time.monotonic() < deadline, f"no {text!r} in {lines}"
+            time.sleep(0.05)
+
+    try:
+        wait_for("tunnel down; retrying")
+        sshd.start()
+        wait_for("tunnel up")
+        assert round_trip(local, b"up again") == b"up again"
+    finally:
+        assert stop(proc) == 0, lines
