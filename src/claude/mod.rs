@@ -126,26 +126,29 @@ impl Claude {
             (Some(members), None) => members.len(),
             _ => 1,
         };
-        let mut attempt = 1;
+        let mut tried = Vec::new();
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let outcome = self
-                .turn_once(request.clone(), events.clone(), caller_cancel)
+                .turn_once(request.clone(), events.clone(), caller_cancel, &mut tried)
                 .await;
             match outcome {
                 Err(e) if e.is_unreachable() && attempt < attempts => {
                     tracing::warn!(error = %e, "group member unreachable; trying another");
-                    attempt += 1;
                 }
                 outcome => return outcome,
             }
         }
     }
 
+    /// One attempt at a turn; the host it picked is added to `tried`.
     async fn turn_once(
         &self,
         request: TurnRequest,
         events: mpsc::UnboundedSender<Value>,
         caller_cancel: &CancellationToken,
+        tried: &mut Vec<String>,
     ) -> Result<TurnReport> {
         if self.stop.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -162,8 +165,9 @@ impl Claude {
             request.session_id.as_deref(),
         );
         // For a group: its member, counted as busy from now until Claude's process is.
-        let picked = self.hosts.pick(&host)?;
+        let picked = self.hosts.pick_excluding(&host, tried)?;
         let host = picked.host.clone();
+        tried.push(host.clone());
         let cwd = cwd.or_else(|| self.hosts.workspace(&host));
         let transport = self.hosts.resolve(&host)?;
         let start = match (&request.session_id, request.fork) {

@@ -64,7 +64,7 @@ impl Hosts {
     }
 
     /// [`Hosts::pick`], passing over the members in `tried`.
-    fn pick_excluding(&self, name: &str, tried: &[String]) -> Result<Picked> {
+    pub fn pick_excluding(&self, name: &str, tried: &[String]) -> Result<Picked> {
         let Some(members) = self.group(name) else {
             return Ok(Picked {
                 host: name.to_owned(),
