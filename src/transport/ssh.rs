@@ -75,26 +75,27 @@ impl Ssh {
         // A login shell stuck in its startup files must not hang the call.
         let limit = self.target.connect_timeout;
         let report = self.await_report(&mut channel, &invocation, spec.cwd.as_deref());
-        let start = tokio::time::timeout(limit, report).await.map_err(|_| {
+        let mut start = tokio::time::timeout(limit, report).await.map_err(|_| {
             self.channel_error(format!(
                 "the remote shell did not start the command within {}s (slow or interactive shell startup files?)",
                 limit.as_secs_f64()
             ))
         })??;
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        for (stream, data) in start.early {
+        let pid = start.pid;
+        for (stream, data) in std::mem::take(&mut start.early) {
             let _ = tx.try_send(ProcessEvent::Output(stream, data));
         }
         tokio::spawn(supervise(
             channel,
             lease,
             self.target.name.clone(),
-            start.pid,
+            start,
             tx,
             kill.clone(),
             self.kill.grace,
         ));
-        Ok(Process::new(rx, stdin, kill, Some(start.pid)))
+        Ok(Process::new(rx, stdin, kill, Some(pid)))
     }
 
     /// A session channel on a pooled connection. A connection that cannot open one (half dead,
@@ -128,6 +129,8 @@ impl Ssh {
         cwd: Option<&str>,
     ) -> Result<Started> {
         let mut scan = StartupScan::new(invocation);
+        // sshd may send the exit status before the last output (a command that ends at once).
+        let mut exit = ExitStatus::default();
         loop {
             let scanned = match channel.wait().await {
                 Some(ChannelMsg::Data { data }) => scan.stdout(&data),
@@ -135,12 +138,15 @@ impl Ssh {
                 Some(ChannelMsg::Failure) => {
                     return Err(self.channel_error("the server refused to run a command"));
                 }
-                Some(
-                    ChannelMsg::ExitStatus { .. }
-                    | ChannelMsg::ExitSignal { .. }
-                    | ChannelMsg::Close,
-                )
-                | None => {
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    exit.code = Some(exit_status as i32);
+                    continue;
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    exit.signal = Some(signal_label(&signal_name));
+                    continue;
+                }
+                Some(ChannelMsg::Close) | None => {
                     return Err(self.channel_error(format!(
                         "the remote shell ended before the command started (is `sh` there?): {}",
                         scan.stderr_text()
@@ -157,7 +163,7 @@ impl Ssh {
                 }
                 Scanned::Reported(Report::Started(pid), early) => {
                     log_chatter(&self.target.name, &scan);
-                    return Ok(Started { pid, early });
+                    return Ok(Started { pid, early, exit });
                 }
                 Scanned::Reported(Report::NoCwd, _) => {
                     return Err(Error::MissingCwd {
@@ -173,6 +179,8 @@ impl Ssh {
 struct Started {
     pid: u32,
     early: Vec<(OutputStream, Bytes)>,
+    /// The exit status, when it came with the start.
+    exit: ExitStatus,
 }
 
 /// Forwards the channel's output, kills the remote group on request, and reports the exit last.
@@ -181,12 +189,12 @@ async fn supervise(
     mut channel: Channel<Msg>,
     lease: Lease,
     host: String,
-    pgid: u32,
+    start: Started,
     tx: mpsc::Sender<ProcessEvent>,
     kill: CancellationToken,
     grace: Duration,
 ) {
-    let mut status = ExitStatus::default();
+    let (pgid, mut status) = (start.pid, start.exit);
     let mut killer = None;
     loop {
         tokio::select! {

@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""outpost against OpenSSH and rsync, side by side on one machine (issue: benchmarks B1-B6).
+
+Starts a throwaway OpenSSH sshd on 127.0.0.1 (as the tests do), then measures, interleaving the
+variants trial by trial, and writes medians, min/max and ratios as Markdown. Run it through
+`scripts/bench` (which builds the release binary and installs what is missing); `--smoke` makes a
+tiny, fast run that only proves the script works (the test suite runs it).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import pathlib
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+from sshd import Sshd  # noqa: E402
+
+FAKE_CLAUDE = ROOT / "tests" / "fake_claude" / "claude"
+MB = 1_000_000
+
+
+class Mcp:
+    """A bare JSON-RPC client on `outpost mcp serve`'s stdio: little client overhead in the timings."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.next_id = 0
+        self.pending = {}
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def start(cls, binary, env):
+        proc = await asyncio.create_subprocess_exec(
+            binary, "mcp", "serve", env=env, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, limit=1 << 30)
+        self = cls(proc)
+        await self.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                          "clientInfo": {"name": "bench", "version": "1"}})
+        self.notify("notifications/initialized")
+        return self
+
+    async def _read(self):
+        while line := await self.proc.stdout.readline():
+            message = json.loads(line)
+            future = self.pending.pop(message.get("id"), None)
+            if future is not None:
+                future.set_result(message)
+
+    def notify(self, method, params=None):
+        self._send({"jsonrpc": "2.0", "method": method, **({"params": params} if params else {})})
+
+    def _send(self, message):
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+    async def request(self, method, params=None):
+        self.next_id += 1
+        future = asyncio.get_running_loop().create_future()
+        self.pending[self.next_id] = future
+        self._send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}})
+        message = await future
+        if "error" in message:
+            raise RuntimeError(f"{method}: {message['error']}")
+        return message["result"]
+
+    async def call(self, tool, arguments):
+        result = await self.request("tools/call", {"name": tool, "arguments": arguments})
+        if result.get("isError"):
+            raise RuntimeError(f"{tool}: {result['content'][0]['text']}")
+        return result["structuredContent"]
+
+    def rss_kib(self, field="VmRSS"):
+        return proc_status(self.proc.pid, field)
+
+    async def close(self):
+        self.proc.stdin.close()
+        await self.proc.wait()
+        self.reader.cancel()
+
+
+def proc_status(pid, field):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class Bench:
+    """The sshd, the client-side HOME, the OpenSSH ControlMaster and the outpost environment."""
+
+    def __init__(self, work: pathlib.Path, binary: str):
+        self.work, self.binary = work, binary
+        self.home = work / "home"
+        (self.home / ".ssh").mkdir(parents=True)
+        self.sshd = Sshd(work / "sshd", self.home, extra=["MaxSessions 100", "MaxStartups 100:30:200"])
+        self.sshd.start().trust()
+        ssh = self.home / ".ssh"
+        self.ssh_config = ssh / "config"
+        self.ssh_config.write_text(
+            f"Host box\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User {os.environ.get('USER', 'root')}\n"
+            f"  IdentityFile {ssh / 'id_ed25519'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {ssh / 'known_hosts'}\n"
+            "  StrictHostKeyChecking yes\n  BatchMode yes\n")
+        self.control = work / "cm.sock"
+        self.env = {"HOME": str(self.home), "PATH": os.environ["PATH"], "RUST_LOG": "warn",
+                    "OUTPOST_CONFIG": str(work / "config.json"),
+                    "CLAUDE_CONFIG_DIR": str(work / "local-claude")}
+        self.project = work / "proj"
+        self.project.mkdir()
+        self.remote_claude = work / "remote-claude"
+        self.configure()
+
+    def configure(self, sync=True):
+        remote = {"host": "box", "claude_path": str(FAKE_CLAUDE), "sync_sessions": sync,
+                  "claude_env": {"CLAUDE_CONFIG_DIR": str(self.remote_claude)}}
+        config = {"remotes": {"gpu": remote}, "exec": {"job_log_bytes": 64 << 20}}
+        pathlib.Path(self.env["OUTPOST_CONFIG"]).write_text(json.dumps(config))
+
+    def ssh(self, *args, master=True):
+        mux = ["-S", str(self.control)] if master else ["-o", "ControlPath=none"]
+        return ["ssh", "-F", str(self.ssh_config), *mux, "box", *args]
+
+    def start_master(self):
+        subprocess.run(["ssh", "-F", str(self.ssh_config), "-M", "-S", str(self.control), "-fN", "box"],
+                       check=True, env=self.env)
+
+    def stop(self):
+        subprocess.run(["ssh", "-F", str(self.ssh_config), "-S", str(self.control), "-O", "exit", "box"],
+                       capture_output=True, env=self.env)
+        self.sshd.stop()
+
+    def run(self, argv, **kw):
+        return subprocess.run(argv, env=self.env, check=True, **kw)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+async def atimed(coroutine):
+    start = time.perf_counter()
+    await coroutine
+    return time.perf_counter() - start
+
+
+def summary(samples):
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+            "n": len(samples)}
+
+
+def interleaved(trials, variants):
+    """Yields (trial, name) with the variants in a fresh random order in every trial."""
+    for trial in range(trials):
+        names = list(variants)
+        random.shuffle(names)
+        for name in names:
+            yield trial, name
+
+
+async def b1_warm_exec(bench, trials):
+    mcp = await Mcp.start(bench.binary, bench.env)
+    await mcp.call("remote_exec", {"host": "box", "command": "true"})
+    bench.run(bench.ssh("true"))
+    samples = {"outpost": [], "ssh_controlmaster": [], "ssh_fresh": []}
+    for _, name in interleaved(trials, samples):
+        if name == "outpost":
+            took = await atimed(mcp.call("remote_exec", {"host": "box", "command": "true"}))
+        else:
+            took = timed(lambda: bench.run(bench.ssh("true", master=name == "ssh_controlmaster")))
+        samples[name].append(took)
+    await mcp.close()
+    return {name: summary(s) for name, s in samples.items()}
+
+
+async def b2_concurrent(bench, rounds, width=64):
+    mcp = await Mcp.start(bench.binary, bench.env)
+
+    async def one_outpost():
+        return await atimed(mcp.call("remote_exec", {"host": "box", "command": "true"}))
+
+    async def one_ssh():
+        start = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(*bench.ssh("true"), env=bench.env)
+        assert await proc.wait() == 0
+        return time.perf_counter() - start
+
+    runs = {"outpost": one_outpost, "ssh_controlmaster": one_ssh}
+    for run in runs.values():  # warm: the pool grows to its connections
+        await asyncio.gather(*(run() for _ in range(width)))
+    latencies = {name: [] for name in runs}
+    throughput = {name: [] for name in runs}
+    for _, name in interleaved(rounds, runs):
+        start = time.perf_counter()
+        took = await asyncio.gather(*(runs[name]() for _ in range(width)))
+        throughput[name].append(width / (time.perf_counter() - start))
+        latencies[name].extend(took)
+    await mcp.close()
+    return {name: {"throughput": summary(throughput[name]), "p50": percentile(latencies[name], 50),
+                   "p99": percentile(latencies[name], 99)} for name in runs}
+
+
+def percentile(samples, p):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def b3_bulk_output(bench, trials, size):
+    command = f"head -c {size} /dev/zero | tr '\\0' x"
+    samples = {"outpost": [], "ssh_controlmaster": []}
+    peak_rss, lost = [], []
+    for _, name in interleaved(trials, samples):
+        if name == "ssh_controlmaster":
+            with open(os.devnull, "wb") as sink:
+                samples[name].append(size / timed(lambda: bench.run(bench.ssh(command), stdout=sink)))
+            continue
+        mcp = await Mcp.start(bench.binary, bench.env)
+        await mcp.call("remote_exec", {"host": "box", "command": "true"})
+        start = time.perf_counter()
+        job = (await mcp.call("remote_exec", {"host": "box", "command": command, "background": True}))["job_id"]
+        offset, received = 0, 0
+        while True:
+            read = await mcp.call("job_output", {"job_id": job, "offset": offset, "wait_secs": 5,
+                                                 "max_bytes": 4 << 20})
+            received += len(read["output"])
+            offset = read["next_offset"]
+            if read["status"] != "running" and not read["more"]:
+                break
+        samples[name].append(received / (time.perf_counter() - start))
+        lost.append(size - received)
+        peak_rss.append(mcp.rss_kib("VmHWM") / 1024)
+        await mcp.close()
+    return {"throughput": {name: summary(s) for name, s in samples.items()},
+            "peak_rss_mib": summary(peak_rss), "bytes_not_delivered": max(lost)}
+
+
+async def b4_claude(bench, trials, sync):
+    bench.configure(sync=sync)
+    mcp = await Mcp.start(bench.binary, bench.env)
+    await mcp.call("remote_exec", {"host": "gpu", "command": "true"})
+    samples = {"outpost_cold": [], "outpost_warm": [], "ssh_controlmaster": []}
+    for _, name in interleaved(trials, samples):
+        if name == "ssh_controlmaster":
+            samples[name].append(plain_ssh_turn(bench))
+            continue
+        first = mcp.call("spawn_claude", {"host": "gpu", "cwd": str(bench.project), "prompt": "hi"})
+        start = time.perf_counter()
+        session = (await first)["session_id"]
+        cold = time.perf_counter() - start
+        if name == "outpost_cold":
+            samples[name].append(cold)
+        else:
+            samples[name].append(await atimed(mcp.call("spawn_claude", {"session_id": session, "prompt": "again"})))
+    await mcp.close()
+    bench.configure()
+    return {name: summary(s) for name, s in samples.items()}
+
+
+def plain_ssh_turn(bench):
+    """The fake claude over a ControlMaster ssh, with the same flags: time to its result line."""
+    line = (f"CLAUDE_CONFIG_DIR={bench.remote_claude} {FAKE_CLAUDE} -p --input-format stream-json "
+            f"--output-format stream-json --verbose")
+    prompt = json.dumps({"type": "user", "message": {"role": "user", "content": "hi"}}) + "\n"
+    start = time.perf_counter()
+    proc = subprocess.Popen(bench.ssh(f"cd {bench.project} && {line}"), env=bench.env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc.stdin.write(prompt)
+    proc.stdin.flush()
+    for out in proc.stdout:
+        if json.loads(out).get("type") == "result":
+            break
+    took = time.perf_counter() - start
+    proc.stdin.close()
+    proc.wait()
+    return took
+
+
+def seed_session(path: pathlib.Path, size):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = json.dumps({"type": "assistant", "message": {"content": "x" * 900}}) + "\n"
+    with open(path, "w") as f:
+        for _ in range(size // len(record)):
+            f.write(record)
+
+
+def project_dir(cwd: pathlib.Path) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "-", os.path.realpath(cwd))
+
+
+def wire_bytes(port):
+    """Bytes sent plus received on every established TCP connection to `port` (the SSH pool's)."""
+    out = subprocess.run(["ss", "-tinH", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True).stdout
+    return sum(int(n) for n in re.findall(r"bytes_(?:sent|received):(\d+)", out))
+
+
+async def b5_sync(bench, trials, size):
+    session = "5e55ea15-0000-4000-8000-000000000005"
+    name = f"{session}.jsonl"
+    remote_file = bench.remote_claude / "projects" / project_dir(bench.project) / name
+    seed_session(remote_file, size)
+    rsync_copy = bench.work / "rsync-copy"
+    rsync_copy.mkdir()
+    mcp = await Mcp.start(bench.binary, bench.env)
+    pull = {"host": "gpu", "cwd": str(bench.project), "direction": "pull", "session_id": session}
+    await mcp.call("sync_sessions", pull)
+    rsync = ["rsync", "-az", "--stats", "-e", f"ssh -F {bench.ssh_config} -S {bench.control}",
+             f"box:{remote_file}", str(rsync_copy / name)]
+    bench.run(rsync, capture_output=True)
+    seconds = {"outpost": [], "rsync": []}
+    moved = {"outpost": [], "rsync": []}
+    appended = -1
+    for trial, variant in interleaved(trials, seconds):
+        if trial != appended:  # 1 KB more for both to pick up
+            with open(remote_file, "a") as f:
+                f.write(json.dumps({"type": "user", "trial": trial, "pad": "y" * 960}) + "\n")
+            appended = trial
+        if variant == "outpost":
+            before = wire_bytes(bench.sshd.port)
+            took = await atimed(mcp.call("sync_sessions", pull))
+            moved[variant].append(wire_bytes(bench.sshd.port) - before)
+        else:
+            start = time.perf_counter()
+            out = bench.run(rsync, capture_output=True, text=True).stdout
+            took = time.perf_counter() - start
+            sent = int(re.search(r"Total bytes sent: ([\d,]+)", out).group(1).replace(",", ""))
+            received = int(re.search(r"Total bytes received: ([\d,]+)", out).group(1).replace(",", ""))
+            moved[variant].append(sent + received)
+        seconds[variant].append(took)
+    local = bench.work / "local-claude" / "projects" / project_dir(bench.project) / name
+    assert local.read_bytes() == remote_file.read_bytes() == (rsync_copy / name).read_bytes()
+    await mcp.close()
+    return {"seconds": {v: summary(s) for v, s in seconds.items()},
+            "bytes": {v: summary(s) for v, s in moved.items()}}
+
+
+async def b6_startup(bench, trials):
+    starts, rss = [], []
+    for _ in range(trials):
+        start = time.perf_counter()
+        mcp = await Mcp.start(bench.binary, bench.env)
+        starts.append(time.perf_counter() - start)
+        await mcp.request("tools/list")
+        await asyncio.sleep(0.2)
+        rss.append(mcp.rss_kib() / 1024)
+        await mcp.close()
+    return {"initialize_seconds": summary(starts), "idle_rss_mib": summary(rss)}
+
+
+def versions(binary):
+    def first_line(argv):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "not found"
+    cpu = next((l.split(":", 1)[1].strip() for l in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+            "outpost": first_line([binary, "--version"]), "openssh": first_line(["ssh", "-V"]),
+            "rsync": first_line(["rsync", "--version"]), "rustc": first_line(["rustc", "--version"])}
+
+
+async def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and one trial: proves it runs")
+    parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "outpost"))
+    parser.add_argument("--json", type=pathlib.Path, help="write the raw results here")
+    parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b6)")
+    args = parser.parse_args()
+    trials = 1 if args.smoke else 30
+    rows = set(args.only or ["b1", "b2", "b3", "b4", "b5", "b6"])
+    results = {"versions": versions(args.binary), "smoke": args.smoke}
+    with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
+        bench = Bench(pathlib.Path(tmp), args.binary)
+        bench.start_master()
+        try:
+            if "b1" in rows:
+                results["b1"] = await b1_warm_exec(bench, trials)
+            if "b2" in rows:
+                results["b2"] = await b2_concurrent(bench, 1 if args.smoke else 10)
+            if "b3" in rows:
+                results["b3"] = await b3_bulk_output(bench, 1 if args.smoke else 3,
+                                                      2 * MB if args.smoke else 200 * MB)
+            if "b4" in rows:
+                results["b4"] = await b4_claude(bench, 1 if args.smoke else 15, sync=True)
+                results["b4_no_sync"] = await b4_claude(bench, 1 if args.smoke else 15, sync=False)
+            if "b5" in rows:
+                results["b5"] = await b5_sync(bench, 1 if args.smoke else 10, 1 * MB if args.smoke else 50 * MB)
+            if "b6" in rows:
+                results["b6"] = await b6_startup(bench, 2 if args.smoke else 20)
+        finally:
+            bench.stop()
+    text = json.dumps(results, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
