@@ -159,8 +159,11 @@ impl Endpoint {
                     .ok_or_else(|| format!("`{host}` is not an SSH remote or ssh alias"))?;
                 let dialed = crate::tunnel::dial(hosts, &target, "127.0.0.1", *port)
                     .await
-                    .map_err(|e| {
-                        format!("{e} (is `outpost mcp serve --websocket` running there?)")
+                    .map_err(|e| match e {
+                        crate::Error::SshChannel { .. } => {
+                            format!("{e} (is `outpost mcp serve --websocket` running there?)")
+                        }
+                        e => e.to_string(),
                     })?;
                 let url = format!("ws://127.0.0.1:{port}{path}");
                 let (stream, lease) = dialed.into_parts();

@@ -2,6 +2,7 @@
 //! closed when idle; each turn recorded in the session registry.
 
 pub mod launch;
+mod placement;
 pub mod registry;
 mod session_sync;
 pub mod stream;
@@ -21,7 +22,7 @@ use crate::config::ClaudeSettings;
 use crate::error::{Error, Result};
 use crate::hosts::Hosts;
 use crate::transport::{CommandSpec, Stdin};
-use launch::{LaunchOptions, Locate, Start};
+use launch::{LaunchOptions, Start};
 use registry::{Registry, SessionRecord, SessionStatus};
 pub use session_sync::TurnSync;
 use stream::TurnResult;
@@ -112,38 +113,8 @@ impl Claude {
         Duration::from_secs(self.settings.interrupt_grace_secs)
     }
 
-    /// Runs one turn, sending every stream-json event to `events` (dropped at the end, which
-    /// closes the channel). A cancel interrupts it. A new session on a group moves on to another
-    /// member when the chosen one cannot be reached.
-    pub async fn turn(
-        &self,
-        request: TurnRequest,
-        events: mpsc::UnboundedSender<Value>,
-        caller_cancel: &CancellationToken,
-    ) -> Result<TurnReport> {
-        let group = request.host.as_deref().and_then(|h| self.hosts.group(h));
-        let attempts = match (group, &request.session_id) {
-            (Some(members), None) => members.len(),
-            _ => 1,
-        };
-        let mut tried = Vec::new();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let outcome = self
-                .turn_once(request.clone(), events.clone(), caller_cancel, &mut tried)
-                .await;
-            match outcome {
-                Err(e) if e.is_unreachable() && attempt < attempts => {
-                    tracing::warn!(error = %e, "group member unreachable; trying another");
-                }
-                outcome => return outcome,
-            }
-        }
-    }
-
     /// One attempt at a turn; the host it picked is added to `tried`.
-    async fn turn_once(
+    pub(super) async fn turn_once(
         &self,
         request: TurnRequest,
         events: mpsc::UnboundedSender<Value>,
@@ -293,48 +264,6 @@ impl Claude {
         // Only a turn that ended by itself is sure to be written to the session file soon.
         let settle_on = end.last_message_id.filter(|_| report.interrupted.is_none());
         Ok((report, settle_on))
-    }
-
-    /// The host (or group) and project of a call: as given, else where the session last ran (from
-    /// the registry), else the default host and its workspace. A session that last ran on a member
-    /// of the given group goes back to that member.
-    pub fn target(
-        &self,
-        host: Option<&str>,
-        cwd: Option<&str>,
-        session_id: Option<&str>,
-    ) -> (String, Option<String>) {
-        let record = session_id.and_then(|id| self.registry.get(id));
-        let host = host.map(str::trim).filter(|h| !h.is_empty());
-        let host = match (host, &record) {
-            // A resumed session goes back to the member of the group it ran on.
-            (Some(group), Some(record))
-                if self
-                    .hosts
-                    .group(group)
-                    .is_some_and(|members| members.contains(&record.host)) =>
-            {
-                record.host.clone()
-            }
-            (Some(host), _) => host.to_owned(),
-            (None, Some(record)) => record.host.clone(),
-            (None, None) => self.hosts.effective_name(None),
-        };
-        let cwd = cwd
-            .map(str::to_owned)
-            .or_else(|| record.filter(|r| r.host == host).map(|r| r.cwd))
-            .or_else(|| self.hosts.workspace(&host));
-        (host, cwd)
-    }
-
-    fn locate(&self, host: &str) -> Locate<'_> {
-        match self.hosts.config().remotes.get(host) {
-            Some(remote) => remote
-                .claude_path
-                .as_deref()
-                .map_or(Locate::Search, Locate::At),
-            None => Locate::Search,
-        }
     }
 
     fn slot(&self, key: &str, host: &str) -> Arc<AsyncMutex<Slot>> {

@@ -42,7 +42,7 @@ pub struct Picked {
     /// The group it was chosen from, if any.
     pub group: Option<String>,
     /// Counts the call on the member until it holds a process of its own, so concurrent picks spread.
-    _reservation: Option<Ticket>,
+    reservation: Option<Ticket>,
 }
 
 impl Hosts {
@@ -69,21 +69,10 @@ impl Hosts {
             return Ok(Picked {
                 host: name.to_owned(),
                 group: None,
-                _reservation: None,
+                reservation: None,
             });
         };
-        let ranked: Vec<(u8, usize, &String)> = members
-            .iter()
-            .filter(|m| self.is_host(m) && !tried.contains(m))
-            .filter_map(|m| {
-                let rank = match self.health(m) {
-                    Health::Ready => 0,
-                    Health::Suspect(_) => 1,
-                    Health::Down { .. } => return None,
-                };
-                Some((rank, self.activity.running(m), m))
-            })
-            .collect();
+        let ranked = self.candidates(members, tried);
         let Some(best) = ranked
             .iter()
             .map(|(rank, running, _)| (*rank, *running))
@@ -101,10 +90,30 @@ impl Hosts {
             .collect();
         let host = ties[self.rotation.next(name) % ties.len()].clone();
         Ok(Picked {
-            _reservation: Some(self.activity.ticket(&host)),
+            reservation: Some(self.activity.ticket(&host)),
             host,
             group: Some(name.to_owned()),
         })
+    }
+
+    /// The members worth a try, not in `tried`: (0 healthy or 1 failed last time, running, name).
+    fn candidates<'a>(
+        &self,
+        members: &'a [String],
+        tried: &[String],
+    ) -> Vec<(u8, usize, &'a String)> {
+        members
+            .iter()
+            .filter(|m| self.is_host(m) && !tried.contains(m))
+            .filter_map(|m| {
+                let rank = match self.health(m) {
+                    Health::Ready => 0,
+                    Health::Suspect(_) => 1,
+                    Health::Down { .. } => return None,
+                };
+                Some((rank, self.activity.running(m), m))
+            })
+            .collect()
     }
 
     /// Starts a process on `name` (a host, or a group's member per [`Hosts::pick`]). For a group,
@@ -117,14 +126,16 @@ impl Hosts {
     ) -> Result<(Picked, Process)> {
         let mut tried = Vec::new();
         loop {
-            let picked = self.pick_excluding(name, &tried)?;
+            let mut picked = self.pick_excluding(name, &tried)?;
             let transport = self.resolve(&picked.host)?;
-            match transport.spawn(spec(&picked.host)).await {
+            let reserved = picked.reservation.take();
+            match transport.spawn_holding(spec(&picked.host), reserved).await {
                 Ok(process) => return Ok((picked, process)),
                 Err(e) if picked.group.is_some() && e.is_unreachable() => {
                     tracing::warn!(group = name, member = %picked.host, error = %e, "member unreachable; trying another");
                     tried.push(picked.host);
-                    if self.pick_excluding(name, &tried).is_err() {
+                    let members = self.group(name).unwrap_or_default();
+                    if self.candidates(members, &tried).is_empty() {
                         return Err(e);
                     }
                 }
@@ -157,15 +168,9 @@ impl Hosts {
             .collect()
     }
 
-    pub(super) fn group_entry(&self, name: &str, members: &[String], default: &str) -> HostEntry {
-        let members = self.members(members);
-        let usable = members
-            .iter()
-            .filter(|m| {
-                let skipped = ["down", "unreachable", "unknown"];
-                !skipped.iter().any(|s| m.state.starts_with(s))
-            })
-            .count();
+    pub(super) fn group_entry(&self, name: &str, names: &[String], default: &str) -> HostEntry {
+        let members = self.members(names);
+        let usable = self.candidates(names, &[]).len();
         HostEntry {
             name: name.to_owned(),
             kind: HostKind::Group,
@@ -178,7 +183,7 @@ impl Hosts {
                     .join(", "),
             ),
             default: name == default,
-            state: format!("{usable} of {} members usable", members.len()),
+            state: format!("{usable} of {} members can take work", members.len()),
             running: members.iter().map(|m| m.running).sum(),
             members,
         }

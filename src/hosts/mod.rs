@@ -283,13 +283,16 @@ impl Hosts {
         }
     }
 
-    /// What is known of `name`'s reachability, for people: its SSH connections, else its
-    /// engine's recent failures.
+    /// What is known of `name`'s reachability, for people: its recent failures, else its SSH
+    /// connections.
     fn state(&self, name: &str) -> String {
-        if let Some(target) = self.ssh_target(name) {
-            return self.pool.state(&target);
-        }
-        match self.health(name) {
+        let target = self.ssh_target(name);
+        let health = match &target {
+            // The pool words its own failures (`unreachable: ...`).
+            Some(_) => self.activity.health(name),
+            None => self.health(name),
+        };
+        match health {
             Health::Down { reason, retry_in } => {
                 format!(
                     "down: {reason} (retry in {:.0}s)",
@@ -297,7 +300,10 @@ impl Hosts {
                 )
             }
             Health::Suspect(reason) => format!("failed last time: {reason}"),
-            Health::Ready => "ready".to_owned(),
+            Health::Ready => match target {
+                Some(target) => self.pool.state(&target),
+                None => "ready".to_owned(),
+            },
         }
     }
 
@@ -305,7 +311,7 @@ impl Hosts {
     /// own failures, or its `via` host's when that is down.
     fn health(&self, name: &str) -> Health {
         if let Some(target) = self.ssh_target(name) {
-            return self.pool.health(&target);
+            return worse(self.pool.health(&target), self.activity.health(name));
         }
         let via = self.config.remotes.get(name).and_then(|r| r.via.as_deref());
         if let Some(target) = via.and_then(|via| self.ssh_target(via))
@@ -315,6 +321,16 @@ impl Hosts {
         }
         self.activity.health(name)
     }
+}
+
+/// The less healthy of two verdicts.
+fn worse(a: Health, b: Health) -> Health {
+    let rank = |h: &Health| match h {
+        Health::Ready => 0,
+        Health::Suspect(_) => 1,
+        Health::Down { .. } => 2,
+    };
+    if rank(&b) > rank(&a) { b } else { a }
 }
 
 /// The user's ssh_config (following `Include`), or `None` when absent or unparsable.

@@ -207,7 +207,8 @@ impl Outpost {
         let exec = &self.hosts.config().exec;
         let spec = JobSpec {
             host: host.clone(),
-            group: None,
+            // The member is picked when the turn starts; its result names it.
+            group: self.hosts.group(&host).map(|_| host.clone()),
             command: format!("claude: {}", stream::excerpt(&request.prompt)),
             timeout: request.timeout,
             output_limit: exec.output_limit_bytes,

@@ -89,9 +89,13 @@ impl CommandPrefix {
             })
             .await?;
         let kill = CancellationToken::new();
-        let stdin = self.feed(&mut outer, &invocation, spec.stdin, &kill).await;
-        let report = self.await_report(&mut outer, &invocation, spec.cwd.as_deref());
-        let (pid, early) = match tokio::time::timeout(self.start_timeout, report).await {
+        // Both bounded: an engine that hangs may never read the header either.
+        let starting = async {
+            let stdin = self.feed(&mut outer, &invocation, spec.stdin, &kill).await;
+            let started = self.await_report(&mut outer, &invocation, spec.cwd.as_deref());
+            started.await.map(|started| (stdin, started))
+        };
+        let (stdin, (pid, early)) = match tokio::time::timeout(self.start_timeout, starting).await {
             Ok(started) => started?,
             Err(_) => {
                 let reason = format!(
@@ -105,7 +109,7 @@ impl CommandPrefix {
         for (stream, data) in early {
             let _ = tx.try_send(ProcessEvent::Output(stream, data));
         }
-        let killer = self.killer(pid);
+        let killer = self.killer(pid, &invocation.nonce);
         tokio::spawn(supervise(outer, tx, kill.clone(), killer));
         Ok(Process::new(rx, stdin, kill, Some(pid)))
     }
@@ -184,13 +188,16 @@ impl CommandPrefix {
             (true, None) => "it ended and printed nothing".to_owned(),
         };
         let program = self.program().to_owned();
-        let hint = if code == Some(127) && reason.contains("not found") {
+        // docker: `exec: "sh": executable file not found`; podman: ``executable file `sh` not found``.
+        let no_sh = ["\"sh\"", "`sh`"].iter().any(|sh| reason.contains(sh));
+        let no_cli = code == Some(127) && reason.contains(&format!("{program}: not found"));
+        let hint = if no_sh {
+            " (outpost needs a POSIX `sh` inside the container)".to_owned()
+        } else if no_cli {
             format!(
                 " (is `{program}` installed on `{}` and on its PATH? Set `cli` to its full path otherwise)",
                 self.base.host()
             )
-        } else if reason.contains("\"sh\"") || reason.contains("sh: not found") {
-            " (outpost needs a POSIX `sh` inside the container)".to_owned()
         } else {
             String::new()
         };
@@ -202,10 +209,10 @@ impl CommandPrefix {
         }
     }
 
-    fn killer(&self, pid: u32) -> Killer {
+    fn killer(&self, pid: u32, nonce: &str) -> Killer {
         Killer {
             base: (*self.base).clone(),
-            command: self.command_line(&["sh", "-c", &kill_script(pid, self.kill.grace)]),
+            command: self.command_line(&["sh", "-c", &kill_script(pid, self.kill.grace, nonce)]),
             limit: self.kill.grace + KILL_SLACK,
             host: self.name.clone(),
         }

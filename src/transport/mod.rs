@@ -84,7 +84,17 @@ impl Transport {
     /// The process counts as load on the host until it ends; a host that cannot be reached is
     /// remembered as down for a while.
     pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
-        let ticket = self.activity.ticket(&self.host);
+        self.spawn_holding(spec, None).await
+    }
+
+    /// [`Transport::spawn`], counting the process with `reserved` (taken when the host was
+    /// picked) instead of a new ticket.
+    pub async fn spawn_holding(
+        &self,
+        spec: CommandSpec,
+        reserved: Option<Ticket>,
+    ) -> Result<Process> {
+        let ticket = reserved.unwrap_or_else(|| self.activity.ticket(&self.host));
         let started = match &self.backend {
             Backend::Local(local) => local.spawn(spec).await,
             Backend::Ssh(ssh) => ssh.spawn(spec).await,
@@ -92,8 +102,9 @@ impl Transport {
         };
         match &started {
             Ok(_) => self.activity.succeeded(&self.host),
-            // SSH hosts: the pool remembers connection failures (and refuses during backoff).
-            Err(e @ Error::Engine { .. }) => self.activity.failed(&self.host, e.to_string()),
+            // SSH connection failures are the pool's to remember (it refuses during backoff).
+            Err(Error::SshConnect { .. }) => {}
+            Err(e) if e.is_unreachable() => self.activity.failed(&self.host, e.to_string()),
             Err(_) => {}
         }
         Ok(started?.holding(ticket))

@@ -163,7 +163,13 @@ impl Ssh {
                 }
                 Scanned::Reported(Report::Started(pid), early) => {
                     log_chatter(&self.target.name, &scan);
-                    return Ok(Started { pid, early, exit });
+                    let nonce = invocation.nonce.clone();
+                    return Ok(Started {
+                        pid,
+                        early,
+                        exit,
+                        nonce,
+                    });
                 }
                 Scanned::Reported(Report::NoCwd, _) => {
                     return Err(Error::MissingCwd {
@@ -181,6 +187,8 @@ struct Started {
     early: Vec<(OutputStream, Bytes)>,
     /// The exit status, when it came with the start.
     exit: ExitStatus,
+    /// The run's nonce, which the kill script checks for.
+    nonce: String,
 }
 
 /// Forwards the channel's output, kills the remote group on request, and reports the exit last.
@@ -194,7 +202,7 @@ async fn supervise(
     kill: CancellationToken,
     grace: Duration,
 ) {
-    let (pgid, mut status) = (start.pid, start.exit);
+    let (pgid, mut status, nonce) = (start.pid, start.exit, start.nonce);
     let mut killer = None;
     loop {
         tokio::select! {
@@ -211,7 +219,7 @@ async fn supervise(
                 Some(_) => {}
             },
             _ = kill.cancelled(), if killer.is_none() => {
-                killer = Some(tokio::spawn(kill_group(lease.connection.clone(), pgid, grace)));
+                killer = Some(tokio::spawn(kill_group(lease.connection.clone(), pgid, nonce.clone(), grace)));
             }
         }
     }
@@ -235,9 +243,9 @@ async fn supervise(
 }
 
 /// On a second channel: TERM the group, wait up to `grace` for it to go, then KILL what is left.
-async fn kill_group(connection: Arc<PooledConnection>, pgid: u32, grace: Duration) {
+async fn kill_group(connection: Arc<PooledConnection>, pgid: u32, nonce: String, grace: Duration) {
     // Run by `sh` whatever the login shell is (fish, csh, ...).
-    let script = format!("exec sh -c '{}'", kill_script(pgid, grace));
+    let script = format!("exec sh -c '{}'", kill_script(pgid, grace, &nonce));
     let result = async {
         let mut channel = connection.handle.channel_open_session().await?;
         channel.exec(true, script.as_bytes()).await?;

@@ -14,9 +14,10 @@ use crate::error::{Error, Result};
 /// `$1` is the nonce. Contains no single quote, so it fits in a single-quoted argument of any shell.
 const INNER: &str = r#"nl=$(printf "\nx"); nl=${nl%x}; s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l$nl"; done; eval "$s"; unset s l; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$1"; exit 127; }; fi; printf "%s\n" "$1" >&2; printf "%s pid %s\n" "$1" "$$"; eval "$__o_cmd""#;
 
-/// Starts INNER in a new session (so in its own process group) when `setsid` exists, waits for it,
-/// and dies by the same signal if it did. `$1` is the nonce, `$2` is INNER.
-const OUTER: &str = r#"exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$2" outpost "$1" 0<&3 & else sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
+/// Starts INNER in a new session (so in its own process group) when `setsid` exists, with the nonce
+/// in its environment as `OUTPOST_RUN` (the kill script's proof that a pid is still ours), waits
+/// for it, and dies by the same signal if it did. `$1` is the nonce, `$2` is INNER.
+const OUTER: &str = r#"exec 3<&0; if command -v setsid >/dev/null 2>&1; then OUTPOST_RUN=$1 setsid sh -c "$2" outpost "$1" 0<&3 & else OUTPOST_RUN=$1 sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
 
 /// One remote invocation: the exec string (public) and the stdin header (may hold secrets).
 pub struct Invocation {
@@ -65,6 +66,11 @@ impl Invocation {
         })
     }
 
+    /// The wrapper as an argv, for a prefix that runs a program (`docker exec -i CONTAINER` + this).
+    pub fn argv(&self) -> [&str; 6] {
+        ["sh", "-c", OUTER, "outpost", &self.nonce, INNER]
+    }
+
     /// Reads the wrapper's report line (`NONCE pid N` or `NONCE nocwd`), which may follow text
     /// a shell startup file printed without a newline.
     pub fn parse_report(&self, line: &str) -> Option<Report> {
@@ -81,13 +87,6 @@ impl Invocation {
     }
 }
 
-impl Invocation {
-    /// The wrapper as an argv, for a prefix that runs a program (`docker exec -i CONTAINER` + this).
-    pub fn argv(&self) -> [&str; 6] {
-        ["sh", "-c", OUTER, "outpost", &self.nonce, INNER]
-    }
-}
-
 /// Output a shell may print before the wrapper reports (startup files); beyond it, give up.
 pub const MAX_STARTUP_NOISE: usize = 64 << 10;
 
@@ -100,8 +99,9 @@ pub struct StartupScan<'a> {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     report: Option<Report>,
-    /// Where the command's own stderr starts, once the marker is seen.
-    stderr_from: Option<usize>,
+    /// Where the marker is on stderr, once seen: the end of the chatter and the start of the
+    /// command's own stderr.
+    marker: Option<(usize, usize)>,
 }
 
 /// Where a [`StartupScan`] stands.
@@ -121,7 +121,7 @@ impl<'a> StartupScan<'a> {
             stdout: Vec::new(),
             stderr: Vec::new(),
             report: None,
-            stderr_from: None,
+            marker: None,
         }
     }
 
@@ -133,6 +133,10 @@ impl<'a> StartupScan<'a> {
                 break;
             };
             let line = String::from_utf8_lossy(&self.stdout[..end]).into_owned();
+            if line.trim_end() == self.invocation.nonce {
+                // A prefix that merges stderr into stdout (a pty, `2>&1`): the marker came here.
+                self.marker = Some((self.stderr.len(), self.stderr.len()));
+            }
             self.report = self.invocation.parse_report(&line);
             self.stdout.drain(..=end);
         }
@@ -142,19 +146,19 @@ impl<'a> StartupScan<'a> {
     /// Takes stderr, kept whole for an error message until the marker splits it.
     pub fn stderr(&mut self, data: &[u8]) -> Scanned {
         self.stderr.extend_from_slice(data);
-        if self.stderr_from.is_none() {
+        if self.marker.is_none() {
             let marker = format!("{}\n", self.invocation.nonce);
-            self.stderr_from = self
+            self.marker = self
                 .stderr
                 .windows(marker.len())
                 .position(|w| w == marker.as_bytes())
-                .map(|at| at + marker.len());
+                .map(|at| (at, at + marker.len()));
         }
         self.state()
     }
 
     fn state(&mut self) -> Scanned {
-        match (&self.report, self.stderr_from) {
+        match (&self.report, self.marker.map(|(_, from)| from)) {
             (Some(Report::NoCwd), _) => Scanned::Reported(Report::NoCwd, Vec::new()),
             (Some(Report::Started(pid)), Some(from)) => {
                 let mut early = Vec::new();
@@ -172,16 +176,19 @@ impl<'a> StartupScan<'a> {
                 }
                 Scanned::Reported(Report::Started(*pid), early)
             }
-            _ if self.stdout.len().max(self.stderr.len()) > MAX_STARTUP_NOISE => Scanned::TooNoisy,
+            _ if self.report.is_none() && self.stdout.len() > MAX_STARTUP_NOISE => {
+                Scanned::TooNoisy
+            }
+            _ if self.marker.is_none() && self.stderr.len() > MAX_STARTUP_NOISE => {
+                Scanned::TooNoisy
+            }
             _ => Scanned::Pending,
         }
     }
 
     /// What the shell or engine printed on stderr before the command started.
     pub fn chatter(&self) -> String {
-        let end = self.stderr_from.map_or(self.stderr.len(), |from| {
-            from - self.invocation.nonce.len() - 1
-        });
+        let end = self.marker.map_or(self.stderr.len(), |(end, _)| end);
         String::from_utf8_lossy(&self.stderr[..end])
             .trim()
             .to_owned()
@@ -217,12 +224,14 @@ pub enum Report {
 }
 
 /// The POSIX `sh` script that kills process group `pgid` (or just process `pgid` where it leads no
-/// group): TERM, up to `grace` for the group to go, then KILL whatever is left. No `--` before the
-/// negative id: dash's `kill` refuses it. Contains no single quote.
-pub fn kill_script(pgid: u32, grace: std::time::Duration) -> String {
+/// group): TERM, up to `grace` for the group to go, then KILL whatever is left. Where `/proc` is
+/// there, it first checks that `pgid` still carries this run's `OUTPOST_RUN` (`nonce`), so a kill
+/// that lands elsewhere (another replica of a workload, a restarted container, a reused pid) does
+/// nothing. No `--` before the negative id: dash's `kill` refuses it. Contains no single quote.
+pub fn kill_script(pgid: u32, grace: std::time::Duration, nonce: &str) -> String {
     let polls = (grace.as_millis() / 100).max(1);
     format!(
-        "kill -TERM -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
+        "if [ -d /proc/self ] && ! tr \"\\000\" \"\\n\" < /proc/{pgid}/environ 2>/dev/null | grep -qx \"OUTPOST_RUN={nonce}\"; then exit 0; fi; kill -TERM -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
     )
 }
 
@@ -314,6 +323,18 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_that_merges_stderr_into_stdout_still_starts() {
+        let inv = Invocation::new("true", None, &BTreeMap::new()).unwrap();
+        let mut scan = StartupScan::new(&inv);
+        let merged = format!("notice\n{}\n{} pid 7\nout", inv.nonce, inv.nonce);
+        let Scanned::Reported(Report::Started(7), early) = scan.stdout(merged.as_bytes()) else {
+            panic!("not started");
+        };
+        assert_eq!(early.len(), 1);
+        assert_eq!(&early[0].1[..], b"out");
+    }
+
+    #[test]
     fn missing_cwd_is_reported() {
         let inv = Invocation::new("true", Some("/no/such dir"), &BTreeMap::new()).unwrap();
         let (out, _, _) = run(&inv, b"");
@@ -363,7 +384,7 @@ mod tests {
         let Some(Report::Started(pid)) = inv.parse_report(line.trim_end()) else {
             panic!("no report: {line}");
         };
-        run_kill_script(pid, 200);
+        run_kill_script(pid, 200, &inv.nonce);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(child.wait().unwrap().signal(), Some(15));
     }
@@ -393,8 +414,15 @@ mod tests {
             panic!("no report: {report}");
         };
         let background: i32 = background.trim().parse().unwrap();
+        // A kill meant for another run (another pod's pid 7, a reused pid) leaves the group alone.
+        run_kill_script(pgid, 500, "__outpost_someone_else");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "killed by another run's kill"
+        );
         // Debian's `sh` is dash, whose `kill` takes no `--`.
-        run_kill_script(pgid, 500);
+        run_kill_script(pgid, 500, &inv.nonce);
         child.wait().unwrap();
         let gone = (0..50).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -404,8 +432,8 @@ mod tests {
         assert!(gone, "the background child of the group survived");
     }
 
-    fn run_kill_script(pgid: u32, grace_ms: u64) {
-        let script = kill_script(pgid, std::time::Duration::from_millis(grace_ms));
+    fn run_kill_script(pgid: u32, grace_ms: u64, nonce: &str) {
+        let script = kill_script(pgid, std::time::Duration::from_millis(grace_ms), nonce);
         let status = Command::new("sh").arg("-c").arg(script).status().unwrap();
         assert!(status.success());
     }

@@ -91,21 +91,44 @@ impl Dialed {
     }
 }
 
-/// Opens a direct-tcpip channel to `host:port` as seen from `target`, on a pooled connection.
+/// Opens a direct-tcpip channel to `host:port` as seen from `target`, on a pooled connection. A
+/// connection that fails for another reason than the server refusing this channel (half dead,
+/// not yet noticed by keepalive) is dropped and a fresh one tried, once.
 pub async fn dial(hosts: &Hosts, target: &SshTarget, host: &str, port: u16) -> Result<Dialed> {
+    let refused = |e: russh::Error| Error::SshChannel {
+        host: target.name.clone(),
+        reason: format!("cannot reach {host}:{port} from there: {e}"),
+    };
     let lease = hosts.pool().lease(target).await?;
-    let channel = lease
-        .connection
-        .handle
+    let handle = &lease.connection.handle;
+    let channel = match handle
         .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
         .await
-        .map_err(|e| Error::SshChannel {
-            host: target.name.clone(),
-            reason: format!("cannot reach {host}:{port} from there: {e}"),
-        })?;
+    {
+        Ok(channel) => {
+            return Ok(Dialed {
+                stream: channel.into_stream(),
+                _lease: lease,
+            });
+        }
+        Err(e @ russh::Error::ChannelOpenFailure(_)) => return Err(refused(e)),
+        Err(e) => {
+            tracing::warn!(host = %target.name, error = %e, "connection unusable; reconnecting");
+            let broken = lease.connection.clone();
+            drop(lease);
+            hosts.pool().discard(target, &broken).await;
+            let lease = hosts.pool().lease(target).await?;
+            let opened = lease
+                .connection
+                .handle
+                .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+                .await;
+            (opened.map_err(refused)?, lease)
+        }
+    };
     Ok(Dialed {
-        stream: channel.into_stream(),
-        _lease: lease,
+        stream: channel.0.into_stream(),
+        _lease: channel.1,
     })
 }
 
@@ -200,6 +223,18 @@ impl Link {
         }
     }
 
+    /// Whether an SSH connection to the host is open or can be opened.
+    async fn connected(&self) -> Result<()> {
+        let lease = self.hosts.pool().lease(&self.target).await?;
+        if lease.connection.handle.is_closed() {
+            return Err(Error::SshChannel {
+                host: self.target.name.clone(),
+                reason: "the connection closed".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Accepts connections and carries each through its own channel, until `stop`.
     async fn serve(self, listener: TcpListener, stop: CancellationToken) {
         let mut connections = JoinSet::new();
@@ -239,12 +274,18 @@ impl Link {
         }
     }
 
-    /// Opens and closes a channel to the far end every so often, saying when that starts or
-    /// stops working. A dropped SSH connection is replaced by the next check.
+    /// Checks the tunnel every so often, saying when it starts or stops working: while it works,
+    /// that its SSH connection is there (a dropped one is replaced); at first and while it does
+    /// not, that a channel to the far end opens (so a closed remote port is reported, without
+    /// touching the far service every few seconds once it works).
     async fn check(self, stop: CancellationToken) {
         let mut up = None;
         loop {
-            let now_up = match self.dial().await {
+            let probe = match up {
+                Some(true) => self.connected().await,
+                _ => self.dial().await.map(drop),
+            };
+            let now_up = match probe {
                 Ok(_) => {
                     if up != Some(true) {
                         tracing::info!(tunnel = %self.label, "tunnel up");

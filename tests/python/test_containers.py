@@ -156,8 +156,14 @@ async def test_engine_errors_come_back_clearly(env, container):
         "nodocker": {"kind": "docker", "container": "web", "cli": "docker-not-installed"},
         "nokubectl": {"kind": "kubernetes", "pod": "p", "cli": "/opt/none/kubectl"},
         "ctr": {"kind": "command", "command": container.prefix},
+        # An engine that finds no `sh` in the image, worded as docker does.
+        "nosh": {"kind": "command", "command": [
+            "sh", "-c", 'echo "OCI runtime exec failed: exec: \\"sh\\": executable file not found in $PATH" >&2; exit 126',
+            "engine"]},
     })
     async with open_session(env) as s:
+        r = await run(s, "true", host="nosh")
+        assert r.is_error and "outpost needs a POSIX `sh` inside the container" in text(r), text(r)
         r = await run(s, "true", host="gone")
         assert r.is_error and "`nsenter` failed before the command started" in text(r)
         assert "/proc/999999999/ns/pid" in text(r), text(r)
