@@ -27,6 +27,9 @@ sys.path.insert(0, str(ROOT / "tests" / "python"))
 from sshd import Sshd  # noqa: E402
 
 FAKE_CLAUDE = ROOT / "tests" / "fake_claude" / "claude"
+# The remote side logs in as this user: /bin/sh as its shell and no startup files, so the numbers
+# are the transports' and not a login shell's (root's .bashrc here runs pyenv: ~80 ms a session).
+BENCH_USER = "outpost-bench"
 MB = 1_000_000
 
 
@@ -100,14 +103,16 @@ class Bench:
 
     def __init__(self, work: pathlib.Path, binary: str):
         self.work, self.binary = work, binary
+        work.chmod(0o755)
         self.home = work / "home"
         (self.home / ".ssh").mkdir(parents=True)
         self.sshd = Sshd(work / "sshd", self.home, extra=["MaxSessions 100", "MaxStartups 100:30:200"])
+        shutil.chown(self.sshd.authorized, BENCH_USER)  # sshd reads it as the user
         self.sshd.start().trust()
         ssh = self.home / ".ssh"
         self.ssh_config = ssh / "config"
         self.ssh_config.write_text(
-            f"Host box\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User {os.environ.get('USER', 'root')}\n"
+            f"Host box\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User {BENCH_USER}\n"
             f"  IdentityFile {ssh / 'id_ed25519'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {ssh / 'known_hosts'}\n"
             "  StrictHostKeyChecking yes\n  BatchMode yes\n")
         self.control = work / "cm.sock"
@@ -117,12 +122,21 @@ class Bench:
         self.project = work / "proj"
         self.project.mkdir()
         self.remote_claude = work / "remote-claude"
+        self.remote_claude.mkdir()
+        shutil.chown(self.remote_claude, BENCH_USER)
+        self.project.chmod(0o777)
+        # The fake claude straight on the system's Python (not through a PATH lookup that may hit
+        # a pyenv shim), for outpost and plain ssh alike.
+        python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
+        self.claude = work / "fake-claude"
+        self.claude.write_text(f"#!/bin/sh\nexec {python} {FAKE_CLAUDE} \"$@\"\n")
+        self.claude.chmod(0o755)
         self.configure()
 
     def configure(self, sync=True):
-        remote = {"host": "box", "claude_path": str(FAKE_CLAUDE), "sync_sessions": sync,
+        remote = {"host": "box", "claude_path": str(self.claude), "sync_sessions": sync,
                   "claude_env": {"CLAUDE_CONFIG_DIR": str(self.remote_claude)}}
-        config = {"remotes": {"gpu": remote}, "exec": {"job_log_bytes": 64 << 20}}
+        config = {"remotes": {"gpu": remote}}
         pathlib.Path(self.env["OUTPOST_CONFIG"]).write_text(json.dumps(config))
 
     def ssh(self, *args, master=True):
@@ -268,7 +282,7 @@ async def b4_claude(bench, trials, sync):
 
 def plain_ssh_turn(bench):
     """The fake claude over a ControlMaster ssh, with the same flags: time to its result line."""
-    line = (f"CLAUDE_CONFIG_DIR={bench.remote_claude} {FAKE_CLAUDE} -p --input-format stream-json "
+    line = (f"CLAUDE_CONFIG_DIR={bench.remote_claude} {bench.claude} -p --input-format stream-json "
             f"--output-format stream-json --verbose")
     prompt = json.dumps({"type": "user", "message": {"role": "user", "content": "hi"}}) + "\n"
     start = time.perf_counter()
@@ -309,6 +323,8 @@ async def b5_sync(bench, trials, size):
     name = f"{session}.jsonl"
     remote_file = bench.remote_claude / "projects" / project_dir(bench.project) / name
     seed_session(remote_file, size)
+    for path in (remote_file.parent.parent, remote_file.parent, remote_file):
+        shutil.chown(path, BENCH_USER)
     rsync_copy = bench.work / "rsync-copy"
     rsync_copy.mkdir()
     mcp = await Mcp.start(bench.binary, bench.env)
@@ -357,6 +373,91 @@ async def b6_startup(bench, trials):
     return {"initialize_seconds": summary(starts), "idle_rss_mib": summary(rss)}
 
 
+def ms(x):
+    return f"{x * 1000:.1f} ms"
+
+
+def spread(summary_, fmt):
+    return f"{fmt(summary_['median'])} [{fmt(summary_['min'])}–{fmt(summary_['max'])}]"
+
+
+def verdict(ok):
+    return "yes" if ok else "**no**"
+
+
+def table_rows(r):
+    """(row, measure, outpost, baseline, ratio, target, met) for every result present."""
+    rows = []
+    if "b1" in r:
+        o, cm, fresh = r["b1"]["outpost"], r["b1"]["ssh_controlmaster"], r["b1"]["ssh_fresh"]
+        rows.append(("B1", "warm `remote_exec` of `true` over MCP stdio, request → result",
+                     spread(o, ms), "ControlMaster " + spread(cm, ms),
+                     f"{o['median'] / cm['median']:.2f}×", "≤ 0.5×", verdict(o["median"] <= 0.5 * cm["median"])))
+        rows.append(("B1", "the same against a fresh `ssh host true`", spread(o, ms), "fresh ssh " + spread(fresh, ms),
+                     f"{fresh['median'] / o['median']:.1f}× faster", "≥ 20× faster",
+                     verdict(fresh["median"] >= 20 * o["median"])))
+    if "b2" in r:
+        o, cm = r["b2"]["outpost"], r["b2"]["ssh_controlmaster"]
+        per_s = lambda x: f"{x:.0f}/s"  # noqa: E731
+        rows.append(("B2", "64 concurrent `remote_exec`: calls per second", spread(o["throughput"], per_s),
+                     "ControlMaster " + spread(cm["throughput"], per_s),
+                     f"{o['throughput']['median'] / cm['throughput']['median']:.2f}×", "≥ 1×",
+                     verdict(o["throughput"]["median"] >= cm["throughput"]["median"])))
+        for p in ("p50", "p99"):
+            rows.append(("B2", f"64 concurrent: {p} latency", ms(o[p]), "ControlMaster " + ms(cm[p]),
+                         f"{o[p] / cm[p]:.2f}×", "≤ 1×", verdict(o[p] <= cm[p])))
+    if "b3" in r:
+        o, ssh = r["b3"]["throughput"]["outpost"], r["b3"]["throughput"]["ssh_controlmaster"]
+        mbs = lambda x: f"{x / MB:.0f} MB/s"  # noqa: E731
+        lost = r["b3"]["bytes_not_delivered"]
+        rows.append(("B3", f"200 MB of stdout through a background job, drained with `job_output`"
+                     f"{f' ({lost} bytes not delivered)' if lost else ''}", spread(o, mbs),
+                     "ssh → /dev/null " + spread(ssh, mbs), f"{o['median'] / ssh['median']:.2f}×", "≥ 0.8×",
+                     verdict(o["median"] >= 0.8 * ssh["median"] and not lost)))
+        rss = r["b3"]["peak_rss_mib"]
+        rows.append(("B3", "server peak RSS during it", spread(rss, lambda x: f"{x:.0f} MiB"), "—", "—",
+                     "≤ 64 MiB", verdict(rss["max"] <= 64)))
+    for key, label in (("b4", "sync on (default)"), ("b4_no_sync", "sync off")):
+        if key in r:
+            cold, warm, ssh = r[key]["outpost_cold"], r[key]["outpost_warm"], r[key]["ssh_controlmaster"]
+            rows.append(("B4", f"`spawn_claude` cold turn vs warm follow-up, {label}", "cold " + spread(cold, ms),
+                         "warm " + spread(warm, ms), f"{cold['median'] / warm['median']:.0f}×", "warm ≥ 10× faster",
+                         verdict(cold["median"] >= 10 * warm["median"])))
+            over = cold["median"] - ssh["median"]
+            rows.append(("B4", f"cold turn vs the same fake over ssh (ControlMaster), {label}", "cold " + ms(cold["median"]),
+                         "ssh " + spread(ssh, ms), f"{over * 1000:+.1f} ms", "≤ +10 ms", verdict(over <= 0.010)))
+    if "b5" in r:
+        secs, moved = r["b5"]["seconds"], r["b5"]["bytes"]
+        rows.append(("B5", "1 KB appended to a 50 MB session, `sync_sessions` pull: bytes on the wire",
+                     f"{moved['outpost']['median']:.0f} B", f"rsync -az {moved['rsync']['median']:.0f} B",
+                     f"{moved['rsync']['median'] / moved['outpost']['median']:.1f}× fewer", "≥ 10× fewer",
+                     verdict(moved["rsync"]["median"] >= 10 * moved["outpost"]["median"])))
+        rows.append(("B5", "the same: time", spread(secs["outpost"], ms), "rsync -az " + spread(secs["rsync"], ms),
+                     f"{secs['outpost']['median'] / secs['rsync']['median']:.2f}×", "faster (< 1×)",
+                     verdict(secs["outpost"]["median"] < secs["rsync"]["median"])))
+    if "b6" in r:
+        init, rss = r["b6"]["initialize_seconds"], r["b6"]["idle_rss_mib"]
+        rows.append(("B6", "process start → `initialize` answered", spread(init, ms), "—", "—", "≤ 20 ms",
+                     verdict(init["median"] <= 0.020)))
+        rows.append(("B6", "idle RSS after `tools/list`", spread(rss, lambda x: f"{x:.1f} MiB"), "—", "—",
+                     "≤ 15 MiB", verdict(rss["median"] <= 15)))
+    return rows
+
+
+def markdown(r, analysis: str) -> str:
+    v = r["versions"]
+    lines = ["# Benchmarks", "",
+             "Generated by `scripts/bench` (`benches/compare.py`): one machine, a throwaway OpenSSH sshd on",
+             "127.0.0.1, the variants of each row interleaved trial by trial in random order. Each cell is",
+             "the median [min–max] over the trials. Re-run with `scripts/bench`; the numbers below are",
+             "from the run described here.", "",
+             f"- Date: {v['date']}", f"- Machine: {v['machine']}", f"- outpost: {v['outpost']} (release build)",
+             f"- OpenSSH: {v['openssh']}", f"- rsync: {v['rsync']}", f"- {v['rustc']}", "",
+             "| # | measure | outpost | baseline | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(r)]
+    return "\n".join(lines) + "\n\n" + analysis.strip() + "\n"
+
+
 def versions(binary):
     def first_line(argv):
         try:
@@ -377,6 +478,7 @@ async def main():
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and one trial: proves it runs")
     parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "outpost"))
     parser.add_argument("--json", type=pathlib.Path, help="write the raw results here")
+    parser.add_argument("--markdown", type=pathlib.Path, help="write the report here (BENCHMARKS.md)")
     parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b6)")
     args = parser.parse_args()
     trials = 1 if args.smoke else 30
@@ -405,7 +507,11 @@ async def main():
     text = json.dumps(results, indent=2)
     if args.json:
         args.json.write_text(text + "\n")
-    print(text)
+    analysis = ROOT / "benches" / "analysis.md"
+    report = markdown(results, analysis.read_text() if analysis.exists() else "")
+    if args.markdown:
+        args.markdown.write_text(report)
+    print(report)
 
 
 if __name__ == "__main__":
