@@ -9,8 +9,10 @@ pub struct FileInfo {
     pub size: u64,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
-    /// sha256 (hex): of the whole file on the destination; on the source, of its first
-    /// `min(size, destination size)` bytes (empty when the destination has no such file).
+    /// sha256 (hex) of the (at most 64 KiB) window that ends at the compared length: on the
+    /// destination, its size; on the source, `min(size, destination size)` (empty when the
+    /// destination has no such file). Session logs only grow, so equal sizes and equal windows
+    /// mean the same log, without reading all of a 50 MB file on every sync.
     pub hash: String,
 }
 

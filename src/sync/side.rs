@@ -11,17 +11,20 @@ use super::plan::FileInfo;
 use crate::error::{Error, Result};
 use crate::transport::{CommandSpec, Process, Stdin, Transport};
 
-/// The sha256 and stat helpers every script starts with (GNU, BSD/macOS, or openssl).
+/// The sha256, stat and window-hash helpers every script starts with (GNU, BSD/macOS, or
+/// openssl). `__o_tailsum FILE N` hashes the last 65536 bytes before offset N (all of them when N
+/// is smaller): `tail -c +K` seeks, so a 50 MB log costs no more than a small one.
 const HELPERS: &str = r#"__o_sum() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$@"; elif command -v shasum >/dev/null 2>&1; then shasum -a 256 "$@"; else openssl dgst -sha256 -r "$@"; fi; }
 __o_size() { stat -c %s "$1" 2>/dev/null || stat -f %z "$1"; }
+__o_tailsum() { __o_k=$(( $2 > 65536 ? $2 - 65535 : 1 )); tail -c +"$__o_k" "$1" | head -c $(( $2 - __o_k + 1 )) | __o_sum; }
 "#;
 
-/// Reads `length<TAB>path` lines and prints `H<TAB>sha256<TAB>path` for the first
-/// `min(length, size)` bytes of each file that exists.
+/// Reads `length<TAB>path` lines and prints `H<TAB>sha256<TAB>path` for the window of each file
+/// that ends at `min(length, size)` (see `__o_tailsum`).
 const PREFIX_HASHES: &str = r#"while IFS='	' read -r n f; do
   [ -f "$f" ] || continue
   __o_s=$(__o_size "$f"); [ "$__o_s" -lt "$n" ] && n=$__o_s
-  __o_h=$(head -c "$n" "$f" | __o_sum); printf 'H\t%s\t%s\n' "${__o_h%% *}" "$f"
+  __o_h=$(__o_tailsum "$f" "$n"); printf 'H\t%s\t%s\n' "${__o_h%% *}" "$f"
 done"#;
 
 /// Where a project's Claude files live on one side.
@@ -121,8 +124,9 @@ case $__o_cwd in "~") __o_cwd=$HOME;; "~/"*) __o_cwd="$HOME/${{__o_cwd#"~/"}}";;
 
     /// Every file of the project folder (or only one session's log and sidecar folder) with size
     /// and mtime, leaving out conflict copies and temp files. `hash_against` lists the other
-    /// side's files (`path → size`): each file found there gets the sha256 of its first
-    /// `min(size here, size there)` bytes; `None` hashes every file whole. With `settle_on`, first
+    /// side's files (`path → size`): each file found there gets the sha256 of its window ending
+    /// at `min(size here, size there)`; `None` hashes each file's window ending at its end. With
+    /// `settle_on`, first
     /// waits up to 3 s for the session log to contain that text.
     pub async fn list(
         &self,
@@ -150,7 +154,7 @@ case $__o_cwd in "~") __o_cwd=$HOME;; "~/"*) __o_cwd="$HOME/${{__o_cwd#"~/"}}";;
         };
         let (hashing, input) = match hash_against {
             None => (
-                "__o_h=$(__o_sum < \"$f\"); printf 'H\\t%s\\t%s\\n' \"${__o_h%% *}\" \"${f#./}\"",
+                "__o_h=$(__o_tailsum \"$f\" \"$(__o_size \"$f\")\"); printf 'H\\t%s\\t%s\\n' \"${__o_h%% *}\" \"${f#./}\"",
                 Vec::new(),
             ),
             Some(other) => (
@@ -182,7 +186,7 @@ done
             .ok_or_else(|| self.failed("listing files", format!("unreadable listing `{out}`")))
     }
 
-    /// sha256 of the first `len` bytes of each `(path, len)`, keyed by path.
+    /// sha256 of the window ending at `len` of each `(path, len)`, keyed by path.
     pub async fn prefix_hashes(
         &self,
         dir: &str,
