@@ -14,10 +14,14 @@ use crate::error::{Error, Result};
 /// `$1` is the nonce. Contains no single quote, so it fits in a single-quoted argument of any shell.
 const INNER: &str = r#"nl=$(printf "\nx"); nl=${nl%x}; s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l$nl"; done; eval "$s"; unset s l; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$1"; exit 127; }; fi; printf "%s\n" "$1" >&2; printf "%s pid %s\n" "$1" "$$"; eval "$__o_cmd""#;
 
-/// Starts INNER in a new session (so in its own process group) when `setsid` exists, with the nonce
-/// in its environment as `OUTPOST_RUN` (the kill script's proof that a pid is still ours), waits
-/// for it, and dies by the same signal if it did. `$1` is the nonce, `$2` is INNER.
-const OUTER: &str = r#"exec 3<&0; if command -v setsid >/dev/null 2>&1; then OUTPOST_RUN=$1 setsid sh -c "$2" outpost "$1" 0<&3 & else OUTPOST_RUN=$1 sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
+/// Runs INNER as the leader of its own process group, with the nonce in its environment as
+/// `OUTPOST_RUN` (the kill script's proof that a pid is still ours), and dies by the same signal
+/// as the command if it did. `$1` is the nonce, `$2` is INNER.
+///
+/// Where this shell already leads its process group (sshd makes every command a session leader),
+/// INNER runs right here: no fork, no `setsid`, no second shell. Elsewhere (an engine's exec, a
+/// wrapper) INNER is started in a new session when `setsid` exists, and waited for.
+const OUTER: &str = r#"if read -r _ _ _ _ __o_pg _ < /proc/$$/stat 2>/dev/null && [ "$__o_pg" = "$$" ]; then export OUTPOST_RUN="$1"; eval "$2"; else exec 3<&0; if command -v setsid >/dev/null 2>&1; then OUTPOST_RUN=$1 setsid sh -c "$2" outpost "$1" 0<&3 & else OUTPOST_RUN=$1 sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; fi; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
 
 /// One remote invocation: the exec string (public) and the stdin header (may hold secrets).
 pub struct Invocation {
@@ -225,13 +229,14 @@ pub enum Report {
 
 /// The POSIX `sh` script that kills process group `pgid` (or just process `pgid` where it leads no
 /// group): TERM, up to `grace` for the group to go, then KILL whatever is left. Where `/proc` is
-/// there, it first checks that `pgid` still carries this run's `OUTPOST_RUN` (`nonce`), so a kill
+/// there, it first checks that `pgid` still carries this run's nonce (as `OUTPOST_RUN` in its
+/// environment, or as an argument of the wrapper's shell), so a kill
 /// that lands elsewhere (another replica of a workload, a restarted container, a reused pid) does
 /// nothing. No `--` before the negative id: dash's `kill` refuses it. Contains no single quote.
 pub fn kill_script(pgid: u32, grace: std::time::Duration, nonce: &str) -> String {
     let polls = (grace.as_millis() / 100).max(1);
     format!(
-        "if [ -d /proc/self ] && ! tr \"\\000\" \"\\n\" < /proc/{pgid}/environ 2>/dev/null | grep -qx \"OUTPOST_RUN={nonce}\"; then exit 0; fi; kill -TERM -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
+        "if [ -d /proc/self ] && ! {{ tr \"\\000\" \"\\n\" < /proc/{pgid}/environ 2>/dev/null | grep -qx \"OUTPOST_RUN={nonce}\" || tr \"\\000\" \"\\n\" < /proc/{pgid}/cmdline 2>/dev/null | grep -qx {nonce}; }}; then exit 0; fi; kill -TERM -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
     )
 }
 
@@ -332,6 +337,57 @@ mod tests {
         };
         assert_eq!(early.len(), 1);
         assert_eq!(&early[0].1[..], b"out");
+    }
+
+    #[test]
+    fn as_a_group_leader_it_runs_in_place_and_the_whole_group_still_dies() {
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        let env = BTreeMap::from([("TOKEN".to_owned(), "t0k".to_owned())]);
+        let inv = Invocation::new(
+            "echo $TOKEN; pwd; sleep 304 & echo $!; wait",
+            Some("/tmp"),
+            &env,
+        )
+        .unwrap();
+        // As sshd starts a command: the leader of its own process group.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&inv.exec)
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&inv.header).unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        for _ in 0..4 {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            lines.push(line.trim_end().to_owned());
+        }
+        assert_eq!(
+            inv.parse_report(&lines[0]),
+            Some(Report::Started(child.id())),
+            "the command runs in the wrapper's own shell"
+        );
+        assert_eq!(&lines[1..3], ["t0k", "/tmp"]);
+        let background: i32 = lines[3].parse().unwrap();
+        run_kill_script(child.id(), 300, "__outpost_someone_else");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "killed by another run's kill"
+        );
+        run_kill_script(child.id(), 300, &inv.nonce);
+        assert_eq!(child.wait().unwrap().signal(), Some(15));
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let stat = std::fs::read_to_string(format!("/proc/{background}/stat"));
+            stat.map_or(true, |s| s.contains(") Z "))
+        });
+        assert!(gone, "the background child of the group survived");
     }
 
     #[test]
