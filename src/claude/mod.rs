@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, mpsc};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,7 +25,7 @@ use crate::hosts::Hosts;
 use crate::transport::{CommandSpec, Stdin};
 use launch::{LaunchOptions, Start};
 use registry::{Registry, SessionRecord, SessionStatus};
-pub use session_sync::TurnSync;
+pub use session_sync::{PullOutcome, TurnSync};
 use stream::TurnResult;
 pub use worker::Interrupt;
 use worker::{Turn, Worker};
@@ -61,6 +62,8 @@ pub struct TurnReport {
 struct Slot {
     worker: Option<Worker>,
     last_used: Instant,
+    /// The background pull after the last turn: the next turn (or closing) waits for it first.
+    pulling: Option<JoinHandle<PullOutcome>>,
 }
 
 struct SlotEntry {
@@ -152,9 +155,17 @@ impl Claude {
             _ => start.session_id().to_owned(),
         };
         let slot = self.slot(&key, &host);
+        // Also waits for the background pull after this session's previous turn.
         let mut guard = tokio::select! {
             guard = slot.lock_owned() => guard,
             _ = cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        let previous_pull = match guard.pulling.take() {
+            Some(pull) => tokio::select! {
+                outcome = pull => outcome.ok(),
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+            },
+            None => None,
         };
         let reusable = guard.worker.as_mut().is_some_and(|w| {
             w.host == host
@@ -192,13 +203,21 @@ impl Claude {
         }
         drop(picked);
         self.mark_running(&start, &host, cwd.as_deref());
-        let (mut report, settle_on) = self
+        let (mut report, settle_on, slot) = self
             .run_turn(guard, &key, &request, &start, &events, &cancel, warm)
             .await?;
         if let Some(mut sync) = sync {
-            let (host, cwd, id) = (&report.host, &report.cwd, &report.session_id);
-            sync.pull(&self.hosts, host, cwd, id, settle_on).await;
+            sync.previous_pull = previous_pull;
+            sync.pulling = true;
             report.sync = Some(sync);
+            let mut slot = slot;
+            slot.pulling = Some(self.tasks.spawn(pull_after_turn(
+                self.hosts.clone(),
+                report.host.clone(),
+                report.cwd.clone(),
+                report.session_id.clone(),
+                settle_on,
+            )));
         }
         Ok(report)
     }
@@ -214,7 +233,7 @@ impl Claude {
         events: &mpsc::UnboundedSender<Value>,
         cancel: &CancellationToken,
         warm: bool,
-    ) -> Result<(TurnReport, Option<String>)> {
+    ) -> Result<(TurnReport, Option<String>, OwnedMutexGuard<Slot>)> {
         let Some(mut worker) = guard.worker.take() else {
             return Err(Error::ShuttingDown);
         };
@@ -250,20 +269,21 @@ impl Claude {
             sync: None,
         };
         self.record_turn(&report, alive);
+        let mut slot = guard;
         if alive {
             if worker.session_id == key {
-                guard.worker = Some(worker);
+                slot.worker = Some(worker);
             } else {
-                drop(guard);
-                let slot = self.slot(&worker.session_id, &worker.host);
-                let mut moved = slot.lock_owned().await;
-                moved.worker = Some(worker);
-                moved.last_used = Instant::now();
+                drop(slot);
+                let moved = self.slot(&worker.session_id, &worker.host);
+                slot = moved.lock_owned().await;
+                slot.worker = Some(worker);
+                slot.last_used = Instant::now();
             }
         }
         // Only a turn that ended by itself is sure to be written to the session file soon.
         let settle_on = end.last_message_id.filter(|_| report.interrupted.is_none());
-        Ok((report, settle_on))
+        Ok((report, settle_on, slot))
     }
 
     fn slot(&self, key: &str, host: &str) -> Arc<AsyncMutex<Slot>> {
@@ -272,6 +292,7 @@ impl Claude {
             host: host.to_owned(),
             slot: Arc::new(AsyncMutex::new(Slot {
                 worker: None,
+                pulling: None,
                 last_used: Instant::now(),
             })),
         });
@@ -300,16 +321,22 @@ impl Claude {
             }
             if let Some(worker) = guard.worker.take() {
                 tracing::info!(%host, session = %worker.session_id, "closing the least recently used claude process (per-host cap)");
-                self.close_in_background(worker);
+                self.close_in_background(worker, guard.pulling.take());
                 live -= 1;
             }
         }
     }
 
-    fn close_in_background(&self, worker: Worker) {
+    /// Closes `worker` (after the pull still running for its session, if any) and pulls once more.
+    fn close_in_background(&self, worker: Worker, pulling: Option<JoinHandle<PullOutcome>>) {
         self.mark_closed(&worker.session_id);
-        self.tasks
-            .spawn(close_and_pull(worker, self.hosts.clone(), self.grace()));
+        let (hosts, grace) = (self.hosts.clone(), self.grace());
+        self.tasks.spawn(async move {
+            if let Some(pull) = pulling {
+                let _ = pull.await;
+            }
+            close_and_pull(worker, hosts, grace).await;
+        });
     }
 
     /// Closes idle processes past the idle timeout and forgets dead ones.
@@ -325,9 +352,10 @@ impl Claude {
                 && (!worker.is_alive() || idle_for >= idle_limit)
                 && let Some(worker) = guard.worker.take()
             {
-                self.close_in_background(worker);
+                self.close_in_background(worker, guard.pulling.take());
             }
-            guard.worker.is_some() || Arc::strong_count(&entry.slot) > 2
+            let pulling = guard.pulling.as_ref().is_some_and(|p| !p.is_finished());
+            guard.worker.is_some() || pulling || Arc::strong_count(&entry.slot) > 2
         });
     }
 
@@ -432,6 +460,20 @@ async fn close_and_pull(worker: Worker, hosts: Arc<Hosts>, grace: Duration) {
             .pull(&hosts, &host, &cwd, &id, None)
             .await;
     }
+}
+
+/// Pulls a session after its turn was answered. Its handle waits in the session's slot: the next
+/// turn awaits it (and reports the outcome), closing the process awaits it first.
+async fn pull_after_turn(
+    hosts: Arc<Hosts>,
+    host: String,
+    cwd: String,
+    session_id: String,
+    settle_on: Option<String>,
+) -> PullOutcome {
+    let mut sync = TurnSync::default();
+    sync.pull(&hosts, &host, &cwd, &session_id, settle_on).await;
+    sync.into()
 }
 
 /// Cancels `ours` when `theirs` is cancelled; ends when either is.

@@ -1,6 +1,7 @@
 //! Keeping a host's Claude session files and this machine's in step around turns: the local copy
-//! is pushed before a session is resumed on a host, and the session is pulled after each turn.
-//! A failure is a warning in the turn's result, never a failed turn.
+//! is pushed before a session is resumed on a host, and the session is pulled after each turn, in
+//! the background once the turn is answered (Claude writes the turn to its log only ~0.1 s after
+//! its result). A failure is a warning in a turn's result, never a failed turn.
 
 use std::time::Duration;
 
@@ -19,12 +20,37 @@ pub struct TurnSync {
     /// Sent to the host before the turn (the local copy was ahead).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pushed: Option<SyncReport>,
-    /// Brought here after the turn.
+    /// Brought here (the pull after the previous turn of this session, or when the process closed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pulled: Option<SyncReport>,
+    /// The session is being pulled here in the background now; the next turn of this session
+    /// waits for it and reports it as `previous_pull`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pulling: bool,
+    /// How the background pull after this session's previous turn went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_pull: Option<PullOutcome>,
     /// Sync failures; the turn itself is unaffected.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// How a background pull went.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct PullOutcome {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<SyncReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl From<TurnSync> for PullOutcome {
+    fn from(sync: TurnSync) -> Self {
+        Self {
+            pulled: sync.pulled,
+            warnings: sync.warnings,
+        }
+    }
 }
 
 impl TurnSync {

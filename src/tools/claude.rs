@@ -353,19 +353,24 @@ fn render_text(result: &SpawnClaudeResult) -> String {
         text.push_str(&format!("\n[{hint}]"));
     }
     if let Some(sync) = &result.sync {
-        if let Some(pulled) = &sync.pulled {
+        let previous = sync.previous_pull.as_ref();
+        if let Some(pulled) = previous.and_then(|p| p.pulled.as_ref()) {
             text.push_str(&format!(
-                "\n[session synced here: {} file(s), {} bytes{}]",
+                "\n[previous turn's session sync: {} file(s), {} bytes{}]",
                 pulled.files_transferred,
                 pulled.bytes_transferred,
                 if pulled.conflicts.is_empty() {
                     ""
                 } else {
-                    ", CONFLICTS: see sync.pulled.conflicts"
+                    ", CONFLICTS: see sync.previous_pull.pulled.conflicts"
                 }
             ));
         }
-        for warning in &sync.warnings {
+        if sync.pulling {
+            text.push_str("\n[session being synced here in the background]");
+        }
+        let warnings = previous.map(|p| p.warnings.iter()).into_iter().flatten();
+        for warning in sync.warnings.iter().chain(warnings) {
             text.push_str(&format!("\n[warning: session sync: {warning}]"));
         }
     }

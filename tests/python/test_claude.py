@@ -290,6 +290,10 @@ async def test_background_turn_is_followed_with_job_output(claude_env):
         assert out["claude"]["status"] == "completed" and out["claude"]["num_turns"] == 2
         slow = data(await claude(s, "slow story", session_id=out["claude"]["session_id"], background=True))
         assert slow["host"] == "gpu" and slow["cwd"] == str(project.resolve()), "the session's recorded place"
+        with anyio.fail_after(HANG_GUARD):  # under way (after the first turn's background pull)
+            while "starting slowly" not in data(await s.call_tool(
+                    "job_output", {"job_id": slow["job_id"], "wait_secs": 1}))["output"]:
+                pass
         killed = data(await s.call_tool("job_kill", {"job_id": slow["job_id"]}))
         assert killed["status"] == "killed"
         out = data(await s.call_tool("job_output", {"job_id": slow["job_id"]}))

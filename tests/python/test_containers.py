@@ -16,6 +16,7 @@ import pytest
 
 from conftest import BIN, HANG_GUARD, data, open_session, text
 from test_claude import FAKE, claude, pid_of_data
+from test_sync import same_bytes
 
 pytestmark = pytest.mark.anyio
 HOSTNAME = "outpost-ctr"
@@ -203,13 +204,13 @@ async def test_spawn_claude_and_sync_sessions_inside(env, container, tmp_path):
         first = await claude(s, "hello", host="ctr", cwd=str(project))
         d = data(first)
         assert not first.is_error and d["host"] == "ctr", text(first)
-        assert d["sync"]["pulled"]["files_transferred"] == 1, json.dumps(d["sync"])
+        assert d["sync"]["pulling"] is True, json.dumps(d["sync"])
         second = data(await claude(s, "again", session_id=d["session_id"]))
         assert second["warm"] is True and pid_of_data(second) == pid_of_data(d)
+        assert second["sync"]["previous_pull"]["pulled"]["files_transferred"] == 1, json.dumps(second["sync"])
         name = f"{d['session_id']}.jsonl"
         inside_file = next(inside.glob(f"projects/*/{name}"))
-        local_file = next(local.glob(f"projects/*/{name}"))
-        assert local_file.read_bytes() == inside_file.read_bytes()
+        await same_bytes(next(local.glob("projects/*")) / name, inside_file)
         again = data(await s.call_tool("sync_sessions", {"host": "ctr", "direction": "pull",
                                                          "cwd": str(project)}))
         assert again["bytes_transferred"] == 0 and again["files_in_sync"] >= 1

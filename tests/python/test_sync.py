@@ -45,6 +45,13 @@ def seed(config_dir: pathlib.Path, cwd: pathlib.Path, name: str, content: str) -
     return path
 
 
+async def same_bytes(a: pathlib.Path, b: pathlib.Path):
+    """Waits for the background pull after a turn to make `a` a byte copy of `b`."""
+    with anyio.fail_after(HANG_GUARD):
+        while not (a.exists() and b.exists() and a.read_bytes() == b.read_bytes()):
+            await anyio.sleep(0.02)
+
+
 async def sync(s, direction, **args):
     return await s.call_tool("sync_sessions", {"host": "gpu", "direction": direction, **args})
 
@@ -54,14 +61,24 @@ async def test_pull_after_each_turn_gives_a_byte_identical_file(sync_env):
     async with server(env) as s:
         first = await claude(s, "hello", host="gpu", cwd=str(project))
         d = data(first)
-        assert d["sync"]["pulled"]["files_transferred"] == 1, json.dumps(d["sync"])
-        second = data(await claude(s, "again", session_id=d["session_id"]))
-        pulled = second["sync"]["pulled"]
+        # Answered first; the pull runs in the background, and the next turn reports it.
+        assert d["sync"]["pulling"] is True and "previous_pull" not in d["sync"], json.dumps(d["sync"])
         name = f"{d['session_id']}.jsonl"
         remote_file, local_file = session_dir(remote, project) / name, session_dir(local, project) / name
-        assert local_file.read_bytes() == remote_file.read_bytes()
-        assert pulled["bytes_transferred"] < remote_file.stat().st_size, "only the new tail moved"
+        await same_bytes(local_file, remote_file)
+        second = data(await claude(s, "again", session_id=d["session_id"]))
+        assert second["sync"]["previous_pull"]["pulled"]["files_transferred"] == 1, json.dumps(second["sync"])
+        size_after_first = local_file.stat().st_size
+        await same_bytes(local_file, remote_file)
         assert local_file.stat().st_mtime == int(remote_file.stat().st_mtime)
+        third = data(await claude(s, "once more", session_id=d["session_id"]))
+        pulled = third["sync"]["previous_pull"]["pulled"]
+        assert pulled["bytes_transferred"] == local_file.stat().st_size - size_after_first, "only the new tail moved"
+        # The third turn's records reach the host's log ~0.1 s after its result, then come here.
+        with anyio.fail_after(HANG_GUARD):
+            while b"once more" not in local_file.read_bytes():
+                await anyio.sleep(0.02)
+        await same_bytes(local_file, remote_file)
         again = data(await sync(s, "pull", cwd=str(project)))
         assert again["files_in_sync"] == again["files_examined"] >= 1 and again["bytes_transferred"] == 0
 
@@ -149,7 +166,8 @@ async def test_project_folders_follow_claudes_naming_rule(sync_env, leaf):
         d = data(await claude(s, "hello", host="gpu", cwd=str(project)))
         assert not d["sync"].get("warnings"), d["sync"]
         expected = FAKE_MODULE.project_dir_name(os.path.realpath(project))
-        assert (local / "projects" / expected / f"{d['session_id']}.jsonl").exists()
+        name = f"{d['session_id']}.jsonl"
+        await same_bytes(local / "projects" / expected / name, session_dir(remote, project) / name)
         if len(str(project)) > 200:
             assert len(expected) > 201 and expected[200] == "-"
 
@@ -159,6 +177,8 @@ async def test_push_then_resume_on_another_host(sync_env, tmp_path):
     async with server(env) as s:
         first = data(await claude(s, "hello", host="gpu", cwd=str(project)))
         sid = first["session_id"]
+        name = f"{sid}.jsonl"
+        await same_bytes(session_dir(local, project) / name, session_dir(tmp_path / "remote-claude", project) / name)
         # Explicit push to gpu2, then a resume there sees the whole history.
         pushed = data(await s.call_tool("sync_sessions", {
             "host": "gpu2", "cwd": str(project), "direction": "push", "session_id": sid}))
