@@ -421,7 +421,7 @@ def table_rows(r):
         if key in r:
             cold, warm, ssh = r[key]["outpost_cold"], r[key]["outpost_warm"], r[key]["ssh_controlmaster"]
             rows.append(("B4", f"`spawn_claude` cold turn vs warm follow-up, {label}", "cold " + spread(cold, ms),
-                         "warm " + spread(warm, ms), f"{cold['median'] / warm['median']:.0f}×", "warm ≥ 10× faster",
+                         "warm " + spread(warm, ms), f"{cold['median'] / warm['median']:.1f}×", "warm ≥ 10× faster",
                          verdict(cold["median"] >= 10 * warm["median"])))
             over = cold["median"] - ssh["median"]
             rows.append(("B4", f"cold turn vs the same fake over ssh (ControlMaster), {label}", "cold " + ms(cold["median"]),
