@@ -11,17 +11,23 @@ use super::{HostEntry, HostKind, HostSource, Hosts, LOCAL};
 use crate::error::{Error, Result};
 use crate::transport::{CommandSpec, Health, Process, Ticket};
 
-/// Per group, how many ties have been broken, so equal members take turns.
+/// Per group, how many ties have been broken, so equal members take turns. Held while a pick
+/// reads the members' load and reserves its choice, so concurrent picks (on any runtime thread)
+/// see each other's reservations.
 #[derive(Debug, Default)]
 pub(super) struct Rotation(Mutex<HashMap<String, usize>>);
 
 impl Rotation {
-    fn next(&self, group: &str) -> usize {
-        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let turn = turns.entry(group.to_owned()).or_default();
-        *turn = turn.wrapping_add(1);
-        *turn - 1
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The next turn of `group` in a held rotation.
+fn next_turn(turns: &mut HashMap<String, usize>, group: &str) -> usize {
+    let turn = turns.entry(group.to_owned()).or_default();
+    *turn = turn.wrapping_add(1);
+    *turn - 1
 }
 
 /// A group member, as `list_hosts` shows it.
@@ -72,6 +78,7 @@ impl Hosts {
                 reservation: None,
             });
         };
+        let mut turns = self.rotation.lock();
         let ranked = self.candidates(members, tried);
         let Some(best) = ranked
             .iter()
@@ -88,7 +95,7 @@ impl Hosts {
             .filter(|(rank, running, _)| (*rank, *running) == best)
             .map(|(.., m)| *m)
             .collect();
-        let host = ties[self.rotation.next(name) % ties.len()].clone();
+        let host = ties[next_turn(&mut turns, name) % ties.len()].clone();
         Ok(Picked {
             reservation: Some(self.activity.ticket(&host)),
             host,
