@@ -26,6 +26,7 @@ use crate::transport::{CommandSpec, Stdin};
 use launch::{LaunchOptions, Start};
 use registry::{Registry, SessionRecord, SessionStatus};
 pub use session_sync::{PullOutcome, TurnSync};
+use session_sync::{close_and_pull, pull_after_turn};
 use stream::TurnResult;
 pub use worker::Interrupt;
 use worker::{Turn, Worker};
@@ -442,38 +443,6 @@ fn new_record(id: &str, host: &str, cwd: &str) -> SessionRecord {
         forked_from: None,
         server_pid: Some(std::process::id()),
     }
-}
-
-/// Closes `worker` gently and, on a host whose sessions are synced, pulls its session once more:
-/// Claude appends a last record when it exits, and without it the copies here and on the next
-/// host would diverge.
-async fn close_and_pull(worker: Worker, hosts: Arc<Hosts>, grace: Duration) {
-    let (host, cwd, id) = (
-        worker.host.clone(),
-        worker.cwd.clone(),
-        worker.session_id.clone(),
-    );
-    worker.close(grace).await;
-    if hosts.syncs_sessions(&host) {
-        // A failure is logged by the sync; nobody waits for this result.
-        TurnSync::default()
-            .pull(&hosts, &host, &cwd, &id, None)
-            .await;
-    }
-}
-
-/// Pulls a session after its turn was answered. Its handle waits in the session's slot: the next
-/// turn awaits it (and reports the outcome), closing the process awaits it first.
-async fn pull_after_turn(
-    hosts: Arc<Hosts>,
-    host: String,
-    cwd: String,
-    session_id: String,
-    settle_on: Option<String>,
-) -> PullOutcome {
-    let mut sync = TurnSync::default();
-    sync.pull(&hosts, &host, &cwd, &session_id, settle_on).await;
-    sync.into()
 }
 
 /// Cancels `ours` when `theirs` is cancelled; ends when either is.

@@ -3,11 +3,13 @@
 //! the background once the turn is answered (Claude writes the turn to its log only ~0.1 s after
 //! its result). A failure is a warning in a turn's result, never a failed turn.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use super::worker::Worker;
 use crate::hosts::Hosts;
 use crate::sync::{Cwd, Direction, SyncReport, SyncRequest, sync_with_host};
 
@@ -110,4 +112,36 @@ fn request(
         session_id: Some(session_id.to_owned()),
         settle_on,
     }
+}
+
+/// Closes `worker` gently and, on a host whose sessions are synced, pulls its session once more:
+/// Claude appends a last record when it exits, and without it the copies here and on the next
+/// host would diverge.
+pub(super) async fn close_and_pull(worker: Worker, hosts: Arc<Hosts>, grace: Duration) {
+    let (host, cwd, id) = (
+        worker.host.clone(),
+        worker.cwd.clone(),
+        worker.session_id.clone(),
+    );
+    worker.close(grace).await;
+    if hosts.syncs_sessions(&host) {
+        // A failure is logged by the sync; nobody waits for this result.
+        TurnSync::default()
+            .pull(&hosts, &host, &cwd, &id, None)
+            .await;
+    }
+}
+
+/// Pulls a session after its turn was answered. Its handle waits in the session's slot: the next
+/// turn awaits it (and reports the outcome), closing the process awaits it first.
+pub(super) async fn pull_after_turn(
+    hosts: Arc<Hosts>,
+    host: String,
+    cwd: String,
+    session_id: String,
+    settle_on: Option<String>,
+) -> PullOutcome {
+    let mut sync = TurnSync::default();
+    sync.pull(&hosts, &host, &cwd, &session_id, settle_on).await;
+    sync.into()
 }

@@ -5,6 +5,7 @@ mod command;
 mod local;
 mod process;
 mod ssh;
+mod startup;
 mod wrapper;
 
 use std::collections::BTreeMap;

@@ -10,9 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::process::feed_stdin;
-use super::wrapper::{
-    Invocation, MAX_STARTUP_NOISE, Report, Scanned, StartupScan, kill_script, log_chatter,
-};
+use super::startup::{MAX_STARTUP_NOISE, Scanned, StartupScan, log_chatter};
+use super::wrapper::{Invocation, Report, kill_script};
 use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
 use crate::error::{Error, Result};
 use crate::ssh::pool::{Lease, PooledConnection};
