@@ -21,7 +21,6 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-const EVENT_BUFFER: usize = 16;
 /// After the kill inside, how long the engine's client gets to end by itself before it is killed.
 const CLIENT_SETTLE: Duration = Duration::from_secs(2);
 /// Bound on the engine running the kill script, beyond the grace the script itself waits.
@@ -104,7 +103,7 @@ impl CommandPrefix {
                 return Err(self.engine_error(reason, None));
             }
         };
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let (tx, rx) = mpsc::channel(super::EVENT_BUFFER);
         for (stream, data) in early {
             let _ = tx.try_send(ProcessEvent::Output(stream, data));
         }

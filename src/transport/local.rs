@@ -24,8 +24,6 @@ use crate::error::{Error, Result};
 const DRAIN_IDLE: Duration = Duration::from_millis(300);
 /// Size of one read from a pipe.
 const CHUNK: usize = 64 * 1024;
-/// Events buffered between the pipes and the consumer: a slow consumer slows the reads.
-const EVENT_BUFFER: usize = 16;
 
 /// Runs commands on this machine.
 #[derive(Debug, Clone)]
@@ -73,7 +71,7 @@ impl Local {
             (Stdin::Pipe, Some(pipe)) => Some(Box::pin(pipe) as super::StdinWriter),
             _ => None,
         };
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let (tx, rx) = mpsc::channel(super::EVENT_BUFFER);
         tokio::spawn(supervise(child, tx, kill.clone(), self.kill.grace));
         tracing::debug!(host = %self.name, pid, "spawned local process");
         Ok(Process::new(rx, stdin, kill, pid))

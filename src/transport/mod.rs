@@ -112,6 +112,9 @@ impl Transport {
     }
 }
 
+/// Events buffered between a backend and the process's consumer: a slow consumer slows the reads.
+const EVENT_BUFFER: usize = 16;
+
 /// Tuning shared by every backend.
 #[derive(Debug, Clone, Copy)]
 pub struct KillPolicy {

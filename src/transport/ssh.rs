@@ -17,8 +17,6 @@ use crate::error::{Error, Result};
 use crate::ssh::pool::{Lease, PooledConnection};
 use crate::ssh::{SshPool, SshTarget};
 
-const EVENT_BUFFER: usize = 16;
-
 /// Runs commands on one SSH host through the shared pool.
 #[derive(Clone)]
 pub struct Ssh {
@@ -80,7 +78,7 @@ impl Ssh {
                 limit.as_secs_f64()
             ))
         })??;
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let (tx, rx) = mpsc::channel(super::EVENT_BUFFER);
         let pid = start.pid;
         for (stream, data) in std::mem::take(&mut start.early) {
             let _ = tx.try_send(ProcessEvent::Output(stream, data));
