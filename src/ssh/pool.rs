@@ -3,9 +3,12 @@
 //! network errors, idle ones closed.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use russh::Channel;
+use russh::client::Msg;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -138,6 +141,40 @@ impl SshPool {
             connection,
             _slot: slot,
         })
+    }
+
+    /// A channel opened by `open` on a pooled connection, with the lease that holds its slot.
+    /// A connection that fails for another reason than the server refusing this one channel (half
+    /// dead, not yet noticed by keepalive) is dropped and a fresh one tried, once. A refusal
+    /// (`MaxSessions` reached, a closed port for direct-tcpip) leaves the connection and the
+    /// other channels on it alone.
+    pub async fn open_channel<F, Fut>(
+        &self,
+        target: &SshTarget,
+        open: F,
+    ) -> Result<(Lease, Channel<Msg>)>
+    where
+        F: Fn(Arc<PooledConnection>) -> Fut,
+        Fut: Future<Output = std::result::Result<Channel<Msg>, russh::Error>>,
+    {
+        let failed = |e: russh::Error| Error::SshChannel {
+            host: target.name.clone(),
+            reason: e.to_string(),
+        };
+        let lease = self.lease(target).await?;
+        match open(lease.connection.clone()).await {
+            Ok(channel) => return Ok((lease, channel)),
+            Err(e @ russh::Error::ChannelOpenFailure(_)) => return Err(failed(e)),
+            Err(e) => {
+                tracing::warn!(host = %target.name, error = %e, "connection unusable; reconnecting");
+                let broken = lease.connection.clone();
+                drop(lease);
+                self.discard(target, &broken).await;
+            }
+        }
+        let lease = self.lease(target).await?;
+        let channel = open(lease.connection.clone()).await.map_err(failed)?;
+        Ok((lease, channel))
     }
 
     /// Adds a connection opened elsewhere (e.g. timed by `outpost remote test`) to the pool.

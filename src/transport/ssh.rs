@@ -95,27 +95,10 @@ impl Ssh {
         Ok(Process::new(rx, stdin, kill, Some(pid)))
     }
 
-    /// A session channel on a pooled connection. A connection that cannot open one (half dead,
-    /// not yet noticed by keepalive) is dropped and a fresh one tried, once.
+    /// A session channel on a pooled connection (see [`SshPool::open_channel`]).
     async fn open_channel(&self) -> Result<(Lease, Channel<Msg>)> {
-        let lease = self.pool.lease(&self.target).await?;
-        match lease.connection.handle.channel_open_session().await {
-            Ok(channel) => return Ok((lease, channel)),
-            Err(e) => {
-                tracing::warn!(host = %self.target.name, error = %e, "connection unusable; reconnecting");
-                let broken = lease.connection.clone();
-                drop(lease);
-                self.pool.discard(&self.target, &broken).await;
-            }
-        }
-        let lease = self.pool.lease(&self.target).await?;
-        let channel = lease
-            .connection
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| self.channel_error(e))?;
-        Ok((lease, channel))
+        let open = |c: Arc<PooledConnection>| async move { c.handle.channel_open_session().await };
+        self.pool.open_channel(&self.target, open).await
     }
 
     /// Reads until the wrapper's report line; output after it is kept for the process.

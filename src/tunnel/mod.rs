@@ -15,7 +15,7 @@ use crate::config::{PortOrAddress, TunnelConfig};
 use crate::error::{Error, Result};
 use crate::hosts::Hosts;
 use crate::ssh::SshTarget;
-use crate::ssh::pool::Lease;
+use crate::ssh::pool::{Lease, PooledConnection};
 
 /// Between health checks of a tunnel that works.
 const CHECK_UP: Duration = Duration::from_secs(10);
@@ -91,44 +91,31 @@ impl Dialed {
     }
 }
 
-/// Opens a direct-tcpip channel to `host:port` as seen from `target`, on a pooled connection. A
-/// connection that fails for another reason than the server refusing this channel (half dead,
-/// not yet noticed by keepalive) is dropped and a fresh one tried, once.
+/// Opens a direct-tcpip channel to `host:port` as seen from `target`, on a pooled connection
+/// (see [`crate::ssh::SshPool::open_channel`]).
 pub async fn dial(hosts: &Hosts, target: &SshTarget, host: &str, port: u16) -> Result<Dialed> {
-    let refused = |e: russh::Error| Error::SshChannel {
-        host: target.name.clone(),
-        reason: format!("cannot reach {host}:{port} from there: {e}"),
-    };
-    let lease = hosts.pool().lease(target).await?;
-    let handle = &lease.connection.handle;
-    let channel = match handle
-        .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
-        .await
-    {
-        Ok(channel) => {
-            return Ok(Dialed {
-                stream: channel.into_stream(),
-                _lease: lease,
-            });
-        }
-        Err(e @ russh::Error::ChannelOpenFailure(_)) => return Err(refused(e)),
-        Err(e) => {
-            tracing::warn!(host = %target.name, error = %e, "connection unusable; reconnecting");
-            let broken = lease.connection.clone();
-            drop(lease);
-            hosts.pool().discard(target, &broken).await;
-            let lease = hosts.pool().lease(target).await?;
-            let opened = lease
-                .connection
-                .handle
+    let open = |c: Arc<PooledConnection>| {
+        let host = host.to_owned();
+        async move {
+            c.handle
                 .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
-                .await;
-            (opened.map_err(refused)?, lease)
+                .await
         }
     };
+    let (lease, channel) = hosts
+        .pool()
+        .open_channel(target, open)
+        .await
+        .map_err(|e| match e {
+            Error::SshChannel { host: name, reason } => Error::SshChannel {
+                host: name,
+                reason: format!("cannot reach {host}:{port} from there: {reason}"),
+            },
+            e => e,
+        })?;
     Ok(Dialed {
-        stream: channel.0.into_stream(),
-        _lease: channel.1,
+        stream: channel.into_stream(),
+        _lease: lease,
     })
 }
 
