@@ -25,8 +25,8 @@ use crate::hosts::Hosts;
 use crate::transport::{CommandSpec, Stdin};
 use launch::{LaunchOptions, Start};
 use registry::{Registry, SessionRecord, SessionStatus};
+use session_sync::close_and_pull;
 pub use session_sync::{PullOutcome, TurnSync};
-use session_sync::{close_and_pull, pull_after_turn};
 use stream::TurnResult;
 pub use worker::Interrupt;
 use worker::{Turn, Worker};
@@ -211,14 +211,13 @@ impl Claude {
             sync.previous_pull = previous_pull;
             sync.pulling = true;
             report.sync = Some(sync);
+            // Its handle waits in the slot: the next turn awaits and reports it, closing awaits it.
+            let (hosts, host) = (self.hosts.clone(), report.host.clone());
+            let (cwd, id) = (report.cwd.clone(), report.session_id.clone());
             let mut slot = slot;
-            slot.pulling = Some(self.tasks.spawn(pull_after_turn(
-                self.hosts.clone(),
-                report.host.clone(),
-                report.cwd.clone(),
-                report.session_id.clone(),
-                settle_on,
-            )));
+            slot.pulling = Some(self.tasks.spawn(async move {
+                PullOutcome::pull(&hosts, &host, &cwd, &id, settle_on).await
+            }));
         }
         Ok(report)
     }

@@ -22,9 +22,6 @@ pub struct TurnSync {
     /// Sent to the host before the turn (the local copy was ahead).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pushed: Option<SyncReport>,
-    /// Brought here (the pull after the previous turn of this session, or when the process closed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pulled: Option<SyncReport>,
     /// The session is being pulled here in the background now; the next turn of this session
     /// waits for it and reports it as `previous_pull`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -46,11 +43,27 @@ pub struct PullOutcome {
     pub warnings: Vec<String>,
 }
 
-impl From<TurnSync> for PullOutcome {
-    fn from(sync: TurnSync) -> Self {
-        Self {
-            pulled: sync.pulled,
-            warnings: sync.warnings,
+impl PullOutcome {
+    /// Pulls `session_id` from `host`, once its log holds `settle_on` (the turn's last message).
+    /// `physical_cwd` is the project path as Claude reported it.
+    pub async fn pull(
+        hosts: &Hosts,
+        host: &str,
+        physical_cwd: &str,
+        session_id: &str,
+        settle_on: Option<String>,
+    ) -> Self {
+        let cwd = Cwd::Physical(physical_cwd.to_owned());
+        let request = request(host, cwd, Direction::Pull, session_id, settle_on);
+        match attempt(hosts, &request, "pull after the turn").await {
+            Ok(report) => Self {
+                pulled: Some(report),
+                warnings: Vec::new(),
+            },
+            Err(warning) => Self {
+                pulled: None,
+                warnings: vec![warning],
+            },
         }
     }
 }
@@ -60,41 +73,23 @@ impl TurnSync {
     pub async fn push(&mut self, hosts: &Hosts, host: &str, cwd: &str, session_id: &str) {
         let cwd = Cwd::Given(cwd.to_owned());
         let request = request(host, cwd, Direction::Push, session_id, None);
-        self.pushed = self.attempt(hosts, &request, "push before the turn").await;
+        match attempt(hosts, &request, "push before the turn").await {
+            Ok(report) => self.pushed = Some(report),
+            Err(warning) => self.warnings.push(warning),
+        }
     }
+}
 
-    /// Pulls `session_id` from `host`, once its log holds `settle_on` (the turn's last message).
-    /// `physical_cwd` is the project path as Claude reported it.
-    pub async fn pull(
-        &mut self,
-        hosts: &Hosts,
-        host: &str,
-        physical_cwd: &str,
-        session_id: &str,
-        settle_on: Option<String>,
-    ) {
-        let cwd = Cwd::Physical(physical_cwd.to_owned());
-        let request = request(host, cwd, Direction::Pull, session_id, settle_on);
-        self.pulled = self.attempt(hosts, &request, "pull after the turn").await;
-    }
-
-    /// Runs `request`, bounded by SYNC_LIMIT; a failure becomes a warning.
-    async fn attempt(
-        &mut self,
-        hosts: &Hosts,
-        request: &SyncRequest,
-        what: &str,
-    ) -> Option<SyncReport> {
-        let outcome = tokio::time::timeout(SYNC_LIMIT, sync_with_host(hosts, request)).await;
-        let warning = match outcome {
-            Ok(Ok(report)) => return Some(report),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("gave up after {}s", SYNC_LIMIT.as_secs()),
-        };
-        tracing::warn!(host = %request.host, "session sync failed: {what}: {warning}");
-        self.warnings.push(format!("{what}: {warning}"));
-        None
-    }
+/// Runs `request`, bounded by SYNC_LIMIT; a failure is logged and becomes the warning returned.
+async fn attempt(hosts: &Hosts, request: &SyncRequest, what: &str) -> Result<SyncReport, String> {
+    let outcome = tokio::time::timeout(SYNC_LIMIT, sync_with_host(hosts, request)).await;
+    let warning = match outcome {
+        Ok(Ok(report)) => return Ok(report),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("gave up after {}s", SYNC_LIMIT.as_secs()),
+    };
+    tracing::warn!(host = %request.host, "session sync failed: {what}: {warning}");
+    Err(format!("{what}: {warning}"))
 }
 
 fn request(
@@ -126,22 +121,6 @@ pub(super) async fn close_and_pull(worker: Worker, hosts: Arc<Hosts>, grace: Dur
     worker.close(grace).await;
     if hosts.syncs_sessions(&host) {
         // A failure is logged by the sync; nobody waits for this result.
-        TurnSync::default()
-            .pull(&hosts, &host, &cwd, &id, None)
-            .await;
+        PullOutcome::pull(&hosts, &host, &cwd, &id, None).await;
     }
-}
-
-/// Pulls a session after its turn was answered. Its handle waits in the session's slot: the next
-/// turn awaits it (and reports the outcome), closing the process awaits it first.
-pub(super) async fn pull_after_turn(
-    hosts: Arc<Hosts>,
-    host: String,
-    cwd: String,
-    session_id: String,
-    settle_on: Option<String>,
-) -> PullOutcome {
-    let mut sync = TurnSync::default();
-    sync.pull(&hosts, &host, &cwd, &session_id, settle_on).await;
-    sync.into()
 }

@@ -126,8 +126,7 @@ case $__o_cwd in "~") __o_cwd=$HOME;; "~/"*) __o_cwd="$HOME/${{__o_cwd#"~/"}}";;
     /// and mtime, leaving out conflict copies and temp files. `hash_against` lists the other
     /// side's files (`path → size`): each file found there gets the sha256 of its window ending
     /// at `min(size here, size there)`; `None` hashes each file's window ending at its end. With
-    /// `settle_on`, first
-    /// waits up to 3 s for the session log to contain that text.
+    /// `settle_on`, first waits up to 3 s for the session log to contain that text.
     pub async fn list(
         &self,
         dir: &str,
