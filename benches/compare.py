@@ -231,31 +231,47 @@ def percentile(samples, p):
 
 async def b3_bulk_output(bench, trials, size):
     command = f"head -c {size} /dev/zero | tr '\\0' x"
-    samples = {"outpost": [], "ssh_controlmaster": []}
-    peak_rss, lost = [], []
+    samples = {"outpost": [], "outpost_exec": [], "ssh_controlmaster": []}
+    peak_rss, lost, cpu = [], [], {"server": [], "client": []}
     for _, name in interleaved(trials, samples):
-        if name == "ssh_controlmaster":
+        if name != "outpost":
+            argv = bench.ssh(command) if name == "ssh_controlmaster" else [bench.binary, "exec", "box", "--", command]
             with open(os.devnull, "wb") as sink:
-                samples[name].append(size / timed(lambda: bench.run(bench.ssh(command), stdout=sink)))
+                samples[name].append(size / timed(lambda: bench.run(argv, stdout=sink)))
             continue
         mcp = await Mcp.start(bench.binary, bench.env)
         await mcp.call("remote_exec", {"host": "box", "command": "true"})
+        server_cpu, client_cpu = cpu_seconds(mcp.proc.pid), own_cpu_seconds()
         start = time.perf_counter()
         job = (await mcp.call("remote_exec", {"host": "box", "command": command, "background": True}))["job_id"]
         offset, received = 0, 0
-        while True:
+        while True:  # pages of 1 MiB: the most one call returns
             read = await mcp.call("job_output", {"job_id": job, "offset": offset, "wait_secs": 5,
-                                                 "max_bytes": 4 << 20})
+                                                 "max_bytes": 1 << 20, "follow": True})
             received += len(read["output"])
             offset = read["next_offset"]
             if read["status"] != "running" and not read["more"]:
                 break
         samples[name].append(received / (time.perf_counter() - start))
+        cpu["server"].append((cpu_seconds(mcp.proc.pid) - server_cpu) / (size / MB))
+        cpu["client"].append((own_cpu_seconds() - client_cpu) / (size / MB))
         lost.append(size - received)
         peak_rss.append(mcp.rss_kib("VmHWM") / 1024)
         await mcp.close()
     return {"throughput": {name: summary(s) for name, s in samples.items()},
-            "peak_rss_mib": summary(peak_rss), "bytes_not_delivered": max(lost)}
+            "peak_rss_mib": summary(peak_rss), "bytes_not_delivered": max(lost),
+            "cpu_seconds_per_mb": {side: summary(s) for side, s in cpu.items()}}
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of process `pid`, in seconds."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds():
+    t = os.times()
+    return t.user + t.system
 
 
 async def b4_claude(bench, trials, sync):
@@ -414,6 +430,11 @@ def table_rows(r):
                      f"{f' ({lost} bytes not delivered)' if lost else ''}", spread(o, mbs),
                      "ssh → /dev/null " + spread(ssh, mbs), f"{o['median'] / ssh['median']:.2f}×", "≥ 0.8×",
                      verdict(o["median"] >= 0.8 * ssh["median"] and not lost)))
+        exec_ = r["b3"]["throughput"].get("outpost_exec")
+        if exec_:
+            rows.append(("B3", "the same 200 MB through `outpost exec` (the transport alone, no JSON-RPC)",
+                         spread(exec_, mbs), "ssh → /dev/null " + spread(ssh, mbs),
+                         f"{exec_['median'] / ssh['median']:.2f}×", "(for comparison)", "—"))
         rss = r["b3"]["peak_rss_mib"]
         rows.append(("B3", "server peak RSS during it", spread(rss, lambda x: f"{x:.0f} MiB"), "—", "—",
                      "≤ 64 MiB", verdict(rss["max"] <= 64)))

@@ -140,6 +140,9 @@ pub struct ExecConfig {
     pub job_retention_secs: u64,
     /// Grace between SIGTERM and SIGKILL when a process tree is killed, in milliseconds.
     pub kill_grace_ms: u64,
+    /// How long a job keeps holding output back for a `job_output` reader with `follow` after
+    /// its last read, in milliseconds.
+    pub follow_grace_ms: u64,
 }
 
 impl Default for ExecConfig {
@@ -152,6 +155,7 @@ impl Default for ExecConfig {
             job_log_bytes: 8 << 20,
             job_retention_secs: 3600,
             kill_grace_ms: 1000,
+            follow_grace_ms: 2000,
         }
     }
 }
@@ -159,6 +163,10 @@ impl Default for ExecConfig {
 impl ExecConfig {
     pub fn kill_grace(&self) -> Duration {
         Duration::from_millis(self.kill_grace_ms)
+    }
+
+    pub fn follow_grace(&self) -> Duration {
+        Duration::from_millis(self.follow_grace_ms)
     }
 }
 

@@ -3,13 +3,15 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use schemars::JsonSchema;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::follow::Follower;
 use crate::output::{Capture, LogRead, OutputLog, Rendered};
-use crate::transport::{ExitStatus, Process, ProcessEvent};
+use crate::transport::{ExitStatus, OutputStream, Process, ProcessEvent};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -50,6 +52,11 @@ pub struct JobSpec {
     pub timeout: Duration,
     pub output_limit: usize,
     pub log_bytes: usize,
+    /// How long after a following read the job keeps holding output back for that reader.
+    pub follow_grace: Duration,
+    /// Hold output back from the start for a reader that comes within `follow_grace` (a
+    /// background job's caller, about to follow it), as if it were already following.
+    pub hold_for_first_reader: bool,
 }
 
 struct JobState {
@@ -60,6 +67,8 @@ struct JobState {
     log: OutputLog,
     /// The tool's own result for jobs that are not plain commands (a Claude turn's result).
     detail: Option<serde_json::Value>,
+    /// A reader the job holds output back for, rather than drop what it has not read.
+    follower: Option<Follower>,
 }
 
 /// A command under way or done. Shared by the manager, the task that drives it and the tools.
@@ -73,8 +82,11 @@ pub struct Job {
     state: Mutex<JobState>,
     /// Bumped on every change (output or end); waiters watch it.
     changed: watch::Sender<u64>,
+    /// Woken when a following reader moves on, for output held back for it.
+    follower_moved: Notify,
     /// Cancelled to kill the job's process tree.
     kill: CancellationToken,
+    follow_grace: Duration,
 }
 
 impl Job {
@@ -93,9 +105,15 @@ impl Job {
                 capture: Capture::new(spec.output_limit),
                 log: OutputLog::new(spec.log_bytes),
                 detail: None,
+                follower: spec.hold_for_first_reader.then(|| Follower {
+                    offset: 0,
+                    until: Instant::now() + spec.follow_grace,
+                }),
             }),
             changed: watch::Sender::new(0),
+            follower_moved: Notify::new(),
             kill,
+            follow_grace: spec.follow_grace,
         }
     }
 
@@ -155,6 +173,38 @@ impl Job {
         state.log.read(offset, max, state.finished.is_none())
     }
 
+    /// Marks a reader that will read from `offset` next, within `wait` plus the follow grace:
+    /// until then the job holds output back rather than drop any of it unread.
+    pub fn follow(&self, offset: u64, wait: Duration) {
+        self.state().follower = Some(Follower {
+            offset,
+            until: Instant::now() + wait + self.follow_grace,
+        });
+        self.follower_moved.notify_one();
+    }
+
+    /// Waits until `len` more bytes of output can be kept without dropping any a following
+    /// reader has not read, or that reader stops following.
+    async fn room_for(&self, len: usize) {
+        while let Some(until) = self.held_back_until(len) {
+            tokio::select! {
+                _ = self.follower_moved.notified() => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
+    }
+
+    /// When keeping `len` more bytes now would drop bytes a following reader has not read: until
+    /// when that reader counts as following. None when there is room.
+    fn held_back_until(&self, len: usize) -> Option<Instant> {
+        let state = self.state();
+        let (end, cap) = (state.log.end(), state.log.cap());
+        let follower = state.follower?;
+        follower
+            .must_wait(end, len, cap, Instant::now())
+            .then_some(follower.until)
+    }
+
     /// Offset just past the newest output that can be read (a character still arriving is not).
     pub fn log_end(&self) -> u64 {
         let state = self.state();
@@ -205,7 +255,7 @@ impl Job {
     pub fn record_line(&self, line: &str) {
         let mut text = line.to_owned();
         text.push('\n');
-        self.record(crate::transport::OutputStream::Stdout, text.as_bytes());
+        self.record(OutputStream::Stdout, text.as_bytes());
     }
 
     /// Ends a job that is not a plain command, with its result.
@@ -214,7 +264,7 @@ impl Job {
         self.finish(status, ExitStatus::default());
     }
 
-    fn record(&self, stream: crate::transport::OutputStream, data: &[u8]) {
+    fn record(&self, stream: OutputStream, data: &[u8]) {
         {
             let mut state = self.state();
             state.capture.push(stream, data);
@@ -235,15 +285,19 @@ impl Job {
 }
 
 /// Drives `process` to its end: records output, enforces the timeout, honours kill requests.
-/// The job's status is final when this returns.
+/// While a reader follows the job (see [`Job::follow`]), output it has not read yet is never
+/// dropped: the next chunk waits, and so does the process behind it. The job's status is final
+/// when this returns.
 pub(super) async fn drive(job: Arc<Job>, mut process: Process, timeout: Duration) {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut ending: Option<JobStatus> = None;
+    let mut held: Option<(OutputStream, Bytes)> = None;
     loop {
+        let held_len = held.as_ref().map_or(0, |(_, data)| data.len());
         tokio::select! {
-            event = process.next_event() => match event {
-                Some(ProcessEvent::Output(stream, data)) => job.record(stream, &data),
+            event = process.next_event(), if held.is_none() => match event {
+                Some(ProcessEvent::Output(stream, data)) => held = Some((stream, data)),
                 Some(ProcessEvent::Exited(exit)) => {
                     job.finish(ending.unwrap_or(JobStatus::Exited), exit);
                     break;
@@ -253,6 +307,7 @@ pub(super) async fn drive(job: Arc<Job>, mut process: Process, timeout: Duration
                     break;
                 }
             },
+            _ = job.room_for(held_len), if held.is_some() && ending.is_none() => {}
             _ = &mut deadline, if ending.is_none() => {
                 tracing::info!(job = %job.id, "timed out; killing its process tree");
                 ending = Some(JobStatus::TimedOut);
@@ -262,6 +317,14 @@ pub(super) async fn drive(job: Arc<Job>, mut process: Process, timeout: Duration
                 tracing::info!(job = %job.id, "killing its process tree on request");
                 ending = Some(JobStatus::Killed);
                 process.kill();
+            }
+        }
+        // Kept at once unless a follower is owed room; once the job is ending nothing waits.
+        if let Some((stream, data)) = held.take() {
+            if ending.is_some() || job.held_back_until(data.len()).is_none() {
+                job.record(stream, &data);
+            } else {
+                held = Some((stream, data));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Every command outpost runs is a job: the manager starts them, finds them, forgets them and kills them all at shutdown.
 
+mod follow;
 mod job;
 
 use std::collections::HashMap;
@@ -147,6 +148,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             output_limit: 100,
             log_bytes: 100,
+            follow_grace: Duration::from_secs(2),
+            hold_for_first_reader: false,
         }
     }
 

@@ -50,6 +50,11 @@ impl OutputLog {
         self.buf.extend(data);
     }
 
+    /// The most bytes the ring holds.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Bytes the ring holds now.
     pub fn held(&self) -> usize {
         self.buf.len()
@@ -66,9 +71,8 @@ impl OutputLog {
         if !more_coming {
             return self.end();
         }
-        let last: Vec<u8> = (self.buf.iter().skip(self.buf.len().saturating_sub(3)))
-            .copied()
-            .collect();
+        let held = self.buf.len();
+        let last = self.copy(held.saturating_sub(3), 3);
         self.end() - incomplete_suffix(&last) as u64
     }
 
@@ -77,14 +81,7 @@ impl OutputLog {
     pub fn read(&self, offset: u64, max: usize, more_coming: bool) -> LogRead {
         let from = offset.clamp(self.start, self.end());
         let skip = (from - self.start) as usize;
-        let (a, b) = self.buf.as_slices();
-        let available: Vec<u8> = a
-            .iter()
-            .chain(b.iter())
-            .skip(skip)
-            .take(max.saturating_add(3))
-            .copied()
-            .collect();
+        let mut available = self.copy(skip, max.saturating_add(3));
         let mut take = if available.len() > max {
             head_boundary(&available, max)
         } else {
@@ -93,25 +90,37 @@ impl OutputLog {
         if more_coming && take == available.len() {
             take -= incomplete_suffix(&available[..take]);
         }
+        available.truncate(take);
+        let text = String::from_utf8(available)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         LogRead {
             offset: from,
             next_offset: from + take as u64,
             dropped: from.saturating_sub(offset.min(self.end())),
-            text: String::from_utf8_lossy(&available[..take]).into_owned(),
+            text,
         }
+    }
+
+    /// Up to `len` held bytes from position `skip` in the ring, copied slice by slice.
+    fn copy(&self, skip: usize, len: usize) -> Vec<u8> {
+        let (a, b) = self.buf.as_slices();
+        let end = skip.saturating_add(len).min(self.buf.len());
+        let skip = skip.min(end);
+        let mut out = Vec::with_capacity(end - skip);
+        if skip < a.len() {
+            out.extend_from_slice(&a[skip..end.min(a.len())]);
+        }
+        if end > a.len() {
+            out.extend_from_slice(&b[skip.saturating_sub(a.len())..end - a.len()]);
+        }
+        out
     }
 
     /// The last `lines` non-empty lines, each cut to `width` bytes: a glimpse for progress messages.
     /// A line redrawn with carriage returns (a progress bar) shows its latest state.
     pub fn last_lines(&self, lines: usize, width: usize) -> String {
         let window = self.buf.len().min(LAST_LINES_WINDOW);
-        let (a, b) = self.buf.as_slices();
-        let bytes: Vec<u8> = a
-            .iter()
-            .chain(b.iter())
-            .skip(self.buf.len() - window)
-            .copied()
-            .collect();
+        let bytes = self.copy(self.buf.len() - window, window);
         let bytes = &bytes[tail_boundary(&bytes, window)..];
         let text = String::from_utf8_lossy(bytes);
         let mut picked: Vec<&str> = text
@@ -179,6 +188,31 @@ mod tests {
         log.push(&[b'z'; 25]);
         assert_eq!(log.read(0, 100, false).text, "z".repeat(10));
         assert_eq!(log.end(), 40);
+    }
+
+    #[test]
+    fn reads_across_the_ring_wrap_match_what_was_written() {
+        let mut log = OutputLog::new(16);
+        let mut written = Vec::new();
+        for round in 0..40u8 {
+            let chunk: Vec<u8> = (0..(round % 7 + 1))
+                .map(|i| b'a' + (round + i) % 26)
+                .collect();
+            log.push(&chunk);
+            written.extend_from_slice(&chunk);
+            let start = written.len().saturating_sub(16);
+            for offset in start..=written.len() {
+                for max in [1, 3, 16] {
+                    let r = log.read(offset as u64, max, false);
+                    let end = (offset + max).min(written.len());
+                    assert_eq!(
+                        r.text.as_bytes(),
+                        &written[offset..end],
+                        "round {round} at {offset}+{max}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

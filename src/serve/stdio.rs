@@ -15,6 +15,9 @@ use crate::hosts::Hosts;
 
 /// How long rmcp gets to send the last responses once every process is dead.
 const DRAIN: Duration = Duration::from_secs(3);
+/// Pipe buffer asked for on stdout: a large result (a `job_output` page of several MiB) then
+/// crosses in a few writes instead of one 64 KiB pipe-full per wake-up of the client.
+const STDOUT_PIPE_BYTES: i32 = 1 << 20;
 
 /// Serves MCP on stdin/stdout until stdin closes or SIGTERM/SIGINT arrives; then kills every
 /// running process tree and returns. Calls are audited as `stdio` when an audit log is set.
@@ -27,6 +30,7 @@ pub async fn serve_stdio(hosts: Arc<Hosts>, audit_path: Option<std::path::PathBu
     let termination = termination();
     tokio::pin!(termination);
     let eof = CancellationToken::new();
+    widen_stdout_pipe();
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let stdin = tokio::io::BufReader::new(EofSignal::new(stdin, eof.clone()));
     let transport = LineTransport::new(stdin, stdout);
@@ -60,4 +64,17 @@ pub async fn serve_stdio(hosts: Arc<Hosts>, audit_path: Option<std::path::PathBu
     state.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Grows stdout's pipe buffer when stdout is a pipe (Linux); anything else is left as it is.
+fn widen_stdout_pipe() {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::fcntl::{FcntlArg, fcntl};
+        let stdout = std::io::stdout();
+        match fcntl(&stdout, FcntlArg::F_SETPIPE_SZ(STDOUT_PIPE_BYTES)) {
+            Ok(size) => tracing::debug!(size, "stdout pipe buffer"),
+            Err(e) => tracing::debug!(error = %e, "stdout pipe buffer left as it is"),
+        }
+    }
 }

@@ -213,6 +213,8 @@ impl Outpost {
             timeout: request.timeout,
             output_limit: exec.output_limit_bytes,
             log_bytes: exec.job_log_bytes,
+            follow_grace: exec.follow_grace(),
+            hold_for_first_reader: false,
         };
         let claude = self.claude.clone();
         let session_id = request.session_id.clone().filter(|_| !request.fork);

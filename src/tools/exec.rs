@@ -149,6 +149,8 @@ impl Outpost {
                 timeout,
                 output_limit: settings.output_limit_bytes,
                 log_bytes: settings.job_log_bytes,
+                follow_grace: settings.follow_grace(),
+                hold_for_first_reader: params.background,
             },
         )
     }

@@ -17,6 +17,9 @@ use crate::jobs::{Job, Outcome};
 
 /// Longest `wait_secs` a call may ask for.
 const MAX_WAIT_SECS: u64 = 300;
+/// Most output one `job_output` call returns, whatever `max_bytes` asks: bounds the memory a
+/// call takes (the page is in the result twice, and serialized once more).
+const MAX_PAGE_BYTES: usize = 1 << 20;
 /// How long `job_kill` waits for the process tree to be gone before answering.
 pub(super) const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -32,9 +35,13 @@ pub struct JobOutputParams {
     /// Wait up to this many seconds (max 300) for new output or the end of the job.
     #[serde(default)]
     pub wait_secs: Option<f64>,
-    /// Most bytes of output to return (default: the output budget, about 30000).
+    /// Most bytes of output to return (default: the output budget, about 30000; at most 1 MiB).
     #[serde(default)]
     pub max_bytes: Option<usize>,
+    /// Lose nothing: while you call again within a second, output you have not read is held
+    /// back (the command waits) instead of the oldest being dropped when the job's log is full.
+    #[serde(default)]
+    pub follow: bool,
 }
 
 /// Parameters of `job_kill`.
@@ -90,11 +97,17 @@ impl Outpost {
             Ok(job) => job,
             Err(e) => return failure(&e),
         };
-        if let Some(wait) = params.wait_secs.filter(|w| *w > 0.0) {
-            let wait = match seconds("wait_secs", wait, MAX_WAIT_SECS) {
-                Ok(wait) => wait,
+        let wait = match params.wait_secs.filter(|w| *w > 0.0) {
+            Some(wait) => match seconds("wait_secs", wait, MAX_WAIT_SECS) {
+                Ok(wait) => Some(wait),
                 Err(e) => return failure(&e),
-            };
+            },
+            None => None,
+        };
+        if params.follow {
+            job.follow(params.offset, wait.unwrap_or_default());
+        }
+        if let Some(wait) = wait {
             tokio::select! {
                 _ = job.output_after(params.offset) => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -104,8 +117,11 @@ impl Outpost {
         let max = params
             .max_bytes
             .unwrap_or(self.hosts.config().exec.output_limit_bytes)
-            .max(1);
+            .clamp(1, MAX_PAGE_BYTES);
         let read = job.read_log(params.offset, max);
+        if params.follow {
+            job.follow(read.next_offset, Duration::ZERO);
+        }
         let result = JobOutputResult {
             job: view(&job),
             more: read.next_offset < job.log_end(),
