@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use russh::Channel;
@@ -29,6 +29,8 @@ pub struct PooledConnection {
     pub handle: Connection,
     slots: Arc<Semaphore>,
     last_used: Mutex<Instant>,
+    /// Whether the login shell is plain `sh`, once a command's wrapper has said.
+    login_shell_is_sh: OnceLock<bool>,
 }
 
 impl PooledConnection {
@@ -37,7 +39,19 @@ impl PooledConnection {
             handle,
             slots: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
             last_used: Mutex::new(Instant::now()),
+            login_shell_is_sh: OnceLock::new(),
         }
+    }
+
+    /// Whether commands may run in the login shell directly (it is plain `sh`); false until
+    /// a first command has told.
+    pub fn login_shell_is_sh(&self) -> bool {
+        self.login_shell_is_sh.get().copied().unwrap_or(false)
+    }
+
+    /// Records what the login shell is, as a command's wrapper reported it.
+    pub fn learn_login_shell(&self, is_sh: bool) {
+        let _ = self.login_shell_is_sh.set(is_sh);
     }
 
     fn idle_since(&self) -> Option<Instant> {

@@ -16,11 +16,11 @@ use tokio::time::Instant;
 pub use report::{Conflict, Direction, SyncReport};
 
 use plan::{Action, FileInfo};
-use side::{Project, Side};
+use side::{Against, Project, Side, Tail};
 
 use crate::error::{Error, Result};
 use crate::hosts::{Hosts, LOCAL};
-use crate::transport::{OutputStream, ProcessEvent};
+use crate::transport::{OutputStream, ProcessEvent, StdinWriter};
 
 /// A sync between this machine and `host`, as the tool and `spawn_claude` ask for it.
 #[derive(Debug, Clone)]
@@ -36,6 +36,10 @@ pub struct SyncRequest {
     /// (Claude writes a turn's records just after printing its result).
     pub settle_on: Option<String>,
 }
+
+/// A session log that grew by at most this much since the destination's copy sends its new tail
+/// with the listing: a sync that appends one turn takes one round trip to the source.
+const TAIL_WITH_LISTING: u64 = 256 * 1024;
 
 /// The variable that moves Claude's config (and session) directory.
 const CONFIG_DIR_VAR: &str = "CLAUDE_CONFIG_DIR";
@@ -136,14 +140,23 @@ impl SyncJob<'_> {
             .destination
             .list(&dst.dir, self.session_id, None, None)
             .await?;
-        let sizes: HashMap<String, u64> = dest
+        let dest_files: HashMap<String, (u64, String)> = dest
             .files
             .iter()
-            .map(|f| (f.path.clone(), f.size))
+            .map(|f| (f.path.clone(), (f.size, f.hash.clone())))
             .collect();
+        let against = Against {
+            files: &dest_files,
+            // A paced sync streams everything, so that the pace holds.
+            send_tails_up_to: if self.max_bytes_per_sec.is_some_and(|r| r > 0) {
+                0
+            } else {
+                TAIL_WITH_LISTING
+            },
+        };
         let source = self
             .source
-            .list(&src.dir, self.session_id, Some(&sizes), self.settle_on)
+            .list(&src.dir, self.session_id, Some(&against), self.settle_on)
             .await?;
         let dest_by_path: HashMap<&str, &FileInfo> =
             dest.files.iter().map(|f| (f.path.as_str(), f)).collect();
@@ -171,7 +184,9 @@ impl SyncJob<'_> {
                 prefix,
                 &stamp,
             );
-            self.apply(&src, &dst, file, action, &mut report).await?;
+            let tail = source.tails.get(&file.path);
+            self.apply(&src, &dst, file, action, tail, &mut report)
+                .await?;
         }
         Ok(report)
     }
@@ -182,6 +197,7 @@ impl SyncJob<'_> {
         dst: &Project,
         file: &FileInfo,
         action: Action,
+        tail: Option<&Tail>,
         report: &mut SyncReport,
     ) -> Result<()> {
         let (from, target) = match &action {
@@ -204,7 +220,11 @@ impl SyncJob<'_> {
             len: file.size - from,
             mtime: file.mtime,
         };
-        self.copy(src, dst, &write).await?;
+        // The new tail came with the listing when the source saw the same append.
+        let sent = tail
+            .filter(|t| matches!(action, Action::Append { from } if from == t.from))
+            .and_then(|t| t.data.get(..usize::try_from(write.len).ok()?));
+        self.copy(src, dst, &write, sent).await?;
         report.files_transferred += 1;
         report.bytes_transferred += write.len;
         if let Action::Conflict { copy_to } = action {
@@ -218,15 +238,55 @@ impl SyncJob<'_> {
     }
 
     /// Streams the bytes from the source's reader into the destination's atomic writer.
-    async fn copy(&self, src: &Project, dst: &Project, write: &side::Write<'_>) -> Result<()> {
-        let mut reader = self
-            .source
-            .read(&src.dir, write.path, write.base, write.len)
-            .await?;
+    /// Writes `write` on the destination with its bytes from `sent` (a tail that came with the
+    /// listing), else streamed from the source as it reads them.
+    async fn copy(
+        &self,
+        src: &Project,
+        dst: &Project,
+        write: &side::Write<'_>,
+        sent: Option<&[u8]>,
+    ) -> Result<()> {
         let mut writer = self.destination.write(&dst.dir, write).await?;
         let Some(mut stdin) = writer.take_stdin() else {
             return Err(self.destination_failed("no stdin for the writer"));
         };
+        match sent {
+            Some(data) => stdin
+                .write_all(data)
+                .await
+                .map_err(|e| self.destination_failed(e))?,
+            // On failure, dropping the writer kills it before it renames anything: the
+            // destination stays as it was.
+            None => self.stream(src, write, &mut stdin).await?,
+        }
+        stdin
+            .shutdown()
+            .await
+            .map_err(|e| self.destination_failed(e))?;
+        drop(stdin);
+        let done = writer.output().await;
+        if done.status.code != Some(0) {
+            return Err(self.destination_failed(format!(
+                "writing {}: {}",
+                write.target,
+                String::from_utf8_lossy(&done.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Feeds `stdin` the bytes of `write` as the source reads them, at the configured pace.
+    async fn stream(
+        &self,
+        src: &Project,
+        write: &side::Write<'_>,
+        stdin: &mut StdinWriter,
+    ) -> Result<()> {
+        let mut reader = self
+            .source
+            .read(&src.dir, write.path, write.base, write.len)
+            .await?;
         let started = Instant::now();
         let mut sent = 0u64;
         let mut reader_err = Vec::new();
@@ -248,7 +308,6 @@ impl SyncJob<'_> {
             }
         }
         if reader_status.and_then(|s| s.code) != Some(0) || sent != write.len {
-            // Dropping the writer kills it before it renames anything: the destination stays as it was.
             return Err(Error::Sync {
                 host: self.source.host.clone(),
                 reason: format!(
@@ -258,19 +317,6 @@ impl SyncJob<'_> {
                     String::from_utf8_lossy(&reader_err).trim()
                 ),
             });
-        }
-        stdin
-            .shutdown()
-            .await
-            .map_err(|e| self.destination_failed(e))?;
-        drop(stdin);
-        let done = writer.output().await;
-        if done.status.code != Some(0) {
-            return Err(self.destination_failed(format!(
-                "writing {}: {}",
-                write.target,
-                String::from_utf8_lossy(&done.stderr).trim()
-            )));
         }
         Ok(())
     }

@@ -27,6 +27,21 @@ const PREFIX_HASHES: &str = r#"while IFS='	' read -r n f; do
   __o_h=$(__o_tailsum "$f" "$n"); printf 'H\t%s\t%s\n' "${__o_h%% *}" "$f"
 done"#;
 
+/// Reads `length<TAB>hash<TAB>path` lines (the destination's size and end-window hash of each of
+/// its files) and prints `H<TAB>sha256<TAB>path` for the window of each file here that ends at
+/// `min(length, size)`. Where that window matches, the file is a session log (`.jsonl`) and it has
+/// grown by at most `$1` bytes, also prints `D<TAB>from<TAB>len<TAB>path`, the `len` new bytes
+/// (the tail the destination lacks, in the same round trip) and `<LF>E<TAB>path`: a log cut short
+/// while being read misplaces that end line, and the listing is refused rather than misread.
+const COMPARE_AND_SEND: &str = r#"while IFS='	' read -r n h f; do
+  [ -f "$f" ] || continue
+  __o_s=$(__o_size "$f"); __o_n=$n; [ "$__o_s" -lt "$n" ] && __o_n=$__o_s
+  __o_h=$(__o_tailsum "$f" "$__o_n"); __o_h=${__o_h%% *}; printf 'H\t%s\t%s\n' "$__o_h" "$f"
+  __o_l=$((__o_s - n))
+  case $f in *.jsonl) if [ "$__o_h" = "$h" ] && [ "$__o_l" -gt 0 ] && [ "$__o_l" -le "$1" ]; then
+    printf 'D\t%s\t%s\t%s\n' "$n" "$__o_l" "$f"; tail -c +$((n + 1)) "$f" | head -c "$__o_l"; printf '\nE\t%s\n' "$f"; fi;; esac
+done"#;
+
 /// Where a project's Claude files live on one side.
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -57,6 +72,23 @@ pub struct Listing {
     /// The project folder as a path on that side.
     pub dir: String,
     pub files: Vec<FileInfo>,
+    /// New tails of session logs sent with the listing, by path (see [`Side::list`]).
+    pub tails: HashMap<String, Tail>,
+}
+
+/// Bytes `from..from + data.len()` of a file, as the source sent them with its listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    pub from: u64,
+    pub data: Vec<u8>,
+}
+
+/// What [`Side::list`] compares against: the other side's files, `path → (size, end-window hash)`.
+pub struct Against<'a> {
+    pub files: &'a HashMap<String, (u64, String)>,
+    /// Session logs that grew by at most this many bytes past the other side's matching copy
+    /// come back with their new tail in [`Listing::tails`] (0: none).
+    pub send_tails_up_to: u64,
 }
 
 /// A host taking part in a sync.
@@ -95,12 +127,18 @@ impl Side {
 
     /// Runs a short script to its end; a non-zero exit is an error naming `what`.
     async fn run(&self, what: &str, command: String, stdin: Stdin) -> Result<String> {
+        let out = self.run_bytes(what, command, stdin).await?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// [`Side::run`], with stdout as bytes.
+    async fn run_bytes(&self, what: &str, command: String, stdin: Stdin) -> Result<Vec<u8>> {
         let output = self.spawn(command, stdin).await?.output().await;
         if output.status.code != Some(0) {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(self.failed(what, stderr.trim()));
         }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok(output.stdout)
     }
 
     /// Resolves `cwd` on this side (`~/` expanded, symlinks resolved when it exists).
@@ -123,15 +161,16 @@ case $__o_cwd in "~") __o_cwd=$HOME;; "~/"*) __o_cwd="$HOME/${{__o_cwd#"~/"}}";;
     }
 
     /// Every file of the project folder (or only one session's log and sidecar folder) with size
-    /// and mtime, leaving out conflict copies and temp files. `hash_against` lists the other
-    /// side's files (`path → size`): each file found there gets the sha256 of its window ending
-    /// at `min(size here, size there)`; `None` hashes each file's window ending at its end. With
-    /// `settle_on`, first waits up to 3 s for the session log to contain that text.
+    /// and mtime, leaving out conflict copies and temp files. `against` lists the other side's
+    /// files: each file found there gets the sha256 of its window ending at `min(size here, size
+    /// there)`, and a session log that only grew comes with its new tail (see [`Against`]);
+    /// `None` hashes each file's window ending at its end. With `settle_on`, first waits up to
+    /// 3 s for the session log to contain that text.
     pub async fn list(
         &self,
         dir: &str,
         only: Option<&str>,
-        hash_against: Option<&HashMap<String, u64>>,
+        against: Option<&Against<'_>>,
         settle_on: Option<&str>,
     ) -> Result<Listing> {
         let roots = match only {
@@ -151,18 +190,24 @@ case $__o_cwd in "~") __o_cwd=$HOME;; "~/"*) __o_cwd="$HOME/${{__o_cwd#"~/"}}";;
             ),
             _ => String::new(),
         };
-        let (hashing, input) = match hash_against {
+        let (hashing, input, tail_limit) = match against {
             None => (
                 "__o_h=$(__o_tailsum \"$f\" \"$(__o_size \"$f\")\"); printf 'H\\t%s\\t%s\\n' \"${__o_h%% *}\" \"${f#./}\"",
                 Vec::new(),
+                0,
             ),
             Some(other) => (
                 "",
                 other
+                    .files
                     .iter()
-                    .map(|(p, n)| format!("{n}\t{p}\n"))
+                    // `-` for a hash the other side could not compute: never equal to one.
+                    .map(|(p, (n, h))| {
+                        format!("{n}\t{}\t{p}\n", if h.is_empty() { "-" } else { h })
+                    })
                     .collect::<String>()
                     .into_bytes(),
+                other.send_tails_up_to,
             ),
         };
         let script = format!(
@@ -173,16 +218,19 @@ find {roots} -type f ! -name '*.conflict-*' ! -name '.outpost-tmp-*' 2>/dev/null
   printf 'F\t%s\t%s\t%s\n' "$(__o_size "$f")" "$__o_m" "${{f#./}}"
   {hashing}
 done
-{PREFIX_HASHES}"#,
+set -- {tail_limit}
+{COMPARE_AND_SEND}"#,
         );
         let stdin = if input.is_empty() {
             Stdin::Null
         } else {
             Stdin::Bytes(input)
         };
-        let out = self.run("listing files", script, stdin).await?;
-        parse_listing(&out)
-            .ok_or_else(|| self.failed("listing files", format!("unreadable listing `{out}`")))
+        let out = self.run_bytes("listing files", script, stdin).await?;
+        parse_listing(&out).ok_or_else(|| {
+            let shown = String::from_utf8_lossy(&out[..out.len().min(500)]).into_owned();
+            self.failed("listing files", format!("unreadable listing `{shown}`"))
+        })
     }
 
     /// sha256 of the window ending at `len` of each `(path, len)`, keyed by path.
@@ -284,15 +332,16 @@ fn safe_relative(path: &str) -> Option<&str> {
     (inside && !path.is_empty()).then_some(path)
 }
 
-fn parse_listing(out: &str) -> Option<Listing> {
-    let mut lines = out.lines();
-    let dir = lines.next().unwrap_or_default().to_owned();
+fn parse_listing(out: &[u8]) -> Option<Listing> {
+    let mut rest = out;
+    let dir = next_line(&mut rest)?.to_owned();
     let mut files = Vec::new();
     let mut hashes = HashMap::new();
-    for line in lines {
-        match line.split_once('\t')? {
-            ("F", rest) => {
-                let mut fields = rest.splitn(3, '\t');
+    let mut tails = HashMap::new();
+    while !rest.is_empty() {
+        match next_line(&mut rest)?.split_once('\t')? {
+            ("F", line) => {
+                let mut fields = line.splitn(3, '\t');
                 files.push(FileInfo {
                     size: fields.next()?.trim().parse().ok()?,
                     mtime: fields.next()?.trim().parse().ok()?,
@@ -300,9 +349,19 @@ fn parse_listing(out: &str) -> Option<Listing> {
                     hash: String::new(),
                 });
             }
-            ("H", rest) => {
-                let (hash, path) = rest.split_once('\t')?;
+            ("H", line) => {
+                let (hash, path) = line.split_once('\t')?;
                 hashes.insert(path.trim_start_matches("./").to_owned(), hash.to_owned());
+            }
+            ("D", line) => {
+                let mut fields = line.splitn(3, '\t');
+                let from: u64 = fields.next()?.parse().ok()?;
+                let len: usize = fields.next()?.parse().ok()?;
+                let path = safe_relative(fields.next()?)?.to_owned();
+                let data = rest.get(..len)?.to_vec();
+                let end = format!("\nE\t{path}\n");
+                rest = rest.get(len..)?.strip_prefix(end.as_bytes())?;
+                tails.insert(path, Tail { from, data });
             }
             _ => return None,
         }
@@ -310,7 +369,15 @@ fn parse_listing(out: &str) -> Option<Listing> {
     for file in &mut files {
         file.hash = hashes.remove(&file.path).unwrap_or_default();
     }
-    Some(Listing { dir, files })
+    Some(Listing { dir, files, tails })
+}
+
+/// The text line at the start of `rest` (without its newline), moving `rest` past it.
+fn next_line<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+    let line = std::str::from_utf8(&rest[..end]).ok();
+    *rest = rest.get(end + 1..).unwrap_or_default();
+    line
 }
 
 /// `touch -t` form (`CCYYMMDDhhmm.SS`, UTC) of a Unix time.
@@ -329,7 +396,7 @@ mod tests {
     fn stamps_and_manifest_lines() {
         assert_eq!(touch_stamp(1_795_000_000), "202611181106.40");
         let listing = parse_listing(
-            "/d\nF\t12\t1795000000\tsub dir/x\ty.jsonl\nH\tabc\tsub dir/x\ty.jsonl\n",
+            b"/d\nF\t12\t1795000000\tsub dir/x\ty.jsonl\nH\tabc\tsub dir/x\ty.jsonl\n",
         )
         .unwrap();
         let f = &listing.files[0];
@@ -338,12 +405,29 @@ mod tests {
             (f.size, f.mtime, f.path.as_str(), f.hash.as_str()),
             (12, 1_795_000_000, "sub dir/x\ty.jsonl", "abc")
         );
-        assert!(parse_listing("/d\nnonsense").is_none());
+        assert!(parse_listing(b"/d\nnonsense").is_none());
         for outside in ["../x.jsonl", "a/../../x.jsonl", "/etc/passwd", ""] {
             let line = format!("/d\nF\t1\t1\t{outside}\n");
-            assert!(parse_listing(&line).is_none(), "{outside}");
+            assert!(parse_listing(line.as_bytes()).is_none(), "{outside}");
+            let tail = format!("/d\nD\t0\t1\t{outside}\nx\nE\t{outside}\n");
+            assert!(parse_listing(tail.as_bytes()).is_none(), "{outside}");
         }
         assert_eq!(folder_of("a/b/c.jsonl"), "a/b");
+    }
+
+    #[test]
+    fn tails_sent_with_the_listing_are_taken_exactly_or_refused() {
+        // Any bytes at all, newlines and tabs included, framed by length and an end line.
+        let out = b"/d\nF\t7\t1\ta.jsonl\nH\th\ta.jsonl\nD\t3\t4\ta.jsonl\n\n\tx\xff\nE\ta.jsonl\nH\tg\tb.jsonl\n";
+        let listing = parse_listing(out).unwrap();
+        let tail = &listing.tails["a.jsonl"];
+        assert_eq!((tail.from, tail.data.as_slice()), (3, &b"\n\tx\xff"[..]));
+        assert_eq!(listing.files[0].hash, "h");
+        // A log cut short while it was read: fewer bytes than announced, so the end line is
+        // not where it should be.
+        let short = b"/d\nD\t3\t4\ta.jsonl\nab\nE\ta.jsonl\nH\tg\tb.jsonl\n";
+        assert!(parse_listing(short).is_none());
+        assert!(parse_listing(b"/d\nD\t3\t4\ta.jsonl\nab").is_none());
         assert_eq!(folder_of("c.jsonl"), ".");
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::process::feed_stdin;
 use super::startup::{MAX_STARTUP_NOISE, Scanned, StartupScan, log_chatter};
-use super::wrapper::{Invocation, Report, kill_script};
+use super::wrapper::{Invocation, Report, is_plain_sh, kill_script};
 use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
 use crate::error::{Error, Result};
 use crate::ssh::pool::{Lease, PooledConnection};
@@ -50,7 +50,7 @@ impl Ssh {
         let mut invocation = Invocation::new(&spec.command, spec.cwd.as_deref(), &spec.env)?;
         let (lease, mut channel) = self.open_channel().await?;
         channel
-            .exec(true, invocation.exec.as_bytes())
+            .exec(true, invocation.exec(lease.connection.login_shell_is_sh()))
             .await
             .map_err(|e| self.channel_error(e))?;
         channel
@@ -71,13 +71,19 @@ impl Ssh {
         };
         // A login shell stuck in its startup files must not hang the call.
         let limit = self.target.connect_timeout;
-        let report = self.await_report(&mut channel, &invocation, spec.cwd.as_deref());
+        let report = self.await_report(
+            &mut channel,
+            &invocation,
+            spec.cwd.as_deref(),
+            &lease.connection,
+        );
         let mut start = tokio::time::timeout(limit, report).await.map_err(|_| {
             self.channel_error(format!(
                 "the remote shell did not start the command within {}s (slow or interactive shell startup files?)",
                 limit.as_secs_f64()
             ))
         })??;
+        tracing::debug!(host = %self.target.name, pgid = start.pid, "remote command started");
         let (tx, rx) = mpsc::channel(super::EVENT_BUFFER);
         let pid = start.pid;
         for (stream, data) in std::mem::take(&mut start.early) {
@@ -107,6 +113,7 @@ impl Ssh {
         channel: &mut Channel<Msg>,
         invocation: &Invocation,
         cwd: Option<&str>,
+        connection: &PooledConnection,
     ) -> Result<Started> {
         let mut scan = StartupScan::new(invocation);
         // sshd may send the exit status before the last output (a command that ends at once).
@@ -143,6 +150,9 @@ impl Ssh {
                 }
                 Scanned::Reported(Report::Started(pid), early) => {
                     log_chatter(&self.target.name, &scan);
+                    if let Some(shell) = scan.login_shell() {
+                        connection.learn_login_shell(is_plain_sh(shell));
+                    }
                     let nonce = invocation.nonce.clone();
                     return Ok(Started {
                         pid,

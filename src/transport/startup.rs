@@ -18,6 +18,8 @@ pub struct StartupScan<'a> {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     report: Option<Report>,
+    /// The login shell the report named.
+    login_shell: Option<String>,
     /// Where the marker is on stderr, once seen: the end of the chatter and the start of the
     /// command's own stderr.
     marker: Option<(usize, usize)>,
@@ -40,6 +42,7 @@ impl<'a> StartupScan<'a> {
             stdout: Vec::new(),
             stderr: Vec::new(),
             report: None,
+            login_shell: None,
             marker: None,
         }
     }
@@ -57,9 +60,15 @@ impl<'a> StartupScan<'a> {
                 self.marker = Some((self.stderr.len(), self.stderr.len()));
             }
             self.report = self.invocation.parse_report(&line);
+            self.login_shell = self.invocation.login_shell(&line).map(str::to_owned);
             self.stdout.drain(..=end);
         }
         self.state()
+    }
+
+    /// The login shell (`$SHELL`) the wrapper reported, once it has.
+    pub fn login_shell(&self) -> Option<&str> {
+        self.login_shell.as_deref()
     }
 
     /// Takes stderr, kept whole for an error message until the marker splits it.

@@ -7,9 +7,11 @@ use std::hash::{BuildHasher, RandomState};
 
 use crate::error::{Error, Result};
 
-/// Reads the header up to the nonce line, applies it, checks cwd, reports `$$`, runs the command.
-/// `$1` is the nonce. Contains no single quote, so it fits in a single-quoted argument of any shell.
-const INNER: &str = r#"nl=$(printf "\nx"); nl=${nl%x}; s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l$nl"; done; eval "$s"; unset s l; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$1"; exit 127; }; fi; printf "%s\n" "$1" >&2; printf "%s pid %s\n" "$1" "$$"; eval "$__o_cmd""#;
+/// Reads the header up to the nonce line, applies it, checks cwd, reports `$$` and the login shell
+/// (`$SHELL`), runs the command. `$1` is the nonce. Contains no single quote, so it fits in a
+/// single-quoted argument of any shell.
+const INNER: &str = r#"s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l
+"; done; eval "$s"; unset s l; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$1"; exit 127; }; fi; printf "%s\n" "$1" >&2; printf "%s pid %s %s\n" "$1" "$$" "${SHELL-}"; eval "$__o_cmd""#;
 
 /// Runs INNER as the leader of its own process group, with the nonce in its environment as
 /// `OUTPOST_RUN` (the kill script's proof that a pid is still ours), and dies by the same signal
@@ -23,7 +25,6 @@ const OUTER: &str = r#"if read -r _ _ _ _ __o_pg _ < /proc/$$/stat 2>/dev/null &
 /// One remote invocation: the exec string (public) and the stdin header (may hold secrets).
 pub struct Invocation {
     pub nonce: String,
-    pub exec: String,
     pub header: Vec<u8>,
 }
 
@@ -35,7 +36,6 @@ impl Invocation {
             RandomState::new().hash_one(1u8),
             RandomState::new().hash_one(2u8)
         );
-        let exec = format!("exec sh -c '{OUTER}' outpost {nonce} '{INNER}'");
         let mut header = String::new();
         for (name, value) in env {
             if !is_shell_name(name) {
@@ -62,9 +62,20 @@ impl Invocation {
         ));
         Ok(Self {
             nonce,
-            exec,
             header: header.into_bytes(),
         })
+    }
+
+    /// The command string for a login shell to run. Any login shell (fish, csh, ...) can
+    /// `exec sh -c '…'`; where the login shell is `sh` itself the wrapper runs in it directly,
+    /// which saves starting a second shell.
+    pub fn exec(&self, login_shell_is_sh: bool) -> String {
+        let nonce = &self.nonce;
+        if login_shell_is_sh {
+            format!("set -- {nonce} '{INNER}'; {OUTER}")
+        } else {
+            format!("exec sh -c '{OUTER}' outpost {nonce} '{INNER}'")
+        }
     }
 
     /// The wrapper as an argv, for a prefix that runs a program (`docker exec -i CONTAINER` + this).
@@ -81,11 +92,27 @@ impl Invocation {
             return Some(Report::NoCwd);
         }
         rest.strip_prefix("pid ")?
-            .trim()
+            .split_whitespace()
+            .next()?
             .parse()
             .ok()
             .map(Report::Started)
     }
+
+    /// The login shell (`$SHELL`) a report line names, if any.
+    pub fn login_shell<'a>(&self, report: &'a str) -> Option<&'a str> {
+        let at = report.find(&self.nonce)?;
+        let rest = report[at + self.nonce.len()..]
+            .trim()
+            .strip_prefix("pid ")?;
+        rest.split_whitespace().nth(1)
+    }
+}
+
+/// Whether the login shell `path` is POSIX `sh` itself (not bash, zsh, fish, ...): commands may
+/// then run in it exactly as under `sh -c`.
+pub fn is_plain_sh(path: &str) -> bool {
+    matches!(path.rsplit('/').next(), Some("sh" | "dash" | "ash"))
 }
 
 /// What the wrapper said before the command ran.
@@ -100,13 +127,13 @@ pub enum Report {
 /// The POSIX `sh` script that kills process group `pgid` (or just process `pgid` where it leads no
 /// group): TERM, up to `grace` for the group to go, then KILL whatever is left. Where `/proc` is
 /// there, it first checks that `pgid` still carries this run's nonce (as `OUTPOST_RUN` in its
-/// environment, or as an argument of the wrapper's shell), so a kill
+/// environment, or within an argument of the wrapper's shell), so a kill
 /// that lands elsewhere (another replica of a workload, a restarted container, a reused pid) does
 /// nothing. No `--` before the negative id: dash's `kill` refuses it. Contains no single quote.
 pub fn kill_script(pgid: u32, grace: std::time::Duration, nonce: &str) -> String {
     let polls = (grace.as_millis() / 100).max(1);
     format!(
-        "if [ -d /proc/self ] && ! {{ tr \"\\000\" \"\\n\" < /proc/{pgid}/environ 2>/dev/null | grep -qx \"OUTPOST_RUN={nonce}\" || tr \"\\000\" \"\\n\" < /proc/{pgid}/cmdline 2>/dev/null | grep -qx {nonce}; }}; then exit 0; fi; kill -TERM -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
+        "if [ -d /proc/self ] && ! {{ tr \"\\000\" \"\\n\" < /proc/{pgid}/environ 2>/dev/null | grep -qx \"OUTPOST_RUN={nonce}\" || tr \"\\000\" \"\\n\" < /proc/{pgid}/cmdline 2>/dev/null | grep -q {nonce}; }}; then exit 0; fi; kill -TERM -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
     )
 }
 
@@ -126,7 +153,7 @@ mod tests {
     fn run(inv: &Invocation, input: &[u8]) -> (String, String, Option<i32>) {
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(&inv.exec)
+            .arg(inv.exec(false))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -153,7 +180,10 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert!(!inv.exec.contains("SECRET") && !inv.exec.contains("printf '["));
+        for direct in [false, true] {
+            let exec = inv.exec(direct);
+            assert!(!exec.contains("SECRET") && !exec.contains("printf '["));
+        }
         let (out, _, code) = run(&inv, b"input");
         let (report, rest) = out.split_once('\n').unwrap();
         assert!(
@@ -166,6 +196,13 @@ mod tests {
 
     #[test]
     fn as_a_group_leader_it_runs_in_place_and_the_whole_group_still_dies() {
+        // Run by a login shell that is `sh` (the wrapper in it directly) or any other shell.
+        for direct in [false, true] {
+            leader_runs_in_place_and_dies_whole(direct);
+        }
+    }
+
+    fn leader_runs_in_place_and_dies_whole(direct: bool) {
         use std::io::{BufRead, BufReader};
         use std::os::unix::process::{CommandExt, ExitStatusExt};
         let env = BTreeMap::from([("TOKEN".to_owned(), "t0k".to_owned())]);
@@ -178,7 +215,8 @@ mod tests {
         // As sshd starts a command: the leader of its own process group.
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(&inv.exec)
+            .arg(inv.exec(direct))
+            .env("SHELL", "/bin/sh")
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -197,6 +235,7 @@ mod tests {
             Some(Report::Started(child.id())),
             "the command runs in the wrapper's own shell"
         );
+        assert_eq!(inv.login_shell(&lines[0]), Some("/bin/sh"));
         assert_eq!(&lines[1..3], ["t0k", "/tmp"]);
         let background: i32 = lines[3].parse().unwrap();
         run_kill_script(child.id(), 300, "__outpost_someone_else");
@@ -216,6 +255,28 @@ mod tests {
     }
 
     #[test]
+    fn plain_sh_is_told_from_other_login_shells() {
+        for sh in ["/bin/sh", "/usr/bin/dash", "/bin/ash", "sh"] {
+            assert!(is_plain_sh(sh), "{sh}");
+        }
+        for other in [
+            "/bin/bash",
+            "/usr/bin/zsh",
+            "/usr/bin/fish",
+            "/bin/tcsh",
+            "",
+            "/bin/shx",
+        ] {
+            assert!(!is_plain_sh(other), "{other}");
+        }
+        let inv = Invocation::new("true", None, &BTreeMap::new()).unwrap();
+        let report = format!("{} pid 42 /bin/bash", inv.nonce);
+        assert_eq!(inv.parse_report(&report), Some(Report::Started(42)));
+        assert_eq!(inv.login_shell(&report), Some("/bin/bash"));
+        assert_eq!(inv.login_shell(&format!("{} pid 42 ", inv.nonce)), None);
+    }
+
+    #[test]
     fn missing_cwd_is_reported() {
         let inv = Invocation::new("true", Some("/no/such dir"), &BTreeMap::new()).unwrap();
         let (out, _, _) = run(&inv, b"");
@@ -228,7 +289,7 @@ mod tests {
         let inv = Invocation::new("kill -TERM $$", None, &BTreeMap::new()).unwrap();
         let status = Command::new("sh")
             .arg("-c")
-            .arg(&inv.exec)
+            .arg(inv.exec(false))
             .stdin(Stdio::piped())
             .spawn()
             .and_then(|mut c| {
@@ -251,7 +312,7 @@ mod tests {
         let inv = Invocation::new("exec sleep 300", None, &BTreeMap::new()).unwrap();
         let mut child = Command::new(bin.path().join("sh"))
             .arg("-c")
-            .arg(&inv.exec)
+            .arg(inv.exec(false))
             .env("PATH", bin.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -281,7 +342,7 @@ mod tests {
         .unwrap();
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(&inv.exec)
+            .arg(inv.exec(false))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -377,3 +377,51 @@ async def test_a_login_shell_that_prints_before_the_command_still_runs_it(env, t
         assert d["exit_code"] == 3 and d["stdout"] == "ran\n", text(r)
     finally:
         noisy.stop()
+
+
+# A user whose login shell is /bin/sh, created by scripts/test (sshd runs commands as `sh -c`).
+SH_USER = "outpost-sh"
+
+
+@pytest.fixture
+def sh_box(env):
+    """The test sshd as ssh alias `shbox`, logging in as SH_USER."""
+    import pwd
+    import tempfile
+    assert pwd.getpwnam(SH_USER).pw_shell == "/bin/sh", "scripts/test creates this user"
+    # sshd reads the authorized keys as the user: somewhere it can reach.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="outpost-sh-"))
+    root.chmod(0o755)
+    home = pathlib.Path(env["HOME"])
+    server = Sshd(root / "sshd", home).start()
+    (root / "sshd").chmod(0o755)
+    shutil.chown(server.authorized, SH_USER)
+    server.trust()
+    with open(home / ".ssh" / "config", "a") as f:
+        f.write(f"Host shbox\n  HostName 127.0.0.1\n  Port {server.port}\n  User {SH_USER}\n")
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_login_shell_that_is_sh_runs_the_wrapper_in_place(env, sh_box):
+    # What runs the command: the login shell's own command line.
+    command = "tr '\\000\\n' '  ' < /proc/$$/cmdline; echo; echo \"$SECRET\"; pwd; cat"
+    call = {"host": "shbox", "command": command, "env": {"SECRET": "s3 cr3t"}, "cwd": "/tmp", "stdin": "in"}
+    async with open_session(env) as s:
+        first = data(await s.call_tool("remote_exec", call))
+        second = data(await s.call_tool("remote_exec", call))
+        # The first command learns the login shell; from then on no second shell starts.
+        first_line = first["stdout"].split("\n", 1)[0]
+        assert first_line.startswith("sh -c if ") and " outpost __outpost_" in first_line, first_line
+        shell_line, rest = second["stdout"].split("\n", 1)
+        assert shell_line.startswith("sh -c set -- __outpost_") and "exec sh" not in shell_line
+        assert rest == "s3 cr3t\n/tmp\nin" and second["exit_code"] == 0
+        assert "s3 cr3t" not in shell_line, "secrets stay out of argv"
+        # Exit codes, signals and kills work the same in place.
+        assert data(await s.call_tool("remote_exec", {"host": "shbox", "command": "exit 7"}))["exit_code"] == 7
+        r = await s.call_tool("remote_exec", {"host": "shbox", "command": "echo $$; sleep 300 & echo $!; wait",
+                                              "timeout_secs": 1})
+        d = data(r)
+        assert d["timed_out"] is True and d["signal"] == "SIGTERM"
+        await wait_dead(d["stdout"].split())

@@ -84,19 +84,36 @@ async def test_pull_after_each_turn_gives_a_byte_identical_file(sync_env):
         assert again["files_in_sync"] == again["files_examined"] >= 1 and again["bytes_transferred"] == 0
 
 
-async def test_a_small_append_to_a_big_session_moves_only_the_append(sync_env):
+async def test_a_small_append_to_a_big_session_moves_only_the_append(sync_env, tmp_path):
     env, _, project, remote, local = sync_env
     line = json.dumps({"type": "user", "message": {"content": "x" * 1000}}) + "\n"
     log = seed(remote, project, "big-session.jsonl", line * 3000)  # ~3 MB
-    async with server(env) as s:
-        first = data(await sync(s, "pull", cwd=str(project)))
-        assert first["bytes_transferred"] == log.stat().st_size
-        extra = json.dumps({"type": "assistant", "message": {"content": "y" * 990}}) + "\n"
-        with open(log, "a") as f:
-            f.write(extra)
-        second = data(await sync(s, "pull", cwd=str(project)))
-        assert second["bytes_transferred"] == len(extra.encode()) and second["files_transferred"] == 1
+    errlog = tmp_path / "server.log"
+    with open(errlog, "w") as err:
+        async with server(dict(env, RUST_LOG="outpost=debug"), errlog=err) as s:
+            first = data(await sync(s, "pull", cwd=str(project)))
+            assert first["bytes_transferred"] == log.stat().st_size
+            started = remote_commands(errlog)
+            extra = json.dumps({"type": "assistant", "message": {"content": "y\n\t" * 330}}) + "\n"
+            with open(log, "a") as f:
+                f.write(extra)
+            second = data(await sync(s, "pull", cwd=str(project)))
+            assert second["bytes_transferred"] == len(extra.encode()) and second["files_transferred"] == 1
+            # The new tail came with the listing: finding the project and listing it, nothing more.
+            assert remote_commands(errlog) - started == 2
+            assert (session_dir(local, project) / "big-session.jsonl").read_bytes() == log.read_bytes()
+            # A bigger append is streamed by a read of its own.
+            with open(log, "a") as f:
+                f.write(line * 300)
+            started = remote_commands(errlog)
+            third = data(await sync(s, "pull", cwd=str(project)))
+            assert third["bytes_transferred"] == len(line) * 300
+            assert remote_commands(errlog) - started == 3
     assert (session_dir(local, project) / "big-session.jsonl").read_bytes() == log.read_bytes()
+
+
+def remote_commands(errlog: pathlib.Path) -> int:
+    return errlog.read_text().count("remote command started")
 
 
 async def test_a_diverged_destination_is_kept_and_the_conflict_reported(sync_env):
