@@ -31,6 +31,8 @@ FAKE_CLAUDE = ROOT / "tests" / "fake_claude" / "claude"
 # are the transports' and not a login shell's (root's .bashrc here runs pyenv: ~80 ms a session).
 BENCH_USER = "outpost-bench"
 MB = 1_000_000
+# B4: the pause before a follow-up in its "after think time" variant.
+THINK_SECONDS = 0.5
 
 
 class Mcp:
@@ -278,7 +280,7 @@ async def b4_claude(bench, trials, sync):
     bench.configure(sync=sync)
     mcp = await Mcp.start(bench.binary, bench.env)
     await mcp.call("remote_exec", {"host": "gpu", "command": "true"})
-    samples = {"outpost_cold": [], "outpost_warm": [], "ssh_controlmaster": []}
+    samples = {"outpost_cold": [], "outpost_warm": [], "outpost_warm_after_think": [], "ssh_controlmaster": []}
     for _, name in interleaved(trials, samples):
         if name == "ssh_controlmaster":
             samples[name].append(plain_ssh_turn(bench))
@@ -289,8 +291,10 @@ async def b4_claude(bench, trials, sync):
         cold = time.perf_counter() - start
         if name == "outpost_cold":
             samples[name].append(cold)
-        else:
-            samples[name].append(await atimed(mcp.call("spawn_claude", {"session_id": session, "prompt": "again"})))
+            continue
+        if name == "outpost_warm_after_think":
+            await asyncio.sleep(THINK_SECONDS)  # a model or a person reading the answer
+        samples[name].append(await atimed(mcp.call("spawn_claude", {"session_id": session, "prompt": "again"})))
     await mcp.close()
     bench.configure()
     return {name: summary(s) for name, s in samples.items()}
@@ -444,6 +448,12 @@ def table_rows(r):
             rows.append(("B4", f"`spawn_claude` cold turn vs warm follow-up, {label}", "cold " + spread(cold, ms),
                          "warm " + spread(warm, ms), f"{cold['median'] / warm['median']:.1f}×", "warm ≥ 10× faster",
                          verdict(cold["median"] >= 10 * warm["median"])))
+            think = r[key].get("outpost_warm_after_think")
+            if think:
+                rows.append(("B4", f"the same, the follow-up sent {THINK_SECONDS:g} s after the answer, {label}",
+                             "cold " + ms(cold["median"]), "warm " + spread(think, ms),
+                             f"{cold['median'] / think['median']:.1f}×", "warm ≥ 10× faster",
+                             verdict(cold["median"] >= 10 * think["median"])))
             over = cold["median"] - ssh["median"]
             rows.append(("B4", f"cold turn vs the same fake over ssh (ControlMaster), {label}", "cold " + ms(cold["median"]),
                          "ssh " + spread(ssh, ms), f"{over * 1000:+.1f} ms", "≤ +10 ms", verdict(over <= 0.010)))
