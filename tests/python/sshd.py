@@ -88,8 +88,34 @@ class Sshd:
     def stop(self, connections=True):
         """Stops the listener and, unless told otherwise, every connection it serves (as a reboot would)."""
         if self.proc and self.proc.poll() is None and connections:
-            subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
+            # Every sshd process of every connection (the monitor and its unprivileged child,
+            # which holds the socket), not only the listener's direct children.
+            for pid in sshd_descendants(self.proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=30)
         self.proc = None
+
+
+def sshd_descendants(root: int) -> list:
+    """Pids of the sshd processes below `root` (user commands they started are left alone)."""
+    children = {}
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        ppid = int(text[text.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append((int(stat.parent.name), comm))
+    found, todo = [], [root]
+    while todo:
+        for pid, comm in children.get(todo.pop(), []):
+            if comm.startswith("sshd"):
+                found.append(pid)
+                todo.append(pid)
+    return found
