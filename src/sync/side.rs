@@ -19,17 +19,9 @@ __o_size() { stat -c %s "$1" 2>/dev/null || stat -f %z "$1"; }
 __o_tailsum() { __o_k=$(( $2 > 65536 ? $2 - 65535 : 1 )); tail -c +"$__o_k" "$1" | head -c $(( $2 - __o_k + 1 )) | __o_sum; }
 "#;
 
-/// Reads `length<TAB>path` lines and prints `H<TAB>sha256<TAB>path` for the window of each file
-/// that ends at `min(length, size)` (see `__o_tailsum`).
-const PREFIX_HASHES: &str = r#"while IFS='	' read -r n f; do
-  [ -f "$f" ] || continue
-  __o_s=$(__o_size "$f"); [ "$__o_s" -lt "$n" ] && n=$__o_s
-  __o_h=$(__o_tailsum "$f" "$n"); printf 'H\t%s\t%s\n' "${__o_h%% *}" "$f"
-done"#;
-
-/// Reads `length<TAB>hash<TAB>path` lines (the destination's size and end-window hash of each of
-/// its files) and prints `H<TAB>sha256<TAB>path` for the window of each file here that ends at
-/// `min(length, size)`. Where that window matches, the file is a session log (`.jsonl`) and it has
+/// Reads `length<TAB>hash<TAB>path` lines (the other side's size and end-window hash of each of
+/// its files, `-` when not wanted) and prints `H<TAB>sha256<TAB>path` for the window of each file
+/// here that ends at `min(length, size)`. Where that window matches, the file is a session log (`.jsonl`) and it has
 /// grown by at most `$1` bytes, also prints `D<TAB>from<TAB>len<TAB>path`, the `len` new bytes
 /// (the tail the destination lacks, in the same round trip) and `<LF>E<TAB>path`: a log cut short
 /// while being read misplaces that end line, and the listing is refused rather than misread.
@@ -242,8 +234,11 @@ set -- {tail_limit}
         if wanted.is_empty() {
             return Ok(HashMap::new());
         }
-        let requests: String = wanted.iter().map(|(p, n)| format!("{n}\t{p}\n")).collect();
-        let script = format!("{HELPERS}cd {dir} || exit 1\n{PREFIX_HASHES}");
+        let requests: String = wanted
+            .iter()
+            .map(|(p, n)| format!("{n}\t-\t{p}\n"))
+            .collect();
+        let script = format!("{HELPERS}cd {dir} || exit 1\nset -- 0\n{COMPARE_AND_SEND}");
         let out = self
             .run("hashing files", script, Stdin::Bytes(requests.into_bytes()))
             .await?;
