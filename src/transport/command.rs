@@ -157,7 +157,7 @@ impl CommandPrefix {
             };
             match scanned {
                 Scanned::Pending => {}
-                Scanned::Reported(Report::Started(pid), early) => {
+                Scanned::Reported(Report::Started { pid, .. }, early) => {
                     log_chatter(&self.name, &scan);
                     return Ok((pid, early));
                 }

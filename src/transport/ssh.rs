@@ -71,18 +71,16 @@ impl Ssh {
         };
         // A login shell stuck in its startup files must not hang the call.
         let limit = self.target.connect_timeout;
-        let report = self.await_report(
-            &mut channel,
-            &invocation,
-            spec.cwd.as_deref(),
-            &lease.connection,
-        );
+        let report = self.await_report(&mut channel, &invocation, spec.cwd.as_deref());
         let mut start = tokio::time::timeout(limit, report).await.map_err(|_| {
             self.channel_error(format!(
                 "the remote shell did not start the command within {}s (slow or interactive shell startup files?)",
                 limit.as_secs_f64()
             ))
         })??;
+        if let Some(shell) = &start.login_shell {
+            lease.connection.learn_login_shell(is_plain_sh(shell));
+        }
         tracing::debug!(host = %self.target.name, pgid = start.pid, "remote command started");
         let (tx, rx) = mpsc::channel(super::EVENT_BUFFER);
         let pid = start.pid;
@@ -113,7 +111,6 @@ impl Ssh {
         channel: &mut Channel<Msg>,
         invocation: &Invocation,
         cwd: Option<&str>,
-        connection: &PooledConnection,
     ) -> Result<Started> {
         let mut scan = StartupScan::new(invocation);
         // sshd may send the exit status before the last output (a command that ends at once).
@@ -148,14 +145,12 @@ impl Ssh {
                         "the remote shell printed over {MAX_STARTUP_NOISE} bytes without starting the command"
                     )));
                 }
-                Scanned::Reported(Report::Started(pid), early) => {
+                Scanned::Reported(Report::Started { pid, login_shell }, early) => {
                     log_chatter(&self.target.name, &scan);
-                    if let Some(shell) = scan.login_shell() {
-                        connection.learn_login_shell(is_plain_sh(shell));
-                    }
                     let nonce = invocation.nonce.clone();
                     return Ok(Started {
                         pid,
+                        login_shell,
                         early,
                         exit,
                         nonce,
@@ -174,6 +169,8 @@ impl Ssh {
 
 struct Started {
     pid: u32,
+    /// `$SHELL` on the host, as the wrapper reported it.
+    login_shell: Option<String>,
     early: Vec<(OutputStream, Bytes)>,
     /// The exit status, when it came with the start.
     exit: ExitStatus,

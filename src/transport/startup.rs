@@ -18,8 +18,6 @@ pub struct StartupScan<'a> {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     report: Option<Report>,
-    /// The login shell the report named.
-    login_shell: Option<String>,
     /// Where the marker is on stderr, once seen: the end of the chatter and the start of the
     /// command's own stderr.
     marker: Option<(usize, usize)>,
@@ -42,7 +40,6 @@ impl<'a> StartupScan<'a> {
             stdout: Vec::new(),
             stderr: Vec::new(),
             report: None,
-            login_shell: None,
             marker: None,
         }
     }
@@ -60,15 +57,9 @@ impl<'a> StartupScan<'a> {
                 self.marker = Some((self.stderr.len(), self.stderr.len()));
             }
             self.report = self.invocation.parse_report(&line);
-            self.login_shell = self.invocation.login_shell(&line).map(str::to_owned);
             self.stdout.drain(..=end);
         }
         self.state()
-    }
-
-    /// The login shell (`$SHELL`) the wrapper reported, once it has.
-    pub fn login_shell(&self) -> Option<&str> {
-        self.login_shell.as_deref()
     }
 
     /// Takes stderr, kept whole for an error message until the marker splits it.
@@ -88,7 +79,8 @@ impl<'a> StartupScan<'a> {
     fn state(&mut self) -> Scanned {
         match (&self.report, self.marker.map(|(_, from)| from)) {
             (Some(Report::NoCwd), _) => Scanned::Reported(Report::NoCwd, Vec::new()),
-            (Some(Report::Started(pid)), Some(from)) => {
+            (Some(started @ Report::Started { .. }), Some(from)) => {
+                let started = started.clone();
                 let mut early = Vec::new();
                 if !self.stdout.is_empty() {
                     early.push((
@@ -102,7 +94,7 @@ impl<'a> StartupScan<'a> {
                         Bytes::copy_from_slice(&self.stderr[from..]),
                     ));
                 }
-                Scanned::Reported(Report::Started(*pid), early)
+                Scanned::Reported(started, early)
             }
             _ if self.report.is_none() && self.stdout.len() > MAX_STARTUP_NOISE => {
                 Scanned::TooNoisy
@@ -165,7 +157,7 @@ mod tests {
             } else {
                 scan.stderr(marker.as_bytes())
             };
-            let Scanned::Reported(Report::Started(42), early) = second else {
+            let Scanned::Reported(Report::Started { pid: 42, .. }, early) = second else {
                 panic!("not started");
             };
             let early: Vec<_> = early.into_iter().map(|(s, b)| (s, b.to_vec())).collect();
@@ -185,7 +177,9 @@ mod tests {
         let inv = Invocation::new("true", None, &BTreeMap::new()).unwrap();
         let mut scan = StartupScan::new(&inv);
         let merged = format!("notice\n{}\n{} pid 7\nout", inv.nonce, inv.nonce);
-        let Scanned::Reported(Report::Started(7), early) = scan.stdout(merged.as_bytes()) else {
+        let Scanned::Reported(Report::Started { pid: 7, .. }, early) =
+            scan.stdout(merged.as_bytes())
+        else {
             panic!("not started");
         };
         assert_eq!(early.len(), 1);

@@ -83,7 +83,7 @@ impl Invocation {
         ["sh", "-c", OUTER, "outpost", &self.nonce, INNER]
     }
 
-    /// Reads the wrapper's report line (`NONCE pid N` or `NONCE nocwd`), which may follow text
+    /// Reads the wrapper's report line (`NONCE pid N [SHELL]` or `NONCE nocwd`), which may follow text
     /// a shell startup file printed without a newline.
     pub fn parse_report(&self, line: &str) -> Option<Report> {
         let at = line.find(&self.nonce)?;
@@ -91,21 +91,10 @@ impl Invocation {
         if rest == "nocwd" {
             return Some(Report::NoCwd);
         }
-        rest.strip_prefix("pid ")?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-            .map(Report::Started)
-    }
-
-    /// The login shell (`$SHELL`) a report line names, if any.
-    pub fn login_shell<'a>(&self, report: &'a str) -> Option<&'a str> {
-        let at = report.find(&self.nonce)?;
-        let rest = report[at + self.nonce.len()..]
-            .trim()
-            .strip_prefix("pid ")?;
-        rest.split_whitespace().nth(1)
+        let mut fields = rest.strip_prefix("pid ")?.split_whitespace();
+        let pid = fields.next()?.parse().ok()?;
+        let login_shell = fields.next().map(str::to_owned);
+        Some(Report::Started { pid, login_shell })
     }
 }
 
@@ -116,10 +105,13 @@ pub fn is_plain_sh(path: &str) -> bool {
 }
 
 /// What the wrapper said before the command ran.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    /// The command runs as process (group) `pid`.
-    Started(u32),
+    /// The command runs as process (group) `pid`; `login_shell` is `$SHELL` there, if set.
+    Started {
+        pid: u32,
+        login_shell: Option<String>,
+    },
     /// The working directory does not exist.
     NoCwd,
 }
@@ -187,7 +179,7 @@ mod tests {
         let (out, _, code) = run(&inv, b"input");
         let (report, rest) = out.split_once('\n').unwrap();
         assert!(
-            matches!(inv.parse_report(report), Some(Report::Started(_))),
+            matches!(inv.parse_report(report), Some(Report::Started { .. })),
             "{report}"
         );
         assert_eq!(rest, "[it's\n\"multi\" $line]\n/tmp\ninput");
@@ -232,10 +224,12 @@ mod tests {
         }
         assert_eq!(
             inv.parse_report(&lines[0]),
-            Some(Report::Started(child.id())),
+            Some(Report::Started {
+                pid: child.id(),
+                login_shell: Some("/bin/sh".into())
+            }),
             "the command runs in the wrapper's own shell"
         );
-        assert_eq!(inv.login_shell(&lines[0]), Some("/bin/sh"));
         assert_eq!(&lines[1..3], ["t0k", "/tmp"]);
         let background: i32 = lines[3].parse().unwrap();
         run_kill_script(child.id(), 300, "__outpost_someone_else");
@@ -271,9 +265,13 @@ mod tests {
         }
         let inv = Invocation::new("true", None, &BTreeMap::new()).unwrap();
         let report = format!("{} pid 42 /bin/bash", inv.nonce);
-        assert_eq!(inv.parse_report(&report), Some(Report::Started(42)));
-        assert_eq!(inv.login_shell(&report), Some("/bin/bash"));
-        assert_eq!(inv.login_shell(&format!("{} pid 42 ", inv.nonce)), None);
+        let started = |login_shell: Option<&str>| Report::Started {
+            pid: 42,
+            login_shell: login_shell.map(str::to_owned),
+        };
+        assert_eq!(inv.parse_report(&report), Some(started(Some("/bin/bash"))));
+        let unset = format!("{} pid 42 ", inv.nonce);
+        assert_eq!(inv.parse_report(&unset), Some(started(None)));
     }
 
     #[test]
@@ -323,7 +321,7 @@ mod tests {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let Some(Report::Started(pid)) = inv.parse_report(line.trim_end()) else {
+        let Some(Report::Started { pid, .. }) = inv.parse_report(line.trim_end()) else {
             panic!("no report: {line}");
         };
         run_kill_script(pid, 200, &inv.nonce);
@@ -352,7 +350,7 @@ mod tests {
         let (mut report, mut background) = (String::new(), String::new());
         out.read_line(&mut report).unwrap();
         out.read_line(&mut background).unwrap();
-        let Some(Report::Started(pgid)) = inv.parse_report(report.trim_end()) else {
+        let Some(Report::Started { pid: pgid, .. }) = inv.parse_report(report.trim_end()) else {
             panic!("no report: {report}");
         };
         let background: i32 = background.trim().parse().unwrap();
