@@ -38,8 +38,8 @@ pub struct JobOutputParams {
     /// Most bytes of output to return (default: the output budget, about 30000; at most 1 MiB).
     #[serde(default)]
     pub max_bytes: Option<usize>,
-    /// Lose nothing: while you call again within a second, output you have not read is held
-    /// back (the command waits) instead of the oldest being dropped when the job's log is full.
+    /// Lose nothing: while you call again soon (within `exec.follow_grace_ms`, 2 s), output you
+    /// have not read is held back (the command waits) instead of the oldest being dropped.
     #[serde(default)]
     pub follow: bool,
 }
