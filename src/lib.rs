@@ -13,6 +13,7 @@ pub mod claude;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod hosts;
 pub mod jobs;
 pub mod output;

@@ -12,7 +12,7 @@ use crate::config::{Config, RemoteKind};
 use crate::error::{Error, Result};
 use crate::ssh::{SshPool, SshTarget};
 use crate::transport::{
-    Activity, Backend, CommandPrefix, Health, KillPolicy, Local, Ssh, Transport,
+    Activity, Backend, CommandPrefix, Health, KillPolicy, Local, Ssh, SshKills, Transport,
 };
 
 mod groups;
@@ -97,6 +97,7 @@ pub struct Hosts {
     kill: KillPolicy,
     local: Local,
     pool: Arc<SshPool>,
+    kills: SshKills,
     activity: Activity,
     rotation: groups::Rotation,
 }
@@ -120,6 +121,7 @@ impl Hosts {
             ssh_aliases,
             kill,
             local: Local::new(LOCAL, kill),
+            kills: SshKills::new(pool.clone(), kill.grace),
             pool,
             activity: Activity::default(),
             rotation: groups::Rotation::default(),
@@ -229,7 +231,12 @@ impl Hosts {
             return Ok(Backend::Command(prefixed));
         }
         if let Some(target) = self.ssh_target(name) {
-            return Ok(Backend::Ssh(Ssh::new(target, self.pool.clone(), self.kill)));
+            return Ok(Backend::Ssh(Ssh::new(
+                target,
+                self.pool.clone(),
+                self.kills.clone(),
+                self.kill,
+            )));
         }
         Err(Error::UnknownHost {
             name: name.to_owned(),

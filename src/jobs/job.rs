@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::follow::Follower;
 use crate::output::{Capture, LogRead, OutputLog, Rendered};
-use crate::transport::{ExitStatus, OutputStream, Process, ProcessEvent};
+use crate::transport::{ExitStatus, KillState, OutputStream, Process, ProcessEvent};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -40,6 +40,10 @@ pub struct Outcome {
     pub timed_out: bool,
     /// Run time so far, in milliseconds.
     pub duration_ms: u64,
+    /// Set when a kill (timeout, cancel, `job_kill`, shutdown) is not confirmed: why, and that
+    /// the process may still be running. Absent when the whole process tree is known to be gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_unconfirmed: Option<String>,
 }
 
 /// What a job was started with.
@@ -69,6 +73,8 @@ struct JobState {
     detail: Option<serde_json::Value>,
     /// A reader the job holds output back for, rather than drop what it has not read.
     follower: Option<Follower>,
+    /// What became of a kill of the job's process; it may change after the job has ended.
+    kill_state: Option<watch::Receiver<KillState>>,
 }
 
 /// A command under way or done. Shared by the manager, the task that drives it and the tools.
@@ -109,6 +115,7 @@ impl Job {
                     offset: 0,
                     until: Instant::now() + spec.follow_grace,
                 }),
+                kill_state: None,
             }),
             changed: watch::Sender::new(0),
             follower_moved: Notify::new(),
@@ -141,12 +148,22 @@ impl Job {
         let state = self.state();
         let duration = state.finished.unwrap_or_else(Instant::now) - self.started;
         let exit = state.exit.clone().unwrap_or_default();
+        let kill = state.kill_state.as_ref().map(|k| k.borrow().clone());
+        let kill_unconfirmed = match state.status {
+            JobStatus::Killed | JobStatus::TimedOut => kill.and_then(|k| k.doubt()),
+            JobStatus::Running if self.kill.is_cancelled() => Some(
+                kill.and_then(|k| k.doubt())
+                    .unwrap_or_else(|| KillState::Sent.doubt().unwrap_or_default()),
+            ),
+            JobStatus::Running | JobStatus::Exited => None,
+        };
         Outcome {
             status: state.status,
             exit_code: exit.code,
             signal: exit.signal,
             timed_out: state.status == JobStatus::TimedOut,
             duration_ms: duration.as_millis().min(u64::MAX as u128) as u64,
+            kill_unconfirmed,
         }
     }
 
@@ -289,6 +306,7 @@ impl Job {
 /// dropped: the next chunk waits, and so does the process behind it. The job's status is final
 /// when this returns.
 pub(super) async fn drive(job: Arc<Job>, mut process: Process, timeout: Duration) {
+    job.state().kill_state = Some(process.kill_state());
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut ending: Option<JobStatus> = None;

@@ -1,33 +1,45 @@
 //! Pooled SSH connections, shared by every call: a few channels per connection (OpenSSH allows 10),
-//! more connections when more calls run, dead ones replaced on the next use with backoff after
-//! network errors, idle ones closed.
+//! some of them kept for kills, more connections when more calls run, dead ones replaced on the
+//! next use, idle ones closed.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use russh::Channel;
 use russh::client::Msg;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use tokio::time::Instant;
+
 use super::connect::{Connection, connect};
 use super::target::SshTarget;
 use crate::error::{Error, Result};
-use crate::transport::Health;
+use crate::health::{Failures, Health};
 
-/// Command channels per connection. OpenSSH's default `MaxSessions` is 10; two stay free for kills.
+/// Command channels per connection. OpenSSH's default `MaxSessions` is 10; the rest are for kills.
 pub const CHANNELS_PER_CONNECTION: usize = 8;
+/// Channels per connection that only kills use, so a kill never waits for a command to end.
+pub const KILL_CHANNELS_PER_CONNECTION: usize = 2;
 /// How often idle connections are looked for, at most.
 const REAP_EVERY: Duration = Duration::from_secs(30);
-/// Waits after consecutive network failures: 1 s, 2 s, 4 s ... at most this.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What a channel is for: each kind has its own slots on every connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A command, a Claude process, a tunnelled TCP connection.
+    Command,
+    /// A kill script.
+    Kill,
+}
 
 /// One open connection and its free channel slots.
 pub struct PooledConnection {
     pub handle: Connection,
     slots: Arc<Semaphore>,
+    kill_slots: Arc<Semaphore>,
     last_used: Mutex<Instant>,
     /// Whether the login shell is plain `sh`, once a command's wrapper has said.
     login_shell_is_sh: OnceLock<bool>,
@@ -38,6 +50,7 @@ impl PooledConnection {
         Self {
             handle,
             slots: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
+            kill_slots: Arc::new(Semaphore::new(KILL_CHANNELS_PER_CONNECTION)),
             last_used: Mutex::new(Instant::now()),
             login_shell_is_sh: OnceLock::new(),
         }
@@ -55,8 +68,18 @@ impl PooledConnection {
     }
 
     fn idle_since(&self) -> Option<Instant> {
-        let free = self.slots.available_permits() == CHANNELS_PER_CONNECTION;
+        let free = self.slots.available_permits() == CHANNELS_PER_CONNECTION
+            && self.kill_slots.available_permits() == KILL_CHANNELS_PER_CONNECTION;
         free.then(|| *self.last_used.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// A free slot of the kind `purpose` asks for, if there is one.
+    fn try_slot(&self, purpose: Purpose) -> Option<OwnedSemaphorePermit> {
+        let slots = match purpose {
+            Purpose::Command => &self.slots,
+            Purpose::Kill => &self.kill_slots,
+        };
+        slots.clone().try_acquire_owned().ok()
     }
 }
 
@@ -76,18 +99,27 @@ impl Drop for Lease {
     }
 }
 
-/// A failed connection attempt, remembered to space out the next ones.
-struct Failure {
-    count: u32,
-    at: Instant,
-    message: String,
-}
-
 #[derive(Default)]
 struct HostConnections {
     /// Locked while connecting, so concurrent calls to one host share new connections.
     open: tokio::sync::Mutex<Vec<Arc<PooledConnection>>>,
-    failure: Mutex<Option<Failure>>,
+    failures: Mutex<Failures>,
+}
+
+impl HostConnections {
+    fn failures(&self) -> MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// When a lease may connect: a call's own lease always makes a real attempt (or shares one that
+/// began after it asked); automatic retries wait out the backoff after failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// A user's call: the host may be back at any moment.
+    Now,
+    /// A health check or retry: refused while the host's backoff lasts.
+    WhenDue,
 }
 
 type Table = Mutex<HashMap<SshTarget, Arc<HostConnections>>>;
@@ -115,41 +147,56 @@ impl SshPool {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A channel slot on a live connection to `target`, connecting when none has room.
+    /// A command channel slot on a live connection to `target`, connecting when none has room
+    /// (a real attempt, whatever earlier failures said: see [`Attempt`]).
     /// A slow or dead host only ever holds up calls to that same host.
     pub async fn lease(&self, target: &SshTarget) -> Result<Lease> {
+        self.lease_for(target, Purpose::Command, Attempt::Now).await
+    }
+
+    /// A slot of the kind `purpose` on a live connection to `target`, connecting when none has
+    /// room. Concurrent callers share one connection attempt: one that waited while another
+    /// attempt began and failed gets that failure instead of trying again at once.
+    pub async fn lease_for(
+        &self,
+        target: &SshTarget,
+        purpose: Purpose,
+        attempt: Attempt,
+    ) -> Result<Lease> {
         self.reaper
             .get_or_init(|| start_reaper(Arc::downgrade(&self.hosts), self.idle_timeout));
+        let asked = Instant::now();
         let host = self.hosts().entry(target.clone()).or_default().clone();
         let mut open = host.open.lock().await;
         open.retain(|c| !c.handle.is_closed());
         for connection in open.iter() {
-            if let Ok(slot) = connection.slots.clone().try_acquire_owned() {
+            if let Some(slot) = connection.try_slot(purpose) {
                 return Ok(Lease {
                     connection: connection.clone(),
                     _slot: slot,
                 });
             }
         }
-        check_backoff(&host, target)?;
+        check_attempt(&host, target, asked, attempt)?;
         tracing::info!(host = %target.name, existing = open.len(), "opening an SSH connection");
         let handle = match connect(target).await {
             Ok(handle) => handle,
             Err(e) => {
-                record_failure(&host, &e);
+                if let Error::SshConnect { reason, .. } = &e {
+                    // Only network trouble backs off; a refused key is reported afresh each time.
+                    host.failures().failed(asked, reason.clone());
+                }
                 return Err(e);
             }
         };
-        *host.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        host.failures().succeeded();
         let connection = Arc::new(PooledConnection::new(handle));
         open.push(connection.clone());
         let slot = connection
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|e| Error::SshChannel {
+            .try_slot(purpose)
+            .ok_or_else(|| Error::SshChannel {
                 host: target.name.clone(),
-                reason: e.to_string(),
+                reason: "a new connection had no free channel".to_owned(),
             })?;
         Ok(Lease {
             connection,
@@ -220,11 +267,7 @@ impl SshPool {
         let Some(host) = self.hosts().get(target).cloned() else {
             return Health::Ready;
         };
-        let failure = host.failure.lock().unwrap_or_else(|e| e.into_inner());
-        match failure.as_ref() {
-            None => Health::Ready,
-            Some(f) => Health::after_failures(f.count, f.at, &f.message),
-        }
+        host.failures().health()
     }
 
     /// `connected (N connections)` or `not connected`, for `list_hosts`.
@@ -236,8 +279,8 @@ impl SshPool {
             return "connecting".to_owned();
         };
         match open.iter().filter(|c| !c.handle.is_closed()).count() {
-            0 => match &*host.failure.lock().unwrap_or_else(|e| e.into_inner()) {
-                Some(f) => format!("unreachable: {}", f.message),
+            0 => match host.failures().last() {
+                Some(message) => format!("unreachable: {message}"),
                 None => "not connected".to_owned(),
             },
             n => format!(
@@ -248,43 +291,30 @@ impl SshPool {
     }
 }
 
-/// Refuses a new attempt too soon after network failures, saying when the next one may go.
-fn check_backoff(host: &HostConnections, target: &SshTarget) -> Result<()> {
-    let failure = host.failure.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(f) = failure.as_ref() else {
-        return Ok(());
-    };
-    let wait = backoff(f.count);
-    let elapsed = f.at.elapsed();
-    if elapsed >= wait {
-        return Ok(());
+/// Whether a connection attempt may go now. An attempt that began after this caller asked and
+/// failed answers for it too (no stampede on a host that is down); otherwise a call's lease
+/// tries, and an automatic retry waits out the backoff, saying when the next try is.
+fn check_attempt(
+    host: &HostConnections,
+    target: &SshTarget,
+    asked: Instant,
+    attempt: Attempt,
+) -> Result<()> {
+    let failures = host.failures();
+    if let Some(message) = failures.failed_since(asked) {
+        return Err(target.connect_error(message.to_owned()));
     }
-    Err(target.connect_error(format!(
-        "{} (after {} failed attempt{}; next try in {:.1}s)",
-        f.message,
-        f.count,
-        if f.count == 1 { "" } else { "s" },
-        (wait - elapsed).as_secs_f64()
-    )))
-}
-
-/// Only network trouble backs off; a refused host key or key is reported afresh every time.
-fn record_failure(host: &HostConnections, error: &Error) {
-    let Error::SshConnect { reason, .. } = error else {
-        return;
-    };
-    let mut failure = host.failure.lock().unwrap_or_else(|e| e.into_inner());
-    let count = failure.as_ref().map_or(0, |f| f.count) + 1;
-    *failure = Some(Failure {
-        count,
-        at: Instant::now(),
-        message: reason.clone(),
-    });
-}
-
-pub(crate) fn backoff(failures: u32) -> Duration {
-    let secs = 1u64 << failures.saturating_sub(1).min(5);
-    Duration::from_secs(secs).min(MAX_BACKOFF)
+    match (attempt, failures.health()) {
+        (Attempt::WhenDue, Health::Down { reason, retry_in }) => {
+            let count = failures.count();
+            Err(target.connect_error(format!(
+                "{reason} (after {count} failed attempt{}; next try in {:.1}s)",
+                if count == 1 { "" } else { "s" },
+                retry_in.as_secs_f64()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Closes connections idle for `idle_timeout`, looking every so often, until the pool is dropped.
@@ -329,13 +359,3 @@ async fn close_idle(host: &HostConnections, idle_timeout: Duration) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
-    }
-}

@@ -155,17 +155,19 @@ impl Outpost {
         )
     }
 
-    /// The result for `job` as it stands. A finished foreground job whose output fit is forgotten.
+    /// The result for `job` as it stands. A finished foreground job whose output fit and whose
+    /// kill (if any) is confirmed is forgotten; otherwise `job_output` can still tell about it.
     fn exec_result(&self, job: &Job, background: bool) -> ExecResult {
         let rendered = job.rendered();
-        let keep = background || rendered.truncated;
+        let outcome = job.outcome();
+        let keep = background || rendered.truncated || outcome.kill_unconfirmed.is_some();
         if !keep {
             self.jobs.forget(&job.id);
         }
         ExecResult {
             host: job.host.clone(),
             group: job.group.clone(),
-            outcome: job.outcome(),
+            outcome,
             stdout: rendered.stdout,
             stderr: rendered.stderr,
             truncated: rendered.truncated,
@@ -207,8 +209,12 @@ fn render_text(result: &ExecResult) -> String {
     let secs = outcome.duration_ms as f64 / 1000.0;
     let mut text = match (outcome.status, &outcome.exit_code, &outcome.signal) {
         (JobStatus::TimedOut, ..) => format!(
-            "timed out after {secs:.1}s on {}: the process tree was killed; output so far below. Raise timeout_secs or use background: true.",
-            result.host
+            "timed out after {secs:.1}s on {}: {}; output so far below. Raise timeout_secs or use background: true.",
+            result.host,
+            match &outcome.kill_unconfirmed {
+                None => "the process tree was killed".to_owned(),
+                Some(doubt) => doubt.clone(),
+            }
         ),
         (_, Some(code), _) => format!("exit {code} on {} in {secs:.1}s", result.host),
         (_, None, Some(signal)) => {

@@ -164,8 +164,15 @@ impl Outpost {
         };
         job.kill_and_wait(KILL_WAIT).await;
         let result = view(&job);
-        let text = format!("{} is {:?}", result.job_id, result.outcome.status);
-        structured(&result, text, false)
+        let outcome = &result.outcome;
+        let text = match &outcome.kill_unconfirmed {
+            None => format!("{} on {} is {:?}", result.job_id, result.host, outcome.status),
+            Some(doubt) => format!(
+                "{} on {} is {:?}, but {doubt}. Check again with job_output.",
+                result.job_id, result.host, outcome.status
+            ),
+        };
+        structured(&result, text, outcome.kill_unconfirmed.is_some())
     }
 }
 

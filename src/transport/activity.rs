@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-use crate::ssh::pool::backoff;
+use tokio::time::Instant;
+
+use crate::health::{Failures, Health};
 
 /// Per-host counts of running processes, shared by every transport, and memory of failures to
 /// start (SSH connection failures are the pool's to remember).
@@ -14,38 +15,7 @@ pub struct Activity(Arc<Mutex<HashMap<String, HostActivity>>>);
 #[derive(Debug, Default)]
 struct HostActivity {
     running: usize,
-    failure: Option<Failure>,
-}
-
-#[derive(Debug)]
-struct Failure {
-    count: u32,
-    at: Instant,
-    message: String,
-}
-
-/// Whether a host is worth sending work to, from what its last attempts said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    /// Its last start worked, or none was tried.
-    Ready,
-    /// Its last start failed, but the wait after that failure is over: worth one more try.
-    Suspect(String),
-    /// Failed recently; not tried again for `retry_in`.
-    Down { reason: String, retry_in: Duration },
-}
-
-impl Health {
-    /// After `count` failures in a row, the last at `at`: down while the backoff lasts.
-    pub fn after_failures(count: u32, at: Instant, message: &str) -> Self {
-        match backoff(count).checked_sub(at.elapsed()) {
-            Some(retry_in) if !retry_in.is_zero() => Health::Down {
-                reason: message.to_owned(),
-                retry_in,
-            },
-            _ => Health::Suspect(message.to_owned()),
-        }
-    }
+    failures: Failures,
 }
 
 /// One unit of load on a host, counted until dropped.
@@ -82,37 +52,30 @@ impl Activity {
         self.table().get(host).map_or(0, |h| h.running)
     }
 
-    /// Remembers that `host` could not be reached; repeated failures back off 1 s, 2 s, 4 s ... 30 s.
-    pub fn failed(&self, host: &str, message: String) {
+    /// Remembers that a start on `host`, begun at `started`, failed: it is down for a while.
+    pub fn failed(&self, host: &str, started: Instant, message: String) {
         let mut table = self.table();
         let entry = table.entry(host.to_owned()).or_default();
-        let count = entry.failure.as_ref().map_or(0, |f| f.count) + 1;
-        entry.failure = Some(Failure {
-            count,
-            at: Instant::now(),
-            message,
-        });
+        entry.failures.failed(started, message);
     }
 
     /// Forgets `host`'s failures: a process started there.
     pub fn succeeded(&self, host: &str) {
         if let Some(entry) = self.table().get_mut(host) {
-            entry.failure = None;
+            entry.failures.succeeded();
         }
     }
 
     pub fn health(&self, host: &str) -> Health {
         let table = self.table();
-        match table.get(host).and_then(|h| h.failure.as_ref()) {
-            None => Health::Ready,
-            Some(f) => Health::after_failures(f.count, f.at, &f.message),
-        }
+        table.get(host).map_or(Health::Ready, |h| h.failures.health())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn tickets_count_until_dropped() {
@@ -127,11 +90,11 @@ mod tests {
         assert_eq!(activity.running("gpu2"), 0);
     }
 
-    #[test]
-    fn a_failure_marks_down_then_a_success_clears_it() {
+    #[tokio::test]
+    async fn a_failure_marks_down_then_a_success_clears_it() {
         let activity = Activity::default();
         assert_eq!(activity.health("gpu1"), Health::Ready);
-        activity.failed("gpu1", "refused".into());
+        activity.failed("gpu1", Instant::now(), "refused".into());
         assert!(
             matches!(activity.health("gpu1"), Health::Down { retry_in, .. } if retry_in <= Duration::from_secs(1))
         );

@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::local::sleep_until_opt;
 use super::process::feed_stdin;
 use super::startup::{MAX_STARTUP_NOISE, Scanned, StartupScan, log_chatter};
-use super::wrapper::{Invocation, Report, kill_script};
+use super::kill_script::{Group, kill_script, parse_verdicts};
+use super::wrapper::{Invocation, Report};
 use super::{
-    CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin, Transport,
+    CommandSpec, ExitStatus, KillPolicy, KillReporter, KillState, OutputStream, Process,
+    ProcessEvent, Stdin, Transport,
 };
 use crate::error::{Error, Result};
 
@@ -93,7 +95,7 @@ impl CommandPrefix {
             let started = self.await_report(&mut outer, &invocation, spec.cwd.as_deref());
             started.await.map(|started| (stdin, started))
         };
-        let (stdin, (pid, early)) = match tokio::time::timeout(self.start_timeout, starting).await {
+        let (stdin, (group, early)) = match tokio::time::timeout(self.start_timeout, starting).await {
             Ok(started) => started?,
             Err(_) => {
                 let reason = format!(
@@ -107,9 +109,11 @@ impl CommandPrefix {
         for (stream, data) in early {
             let _ = tx.try_send(ProcessEvent::Output(stream, data));
         }
-        let killer = self.killer(pid, &invocation.nonce);
+        let pid = group.pgid;
+        let (report, kill_state) = watch::channel(KillState::NotAsked);
+        let killer = self.killer(group, report);
         tokio::spawn(supervise(outer, tx, kill.clone(), killer));
-        Ok(Process::new(rx, stdin, kill, Some(pid)))
+        Ok(Process::new(rx, stdin, kill, kill_state, Some(pid)))
     }
 
     /// Writes the wrapper's header, then the caller's stdin; hands back the pipe for `Stdin::Pipe`.
@@ -144,7 +148,7 @@ impl CommandPrefix {
         outer: &mut Process,
         invocation: &Invocation,
         cwd: Option<&str>,
-    ) -> Result<(u32, Vec<(OutputStream, bytes::Bytes)>)> {
+    ) -> Result<(Group, Vec<(OutputStream, bytes::Bytes)>)> {
         let mut scan = StartupScan::new(invocation);
         loop {
             let scanned = match outer.next_event().await {
@@ -157,9 +161,9 @@ impl CommandPrefix {
             };
             match scanned {
                 Scanned::Pending => {}
-                Scanned::Reported(Report::Started { pid, .. }, early) => {
+                Scanned::Reported(Report::Started { group, .. }, early) => {
                     log_chatter(&self.name, &scan);
-                    return Ok((pid, early));
+                    return Ok((group, early));
                 }
                 Scanned::Reported(Report::NoCwd, _) => {
                     return Err(Error::MissingCwd {
@@ -207,26 +211,31 @@ impl CommandPrefix {
         }
     }
 
-    fn killer(&self, pid: u32, nonce: &str) -> Killer {
+    fn killer(&self, group: Group, report: KillReporter) -> Killer {
+        let script = kill_script(std::slice::from_ref(&group), self.kill.grace);
         Killer {
             base: (*self.base).clone(),
-            command: self.command_line(&["sh", "-c", &kill_script(pid, self.kill.grace, nonce)]),
+            command: self.command_line(&["sh", "-c", &script]),
             limit: self.kill.grace + KILL_SLACK,
             host: self.name.clone(),
+            report,
         }
     }
 }
 
-/// Kills the command's process group inside, through a second run of the prefix.
+/// Kills the command's process group inside, through a second run of the prefix, and says
+/// whether it is confirmed gone.
 struct Killer {
     base: Transport,
     command: String,
     limit: Duration,
     host: String,
+    report: KillReporter,
 }
 
 impl Killer {
     async fn run(self) {
+        self.report.send_replace(KillState::Sent);
         let spec = CommandSpec {
             command: self.command,
             ..CommandSpec::default()
@@ -235,16 +244,31 @@ impl Killer {
             let output = self.base.spawn(spec).await?.output().await;
             Ok::<_, Error>(output)
         };
-        match tokio::time::timeout(self.limit, done).await {
-            Ok(Ok(output)) if output.status.code == Some(0) => {}
-            Ok(Ok(output)) => tracing::warn!(
-                host = %self.host,
-                stderr = %String::from_utf8_lossy(&output.stderr).trim(),
-                "killing inside may have failed"
-            ),
-            Ok(Err(e)) => tracing::warn!(host = %self.host, error = %e, "cannot kill inside"),
-            Err(_) => tracing::warn!(host = %self.host, "killing inside did not finish in time"),
+        let state = match tokio::time::timeout(self.limit, done).await {
+            Ok(Ok(output)) => {
+                let said = String::from_utf8_lossy(&output.stdout);
+                match parse_verdicts(&said).first() {
+                    Some((_, verdict)) => match verdict.doubt() {
+                        None => KillState::Confirmed,
+                        Some(doubt) => KillState::Failed(doubt.to_owned()),
+                    },
+                    None => KillState::Failed(format!(
+                        "the kill script inside did not report (exit {}): {}",
+                        output.status.shell_code(),
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    )),
+                }
+            }
+            Ok(Err(e)) => KillState::Failed(format!("cannot run the kill inside: {e}")),
+            Err(_) => KillState::Failed(format!(
+                "the kill inside did not finish within {}s",
+                self.limit.as_secs_f64()
+            )),
+        };
+        if let Some(doubt) = state.doubt() {
+            tracing::warn!(host = %self.host, "{doubt}");
         }
+        self.report.send_replace(state);
         tokio::time::sleep(CLIENT_SETTLE).await;
     }
 }

@@ -10,13 +10,16 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::process::feed_stdin;
-use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
+use super::{
+    CommandSpec, ExitStatus, KillPolicy, KillReporter, KillState, OutputStream, Process,
+    ProcessEvent, Stdin,
+};
 use crate::error::{Error, Result};
 
 /// After the command itself exits, how long to keep reading pipes that stay silent
@@ -24,6 +27,10 @@ use crate::error::{Error, Result};
 const DRAIN_IDLE: Duration = Duration::from_millis(300);
 /// Size of one read from a pipe.
 const CHUNK: usize = 64 * 1024;
+/// How long after SIGKILL a group still gets to be gone before the kill is called unconfirmed.
+const AFTER_KILL: Duration = Duration::from_secs(1);
+/// How often a dying group is looked at.
+const POLL: Duration = Duration::from_millis(20);
 
 /// Runs commands on this machine.
 #[derive(Debug, Clone)]
@@ -72,9 +79,16 @@ impl Local {
             _ => None,
         };
         let (tx, rx) = mpsc::channel(super::EVENT_BUFFER);
-        tokio::spawn(supervise(child, tx, kill.clone(), self.kill.grace));
+        let (report, kill_state) = watch::channel(KillState::NotAsked);
+        let owner = Supervisor {
+            tx,
+            kill: kill.clone(),
+            report,
+            grace: self.kill.grace,
+        };
+        tokio::spawn(owner.run(child));
         tracing::debug!(host = %self.name, pid, "spawned local process");
-        Ok(Process::new(rx, stdin, kill, pid))
+        Ok(Process::new(rx, stdin, kill, kill_state, pid))
     }
 
     async fn resolve_cwd(&self, cwd: Option<&str>) -> Result<PathBuf> {
@@ -101,67 +115,116 @@ impl Local {
     }
 }
 
-/// Owns the child: forwards its output, kills its tree on request, and reports the exit last.
-async fn supervise(
-    mut child: Child,
+/// Owns a child: forwards its output, kills its tree on request, and reports the exit last.
+struct Supervisor {
     tx: mpsc::Sender<ProcessEvent>,
     kill: CancellationToken,
+    report: KillReporter,
     grace: Duration,
-) {
-    let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
-    let exited = CancellationToken::new();
-    let mut readers = JoinSet::new();
-    if let Some(pipe) = child.stdout.take() {
-        readers.spawn(forward(
-            pipe,
-            OutputStream::Stdout,
-            tx.clone(),
-            exited.clone(),
-        ));
-    }
-    if let Some(pipe) = child.stderr.take() {
-        readers.spawn(forward(
-            pipe,
-            OutputStream::Stderr,
-            tx.clone(),
-            exited.clone(),
-        ));
-    }
-    let status = tokio::select! {
-        status = child.wait() => status,
-        _ = kill.cancelled() => kill_tree(pgid, &mut child, grace).await,
-    };
-    exited.cancel();
-    drain(readers, pgid, &kill).await;
-    let status = match status {
-        Ok(status) => exit_status(status),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not wait for local process");
-            ExitStatus::default()
-        }
-    };
-    let _ = tx.send(ProcessEvent::Exited(status)).await;
 }
 
-/// Lets the readers finish after the leader is gone. A kill request meanwhile also kills what
-/// is left of the group and gives the readers only DRAIN_IDLE more.
-async fn drain(mut readers: JoinSet<()>, pgid: Option<Pid>, kill: &CancellationToken) {
-    let mut deadline = None;
-    loop {
-        tokio::select! {
-            next = readers.join_next() => if next.is_none() { return },
-            _ = kill.cancelled(), if deadline.is_none() => {
-                if let Some(pgid) = pgid {
-                    let _ = killpg(pgid, Signal::SIGKILL);
-                }
-                deadline = Some(Instant::now() + DRAIN_IDLE);
+impl Supervisor {
+    async fn run(self, mut child: Child) {
+        let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+        let exited = CancellationToken::new();
+        let mut readers = JoinSet::new();
+        if let Some(pipe) = child.stdout.take() {
+            let tx = self.tx.clone();
+            readers.spawn(forward(pipe, OutputStream::Stdout, tx, exited.clone()));
+        }
+        if let Some(pipe) = child.stderr.take() {
+            let tx = self.tx.clone();
+            readers.spawn(forward(pipe, OutputStream::Stderr, tx, exited.clone()));
+        }
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = self.kill.cancelled() => self.kill_tree(pgid, &mut child).await,
+        };
+        exited.cancel();
+        self.drain(readers, pgid).await;
+        let status = match status {
+            Ok(status) => exit_status(status),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not wait for local process");
+                ExitStatus::default()
             }
-            _ = sleep_until_opt(deadline), if deadline.is_some() => {
-                readers.abort_all();
-                return;
+        };
+        let _ = self.tx.send(ProcessEvent::Exited(status)).await;
+    }
+
+    /// Lets the readers finish after the leader is gone. A kill request meanwhile also kills
+    /// what is left of the group and gives the readers only DRAIN_IDLE more.
+    async fn drain(&self, mut readers: JoinSet<()>, pgid: Option<Pid>) {
+        let mut deadline = None;
+        loop {
+            tokio::select! {
+                next = readers.join_next() => if next.is_none() { return },
+                _ = self.kill.cancelled(), if deadline.is_none() => {
+                    if let Some(pgid) = pgid
+                        && self.report.borrow().is_settled()
+                    {
+                        self.report.send_replace(KillState::Sent);
+                        let _ = killpg(pgid, Signal::SIGKILL);
+                        self.report.send_replace(confirm(pgid, AFTER_KILL).await);
+                    }
+                    deadline = Some(Instant::now() + DRAIN_IDLE);
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                    readers.abort_all();
+                    return;
+                }
             }
         }
     }
+
+    /// Sends TERM to the group, waits up to the grace for the leader to end and the group to be
+    /// gone, then sends KILL; says whether the group is confirmed gone.
+    async fn kill_tree(
+        &self,
+        pgid: Option<Pid>,
+        child: &mut Child,
+    ) -> io::Result<std::process::ExitStatus> {
+        let Some(pgid) = pgid else {
+            return child.wait().await;
+        };
+        self.report.send_replace(KillState::Sent);
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + self.grace;
+        let mut status = None;
+        loop {
+            if status.is_none() {
+                status = child.try_wait()?;
+            }
+            if status.is_some() && !group_alive(pgid) {
+                self.report.send_replace(KillState::Confirmed);
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = killpg(pgid, Signal::SIGKILL);
+                self.report.send_replace(confirm(pgid, AFTER_KILL).await);
+                break;
+            }
+            sleep(POLL).await;
+        }
+        match status {
+            Some(status) => Ok(status),
+            None => child.wait().await,
+        }
+    }
+}
+
+/// Waits up to `limit` for group `pgid` to be gone; the kill's outcome.
+async fn confirm(pgid: Pid, limit: Duration) -> KillState {
+    let deadline = Instant::now() + limit;
+    while group_alive(pgid) {
+        if Instant::now() >= deadline {
+            let doubt = super::Verdict::Alive.doubt().unwrap_or_default();
+            tracing::warn!(pgid = pgid.as_raw(), "{doubt}");
+            return KillState::Failed(doubt.to_owned());
+        }
+        sleep(POLL).await;
+    }
+    KillState::Confirmed
 }
 
 /// Sleeps until `deadline`; returns at once without one, so `select!` branches guard on it.
@@ -171,40 +234,31 @@ pub(super) async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Sends TERM to the group, waits up to `grace` for the group to be gone, then sends KILL.
-async fn kill_tree(
-    pgid: Option<Pid>,
-    child: &mut Child,
-    grace: Duration,
-) -> io::Result<std::process::ExitStatus> {
-    let Some(pgid) = pgid else {
-        return child.wait().await;
+/// Whether any process of the group is left that is not a zombie: a zombie (dead, waiting for a
+/// parent that may never reap it) is gone for a kill's purposes. Without `/proc`, whether the
+/// group exists at all.
+fn group_alive(pgid: Pid) -> bool {
+    if killpg(pgid, None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
     };
-    let _ = killpg(pgid, Signal::SIGTERM);
-    let deadline = Instant::now() + grace;
-    let mut status = None;
-    loop {
-        if status.is_none() {
-            status = child.try_wait()?;
-        }
-        if status.is_some() && !group_alive(pgid) {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = killpg(pgid, Signal::SIGKILL);
-            break;
-        }
-        sleep(Duration::from_millis(20)).await;
-    }
-    match status {
-        Some(status) => Ok(status),
-        None => child.wait().await,
-    }
+    entries.flatten().any(|entry| {
+        let path = entry.path().join("stat");
+        std::fs::read_to_string(path).is_ok_and(|stat| live_member(&stat, pgid.as_raw()))
+    })
 }
 
-/// Whether any process is left in the group.
-fn group_alive(pgid: Pid) -> bool {
-    killpg(pgid, None).is_ok()
+/// Whether a `/proc/PID/stat` line is of a process in group `pgid` that is not a zombie.
+fn live_member(stat: &str, pgid: i32) -> bool {
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next();
+    let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+    group == Some(pgid) && !matches!(state, Some("Z" | "X"))
 }
 
 /// Forwards one pipe as events until EOF, or until it stays silent for DRAIN_IDLE after `exited`.

@@ -2,20 +2,27 @@
 
 mod activity;
 mod command;
+mod kill_script;
 mod local;
 mod process;
 mod ssh;
+mod ssh_kill;
 mod startup;
 mod wrapper;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use activity::{Activity, Health, Ticket};
+pub use activity::{Activity, Ticket};
+pub use crate::health::Health;
 pub use command::CommandPrefix;
 pub use local::Local;
-pub use process::{ExitStatus, Output, OutputStream, Process, ProcessEvent, StdinWriter};
+pub use kill_script::{Group, Verdict};
+pub use process::{
+    ExitStatus, KillReporter, KillState, Output, OutputStream, Process, ProcessEvent, StdinWriter,
+};
 pub use ssh::Ssh;
+pub use ssh_kill::SshKills;
 
 use crate::error::{Error, Result};
 
@@ -96,6 +103,7 @@ impl Transport {
         reserved: Option<Ticket>,
     ) -> Result<Process> {
         let ticket = reserved.unwrap_or_else(|| self.activity.ticket(&self.host));
+        let attempt = tokio::time::Instant::now();
         let started = match &self.backend {
             Backend::Local(local) => local.spawn(spec).await,
             Backend::Ssh(ssh) => ssh.spawn(spec).await,
@@ -105,7 +113,7 @@ impl Transport {
             Ok(_) => self.activity.succeeded(&self.host),
             // SSH connection failures are the pool's to remember (it refuses during backoff).
             Err(Error::SshConnect { .. }) => {}
-            Err(e) if e.is_unreachable() => self.activity.failed(&self.host, e.to_string()),
+            Err(e) if e.is_unreachable() => self.activity.failed(&self.host, attempt, e.to_string()),
             Err(_) => {}
         }
         Ok(started?.holding(ticket))

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Which output stream a chunk came from.
@@ -44,6 +44,51 @@ pub struct Output {
     pub status: ExitStatus,
 }
 
+/// What became of a request to kill a process tree. It can change after the process's `Exited`:
+/// a kill that could not be delivered at first may be confirmed (or given up on) later.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KillState {
+    /// No kill was asked for.
+    #[default]
+    NotAsked,
+    /// Asked and under way: not confirmed yet.
+    Sent,
+    /// Not confirmed: why. Still being retried (e.g. the host does not answer); the process
+    /// may still be running.
+    Retrying(String),
+    /// The whole process tree is confirmed gone.
+    Confirmed,
+    /// Given up on: why. The process may still be running.
+    Failed(String),
+}
+
+impl KillState {
+    /// Why the kill is not (yet) confirmed, for a result; None when confirmed or not asked.
+    pub fn doubt(&self) -> Option<String> {
+        match self {
+            KillState::NotAsked | KillState::Confirmed => None,
+            KillState::Sent => Some("the kill has not been confirmed yet".to_owned()),
+            KillState::Retrying(why) => Some(format!(
+                "the kill is not confirmed: {why}; the process may still be running, and outpost keeps trying to kill it"
+            )),
+            KillState::Failed(why) => Some(format!(
+                "the kill failed: {why}; the process may still be running"
+            )),
+        }
+    }
+
+    /// Whether nothing more will change: confirmed, given up, or never asked.
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self,
+            KillState::NotAsked | KillState::Confirmed | KillState::Failed(_)
+        )
+    }
+}
+
+/// The sending side of a process's [`KillState`], kept by whatever delivers its kill.
+pub type KillReporter = watch::Sender<KillState>;
+
 /// What a running process reports, in order: output chunks, then exactly one `Exited`.
 #[derive(Debug)]
 pub enum ProcessEvent {
@@ -64,17 +109,19 @@ pub struct Process {
     stdin: Option<StdinWriter>,
     kill: CancellationToken,
     _kill_on_drop: DropGuard,
+    kill_state: watch::Receiver<KillState>,
     pid: Option<u32>,
     _load: Option<super::Ticket>,
 }
 
 impl Process {
-    /// Wraps a backend's event channel. Cancelling `kill` must make the backend kill the tree
-    /// and then still deliver `Exited`.
+    /// Wraps a backend's event channel. Cancelling `kill` must make the backend kill the tree,
+    /// say through `kill_state` what became of that, and then still deliver `Exited`.
     pub fn new(
         events: mpsc::Receiver<ProcessEvent>,
         stdin: Option<StdinWriter>,
         kill: CancellationToken,
+        kill_state: watch::Receiver<KillState>,
         pid: Option<u32>,
     ) -> Self {
         let guard = kill.clone().drop_guard();
@@ -83,9 +130,15 @@ impl Process {
             stdin,
             kill,
             _kill_on_drop: guard,
+            kill_state,
             pid,
             _load: None,
         }
+    }
+
+    /// What became of a kill: watch it to learn of a confirmation that comes after `Exited`.
+    pub fn kill_state(&self) -> watch::Receiver<KillState> {
+        self.kill_state.clone()
     }
 
     /// Keeps `ticket` (load counted on a host) until this handle is dropped.

@@ -1,27 +1,44 @@
 //! The `ssh` transport: each command on its own channel of a pooled connection, under the remote wrapper,
-//! killed through a second channel that signals its process group.
+//! killed through the host's kill desk, which signals its process group from another channel.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use russh::{Channel, ChannelMsg, client::Msg};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::kill_script::Group;
+use super::local::sleep_until_opt;
 use super::process::feed_stdin;
+use super::ssh_kill::SshKills;
 use super::startup::{MAX_STARTUP_NOISE, Scanned, StartupScan, log_chatter};
-use super::wrapper::{Invocation, Report, is_plain_sh, kill_script};
-use super::{CommandSpec, ExitStatus, KillPolicy, OutputStream, Process, ProcessEvent, Stdin};
+use super::wrapper::{Invocation, Report, is_plain_sh};
+use super::{
+    CommandSpec, ExitStatus, KillPolicy, KillReporter, KillState, OutputStream, Process,
+    ProcessEvent, Stdin,
+};
 use crate::error::{Error, Result};
 use crate::ssh::pool::{Lease, PooledConnection};
 use crate::ssh::{SshPool, SshTarget};
+
+/// After the command's exit status, how long its channel may stay silent (held open by a
+/// background child it left behind) before the command counts as done, as on `local`.
+const DRAIN_IDLE: Duration = Duration::from_millis(300);
+/// Beyond the grace, how long a kill may take to be confirmed before the call stops waiting for
+/// it (the kill goes on, and its outcome is recorded when it comes).
+const VERDICT_SLACK: Duration = Duration::from_secs(4);
+/// After a confirmed kill, how long the command's channel gets to close.
+const CLOSE_AFTER_KILL: Duration = Duration::from_secs(1);
 
 /// Runs commands on one SSH host through the shared pool.
 #[derive(Clone)]
 pub struct Ssh {
     target: SshTarget,
     pool: Arc<SshPool>,
+    kills: SshKills,
     kill: KillPolicy,
 }
 
@@ -34,8 +51,13 @@ impl std::fmt::Debug for Ssh {
 }
 
 impl Ssh {
-    pub fn new(target: SshTarget, pool: Arc<SshPool>, kill: KillPolicy) -> Self {
-        Self { target, pool, kill }
+    pub fn new(target: SshTarget, pool: Arc<SshPool>, kills: SshKills, kill: KillPolicy) -> Self {
+        Self {
+            target,
+            pool,
+            kills,
+            kill,
+        }
     }
 
     fn channel_error(&self, e: impl std::fmt::Display) -> Error {
@@ -81,22 +103,26 @@ impl Ssh {
         if let Some(shell) = &start.login_shell {
             lease.connection.learn_login_shell(is_plain_sh(shell));
         }
-        tracing::debug!(host = %self.target.name, pgid = start.pid, "remote command started");
+        let pid = start.group.pgid;
+        tracing::debug!(host = %self.target.name, pgid = pid, "remote command started");
         let (tx, rx) = mpsc::channel(super::EVENT_BUFFER);
-        let pid = start.pid;
         for (stream, data) in std::mem::take(&mut start.early) {
             let _ = tx.try_send(ProcessEvent::Output(stream, data));
         }
-        tokio::spawn(supervise(
+        let (report, kill_state) = watch::channel(KillState::NotAsked);
+        let supervisor = Supervisor {
             channel,
             lease,
-            self.target.name.clone(),
-            start,
+            target: self.target.clone(),
+            kills: self.kills.clone(),
+            group: start.group,
             tx,
-            kill.clone(),
-            self.kill.grace,
-        ));
-        Ok(Process::new(rx, stdin, kill, Some(pid)))
+            kill: kill.clone(),
+            report,
+            grace: self.kill.grace,
+        };
+        tokio::spawn(supervisor.run(start.exit));
+        Ok(Process::new(rx, stdin, kill, kill_state, Some(pid)))
     }
 
     /// A session channel on a pooled connection (see [`SshPool::open_channel`]).
@@ -145,15 +171,13 @@ impl Ssh {
                         "the remote shell printed over {MAX_STARTUP_NOISE} bytes without starting the command"
                     )));
                 }
-                Scanned::Reported(Report::Started { pid, login_shell }, early) => {
+                Scanned::Reported(Report::Started { group, login_shell }, early) => {
                     log_chatter(&self.target.name, &scan);
-                    let nonce = invocation.nonce.clone();
                     return Ok(Started {
-                        pid,
+                        group,
                         login_shell,
                         early,
                         exit,
-                        nonce,
                     });
                 }
                 Scanned::Reported(Report::NoCwd, _) => {
@@ -168,85 +192,147 @@ impl Ssh {
 }
 
 struct Started {
-    pid: u32,
+    group: Group,
     /// `$SHELL` on the host, as the wrapper reported it.
     login_shell: Option<String>,
     early: Vec<(OutputStream, Bytes)>,
     /// The exit status, when it came with the start.
     exit: ExitStatus,
-    /// The run's nonce, which the kill script checks for.
-    nonce: String,
 }
 
-/// Forwards the channel's output, kills the remote group on request, and reports the exit last.
-/// The lease (the channel slot) is held until the channel closes.
-async fn supervise(
-    mut channel: Channel<Msg>,
+/// Owns a command's channel: forwards its output, has the kill desk kill its group on request,
+/// and reports the exit last. The lease (the channel slot) is held until the channel is done.
+struct Supervisor {
+    channel: Channel<Msg>,
     lease: Lease,
-    host: String,
-    start: Started,
+    target: SshTarget,
+    kills: SshKills,
+    group: Group,
     tx: mpsc::Sender<ProcessEvent>,
     kill: CancellationToken,
+    report: KillReporter,
     grace: Duration,
-) {
-    let (pgid, mut status, nonce) = (start.pid, start.exit, start.nonce);
-    let mut killer = None;
-    loop {
-        tokio::select! {
-            message = channel.wait() => match message {
-                Some(ChannelMsg::Data { data }) => {
-                    let _ = tx.send(ProcessEvent::Output(OutputStream::Stdout, Bytes::copy_from_slice(&data))).await;
-                }
-                Some(ChannelMsg::ExtendedData { data, .. }) => {
-                    let _ = tx.send(ProcessEvent::Output(OutputStream::Stderr, Bytes::copy_from_slice(&data))).await;
-                }
-                Some(ChannelMsg::ExitStatus { exit_status }) => status.code = Some(exit_status as i32),
-                Some(ChannelMsg::ExitSignal { signal_name, .. }) => status.signal = Some(signal_label(&signal_name)),
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
-            },
-            _ = kill.cancelled(), if killer.is_none() => {
-                killer = Some(tokio::spawn(kill_group(lease.connection.clone(), pgid, nonce.clone(), grace)));
-            }
-        }
-    }
-    if status.code.is_none() && status.signal.is_none() && killer.is_none() {
-        let note = format!(
-            "\n[outpost: the connection to `{host}` was lost before the command ended; it may still be running there]\n"
-        );
-        let _ = tx
-            .send(ProcessEvent::Output(
-                OutputStream::Stderr,
-                Bytes::from(note),
-            ))
-            .await;
-    }
-    if let Some(killer) = killer {
-        // Let the KILL phase finish so stragglers of the group die too; bounded by the grace.
-        let _ = tokio::time::timeout(grace + Duration::from_secs(5), killer).await;
-    }
-    drop(lease);
-    let _ = tx.send(ProcessEvent::Exited(status)).await;
 }
 
-/// On a second channel: TERM the group, wait up to `grace` for it to go, then KILL what is left.
-async fn kill_group(connection: Arc<PooledConnection>, pgid: u32, nonce: String, grace: Duration) {
-    // Run by `sh` whatever the login shell is (fish, csh, ...).
-    let script = format!("exec sh -c '{}'", kill_script(pgid, grace, &nonce));
-    let result = async {
-        let mut channel = connection.handle.channel_open_session().await?;
-        channel.exec(true, script.as_bytes()).await?;
-        channel.eof().await?;
-        while let Some(message) = channel.wait().await {
-            if matches!(message, ChannelMsg::Close) {
-                break;
+/// Why a supervisor stopped reading its channel.
+#[derive(PartialEq, Eq)]
+enum End {
+    /// The channel closed.
+    Closed,
+    /// The command exited and its channel stayed silent (a background child holds it open).
+    Drained,
+    /// A kill was asked for and the call stops waiting: confirmed, or not to be confirmed soon.
+    Killed,
+}
+
+impl Supervisor {
+    async fn run(mut self, mut status: ExitStatus) {
+        let end = self.read(&mut status).await;
+        if end != End::Closed {
+            self.close().await;
+        }
+        let lost = status.code.is_none() && status.signal.is_none();
+        if end == End::Closed && lost && !self.kill.is_cancelled() {
+            let host = &self.target.name;
+            let note = format!(
+                "\n[outpost: the connection to `{host}` was lost before the command ended; it may still be running there]\n"
+            );
+            let _ = self
+                .tx
+                .send(ProcessEvent::Output(OutputStream::Stderr, note.into()))
+                .await;
+        }
+        let Self { lease, tx, .. } = self;
+        drop(lease);
+        let _ = tx.send(ProcessEvent::Exited(status)).await;
+    }
+
+    /// Forwards output until the channel closes, the command is done with it silent, or a kill
+    /// is settled (or not settled within the grace and VERDICT_SLACK).
+    async fn read(&mut self, status: &mut ExitStatus) -> End {
+        let mut drained_at = status.code.map(|_| Instant::now() + DRAIN_IDLE);
+        let mut give_up_at: Option<Instant> = None;
+        let mut verdict = self.report.subscribe();
+        let mut confirmed = false;
+        let mut closed = false;
+        loop {
+            tokio::select! {
+                message = self.channel.wait(), if !closed => match message {
+                    Some(ChannelMsg::Data { data }) => {
+                        self.forward(OutputStream::Stdout, &data).await;
+                        drained_at = drained_at.map(|_| Instant::now() + DRAIN_IDLE);
+                    }
+                    Some(ChannelMsg::ExtendedData { data, .. }) => {
+                        self.forward(OutputStream::Stderr, &data).await;
+                        drained_at = drained_at.map(|_| Instant::now() + DRAIN_IDLE);
+                    }
+                    Some(ChannelMsg::ExitStatus { exit_status }) => {
+                        status.code = Some(exit_status as i32);
+                        drained_at = Some(Instant::now() + DRAIN_IDLE);
+                    }
+                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                        status.signal = Some(signal_label(&signal_name));
+                        drained_at = Some(Instant::now() + DRAIN_IDLE);
+                    }
+                    // Ended; a kill under way still gets its verdict, for the result to say.
+                    Some(ChannelMsg::Close) | None if give_up_at.is_some() && !confirmed => closed = true,
+                    Some(ChannelMsg::Close) | None => return End::Closed,
+                    Some(_) => {}
+                },
+                _ = self.kill.cancelled(), if give_up_at.is_none() => {
+                    self.kills.kill(&self.target, self.group.clone(), self.report.clone());
+                    give_up_at = Some(Instant::now() + self.grace + VERDICT_SLACK);
+                }
+                dead = settled(&mut verdict), if give_up_at.is_some() && !confirmed => {
+                    if !dead {
+                        return End::Killed;
+                    }
+                    if closed {
+                        return End::Closed;
+                    }
+                    confirmed = true;
+                    // Dead: the channel closes as soon as the host has seen it.
+                    let close_by = Instant::now() + CLOSE_AFTER_KILL;
+                    give_up_at = give_up_at.map(|t| t.min(close_by));
+                }
+                _ = sleep_until_opt(give_up_at), if give_up_at.is_some() => {
+                    return if closed { End::Closed } else { End::Killed };
+                }
+                // A kill under way waits for its verdict instead.
+                _ = sleep_until_opt(drained_at), if drained_at.is_some() && give_up_at.is_none() => {
+                    return End::Drained;
+                }
             }
         }
-        Ok::<_, russh::Error>(())
-    };
-    if let Err(e) = result.await {
-        tracing::warn!(pgid, error = %e, "could not kill the remote process group");
     }
+
+    async fn forward(&self, stream: OutputStream, data: &[u8]) {
+        let event = ProcessEvent::Output(stream, Bytes::copy_from_slice(data));
+        let _ = self.tx.send(event).await;
+    }
+
+    /// Closes the channel and waits (briefly) for the host to close its end, so the slot it
+    /// frees is really free on the host too.
+    async fn close(&mut self) {
+        let closed = async {
+            self.channel.close().await.ok()?;
+            while let Some(message) = self.channel.wait().await {
+                if matches!(message, ChannelMsg::Close) {
+                    break;
+                }
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(CLOSE_AFTER_KILL, closed).await;
+    }
+}
+
+/// Waits until a kill is settled or being retried; whether it is confirmed.
+async fn settled(state: &mut watch::Receiver<KillState>) -> bool {
+    let settled = state
+        .wait_for(|s| !matches!(s, KillState::NotAsked | KillState::Sent))
+        .await;
+    settled.is_ok_and(|s| *s == KillState::Confirmed)
 }
 
 fn signal_label(signal: &russh::Sig) -> String {

@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn the_scan_splits_chatter_from_the_commands_output_whatever_pipe_comes_first() {
         let inv = Invocation::new("true", None, &BTreeMap::new()).unwrap();
-        let report = format!("motd banner\n{} pid 42\nout", inv.nonce);
+        let report = format!("motd banner\n{} pid 42 4242\nout", inv.nonce);
         let marker = format!("Defaulted container \"main\"\n{}\nerr", inv.nonce);
         for stderr_first in [false, true] {
             let mut scan = StartupScan::new(&inv);
@@ -157,9 +157,10 @@ mod tests {
             } else {
                 scan.stderr(marker.as_bytes())
             };
-            let Scanned::Reported(Report::Started { pid: 42, .. }, early) = second else {
+            let Scanned::Reported(Report::Started { group, .. }, early) = second else {
                 panic!("not started");
             };
+            assert_eq!((group.pgid, group.start), (42, Some(4242)));
             let early: Vec<_> = early.into_iter().map(|(s, b)| (s, b.to_vec())).collect();
             assert_eq!(
                 early,
@@ -176,12 +177,13 @@ mod tests {
     fn a_prefix_that_merges_stderr_into_stdout_still_starts() {
         let inv = Invocation::new("true", None, &BTreeMap::new()).unwrap();
         let mut scan = StartupScan::new(&inv);
-        let merged = format!("notice\n{}\n{} pid 7\nout", inv.nonce, inv.nonce);
-        let Scanned::Reported(Report::Started { pid: 7, .. }, early) =
+        let merged = format!("notice\n{}\n{} pid 7 -\nout", inv.nonce, inv.nonce);
+        let Scanned::Reported(Report::Started { group, .. }, early) =
             scan.stdout(merged.as_bytes())
         else {
             panic!("not started");
         };
+        assert_eq!((group.pgid, group.start), (7, None));
         assert_eq!(early.len(), 1);
         assert_eq!(&early[0].1[..], b"out");
     }

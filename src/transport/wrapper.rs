@@ -5,22 +5,23 @@
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 
+use super::kill_script::Group;
 use crate::error::{Error, Result};
 
-/// Reads the header up to the nonce line, applies it, checks cwd, reports `$$` and the login shell
-/// (`$SHELL`), runs the command. `$1` is the nonce. Contains no single quote, so it fits in a
+/// Reads the header up to the nonce line, applies it, checks cwd, reports `$$`, its start time
+/// (field 22 of `/proc/$$/stat`, `-` without `/proc`) and the login shell (`$SHELL`), runs the
+/// command with no positional parameters. `$1` is the nonce. Contains no single quote, so it fits in a
 /// single-quoted argument of any shell.
 const INNER: &str = r#"s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l
-"; done; eval "$s"; unset s l; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$1"; exit 127; }; fi; printf "%s\n" "$1" >&2; printf "%s pid %s %s\n" "$1" "$$" "${SHELL-}"; eval "$__o_cmd""#;
+"; done; eval "$s"; unset s l; __o_n=$1; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$__o_n"; exit 127; }; fi; __o_t=-; if read -r __o_t 2>/dev/null < /proc/$$/stat; then __o_t=${__o_t##*) }; set -- $__o_t; __o_t=${20:--}; fi; set --; printf "%s\n" "$__o_n" >&2; printf "%s pid %s %s %s\n" "$__o_n" "$$" "$__o_t" "${SHELL-}"; unset __o_n __o_t; eval "$__o_cmd""#;
 
-/// Runs INNER as the leader of its own process group, with the nonce in its environment as
-/// `OUTPOST_RUN` (the kill script's proof that a pid is still ours), and dies by the same signal
-/// as the command if it did. `$1` is the nonce, `$2` is INNER.
+/// Runs INNER as the leader of its own process group, and dies by the same signal as the command
+/// if it did. `$1` is the nonce, `$2` is INNER.
 ///
 /// Where this shell already leads its process group (sshd makes every command a session leader),
 /// INNER runs right here: no fork, no `setsid`, no second shell. Elsewhere (an engine's exec, a
 /// wrapper) INNER is started in a new session when `setsid` exists, and waited for.
-const OUTER: &str = r#"if read -r _ _ _ _ __o_pg _ < /proc/$$/stat 2>/dev/null && [ "$__o_pg" = "$$" ]; then export OUTPOST_RUN="$1"; eval "$2"; else exec 3<&0; if command -v setsid >/dev/null 2>&1; then OUTPOST_RUN=$1 setsid sh -c "$2" outpost "$1" 0<&3 & else OUTPOST_RUN=$1 sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; fi; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
+const OUTER: &str = r#"if read -r _ _ _ _ __o_pg _ 2>/dev/null < /proc/$$/stat && [ "$__o_pg" = "$$" ]; then eval "$2"; else exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$2" outpost "$1" 0<&3 & else sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; fi; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
 
 /// One remote invocation: the exec string (public) and the stdin header (may hold secrets).
 pub struct Invocation {
@@ -83,8 +84,8 @@ impl Invocation {
         ["sh", "-c", OUTER, "outpost", &self.nonce, INNER]
     }
 
-    /// Reads the wrapper's report line (`NONCE pid N [SHELL]` or `NONCE nocwd`), which may follow text
-    /// a shell startup file printed without a newline.
+    /// Reads the wrapper's report line (`NONCE pid N START [SHELL]` or `NONCE nocwd`), which may
+    /// follow text a shell startup file printed without a newline.
     pub fn parse_report(&self, line: &str) -> Option<Report> {
         let at = line.find(&self.nonce)?;
         let rest = line[at + self.nonce.len()..].trim();
@@ -93,8 +94,12 @@ impl Invocation {
         }
         let mut fields = rest.strip_prefix("pid ")?.split_whitespace();
         let pid = fields.next()?.parse().ok()?;
+        let start = fields.next()?.parse().ok();
         let login_shell = fields.next().map(str::to_owned);
-        Some(Report::Started { pid, login_shell })
+        Some(Report::Started {
+            group: Group { pgid: pid, start },
+            login_shell,
+        })
     }
 }
 
@@ -107,26 +112,14 @@ pub fn is_plain_sh(path: &str) -> bool {
 /// What the wrapper said before the command ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    /// The command runs as process (group) `pid`; `login_shell` is `$SHELL` there, if set.
+    /// The command runs as process group `group` (or process, where it leads none);
+    /// `login_shell` is `$SHELL` there, if set.
     Started {
-        pid: u32,
+        group: Group,
         login_shell: Option<String>,
     },
     /// The working directory does not exist.
     NoCwd,
-}
-
-/// The POSIX `sh` script that kills process group `pgid` (or just process `pgid` where it leads no
-/// group): TERM, up to `grace` for the group to go, then KILL whatever is left. Where `/proc` is
-/// there, it first checks that `pgid` still carries this run's nonce (as `OUTPOST_RUN` in its
-/// environment, or within an argument of the wrapper's shell), so a kill
-/// that lands elsewhere (another replica of a workload, a restarted container, a reused pid) does
-/// nothing. No `--` before the negative id: dash's `kill` refuses it. Contains no single quote.
-pub fn kill_script(pgid: u32, grace: std::time::Duration, nonce: &str) -> String {
-    let polls = (grace.as_millis() / 100).max(1);
-    format!(
-        "if [ -d /proc/self ] && ! {{ tr \"\\000\" \"\\n\" < /proc/{pgid}/environ 2>/dev/null | grep -qx \"OUTPOST_RUN={nonce}\" || tr \"\\000\" \"\\n\" < /proc/{pgid}/cmdline 2>/dev/null | grep -q {nonce}; }}; then exit 0; fi; kill -TERM -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null; i=0; while kill -0 -{pgid} 2>/dev/null && [ $i -lt {polls} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; true"
-    )
 }
 
 fn is_shell_name(name: &str) -> bool {
@@ -137,6 +130,7 @@ fn is_shell_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kill_script::{Verdict, kill_script, parse_verdicts};
     use super::*;
     use std::io::Write;
     use std::process::{Command, Stdio};
@@ -222,23 +216,21 @@ mod tests {
             out.read_line(&mut line).unwrap();
             lines.push(line.trim_end().to_owned());
         }
-        assert_eq!(
-            inv.parse_report(&lines[0]),
-            Some(Report::Started {
-                pid: child.id(),
-                login_shell: Some("/bin/sh".into())
-            }),
-            "the command runs in the wrapper's own shell"
-        );
+        let Some(Report::Started { group, login_shell }) = inv.parse_report(&lines[0]) else {
+            panic!("no report: {}", lines[0]);
+        };
+        assert_eq!(group.pgid, child.id(), "the command runs in the wrapper's own shell");
+        assert_eq!(login_shell.as_deref(), Some("/bin/sh"));
         assert_eq!(&lines[1..3], ["t0k", "/tmp"]);
         let background: i32 = lines[3].parse().unwrap();
-        run_kill_script(child.id(), 300, "__outpost_someone_else");
+        let reused = Group { pgid: group.pgid, start: group.start.map(|s| s + 1) };
+        assert_eq!(run_kill_script(&reused, 300), Verdict::Gone);
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(
             child.try_wait().unwrap().is_none(),
             "killed by another run's kill"
         );
-        run_kill_script(child.id(), 300, &inv.nonce);
+        assert_eq!(run_kill_script(&group, 300), Verdict::Dead);
         assert_eq!(child.wait().unwrap().signal(), Some(15));
         let gone = (0..50).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -264,14 +256,18 @@ mod tests {
             assert!(!is_plain_sh(other), "{other}");
         }
         let inv = Invocation::new("true", None, &BTreeMap::new()).unwrap();
-        let report = format!("{} pid 42 /bin/bash", inv.nonce);
-        let started = |login_shell: Option<&str>| Report::Started {
-            pid: 42,
+        let report = format!("{} pid 42 9876 /bin/bash", inv.nonce);
+        let started = |start: Option<u64>, login_shell: Option<&str>| Report::Started {
+            group: Group { pgid: 42, start },
             login_shell: login_shell.map(str::to_owned),
         };
-        assert_eq!(inv.parse_report(&report), Some(started(Some("/bin/bash"))));
-        let unset = format!("{} pid 42 ", inv.nonce);
-        assert_eq!(inv.parse_report(&unset), Some(started(None)));
+        assert_eq!(
+            inv.parse_report(&report),
+            Some(started(Some(9876), Some("/bin/bash")))
+        );
+        // No /proc (start `-`) and no $SHELL.
+        let bare = format!("{} pid 42 - ", inv.nonce);
+        assert_eq!(inv.parse_report(&bare), Some(started(None, None)));
     }
 
     #[test]
@@ -321,10 +317,10 @@ mod tests {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let Some(Report::Started { pid, .. }) = inv.parse_report(line.trim_end()) else {
+        let Some(Report::Started { group, .. }) = inv.parse_report(line.trim_end()) else {
             panic!("no report: {line}");
         };
-        run_kill_script(pid, 200, &inv.nonce);
+        assert_eq!(run_kill_script(&group, 200), Verdict::Dead);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(child.wait().unwrap().signal(), Some(15));
     }
@@ -350,19 +346,20 @@ mod tests {
         let (mut report, mut background) = (String::new(), String::new());
         out.read_line(&mut report).unwrap();
         out.read_line(&mut background).unwrap();
-        let Some(Report::Started { pid: pgid, .. }) = inv.parse_report(report.trim_end()) else {
+        let Some(Report::Started { group, .. }) = inv.parse_report(report.trim_end()) else {
             panic!("no report: {report}");
         };
         let background: i32 = background.trim().parse().unwrap();
         // A kill meant for another run (another pod's pid 7, a reused pid) leaves the group alone.
-        run_kill_script(pgid, 500, "__outpost_someone_else");
+        let other = Group { pgid: group.pgid, start: group.start.map(|s| s - 1) };
+        assert_eq!(run_kill_script(&other, 500), Verdict::Gone);
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(
             child.try_wait().unwrap().is_none(),
             "killed by another run's kill"
         );
         // Debian's `sh` is dash, whose `kill` takes no `--`.
-        run_kill_script(pgid, 500, &inv.nonce);
+        assert_eq!(run_kill_script(&group, 500), Verdict::Dead);
         child.wait().unwrap();
         let gone = (0..50).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -372,10 +369,16 @@ mod tests {
         assert!(gone, "the background child of the group survived");
     }
 
-    fn run_kill_script(pgid: u32, grace_ms: u64, nonce: &str) {
-        let script = kill_script(pgid, std::time::Duration::from_millis(grace_ms), nonce);
-        let status = Command::new("sh").arg("-c").arg(script).status().unwrap();
-        assert!(status.success());
+    fn run_kill_script(group: &Group, grace_ms: u64) -> Verdict {
+        let script = kill_script(
+            std::slice::from_ref(group),
+            std::time::Duration::from_millis(grace_ms),
+        );
+        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(out.status.success());
+        let verdicts = parse_verdicts(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+        verdicts[0].1
     }
 
     fn which(tool: &str) -> String {

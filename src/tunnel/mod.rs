@@ -15,7 +15,7 @@ use crate::config::{PortOrAddress, TunnelConfig};
 use crate::error::{Error, Result};
 use crate::hosts::Hosts;
 use crate::ssh::SshTarget;
-use crate::ssh::pool::{Lease, PooledConnection};
+use crate::ssh::pool::{Attempt, Lease, PooledConnection, Purpose};
 
 /// Between health checks of a tunnel that works.
 const CHECK_UP: Duration = Duration::from_secs(10);
@@ -212,7 +212,12 @@ impl Link {
 
     /// Whether an SSH connection to the host is open or can be opened.
     async fn connected(&self) -> Result<()> {
-        let lease = self.hosts.pool().lease(&self.target).await?;
+        // A health check is an automatic retry: it waits out the backoff after failures.
+        let lease = self
+            .hosts
+            .pool()
+            .lease_for(&self.target, Purpose::Command, Attempt::WhenDue)
+            .await?;
         if lease.connection.handle.is_closed() {
             return Err(Error::SshChannel {
                 host: self.target.name.clone(),

@@ -150,11 +150,10 @@ async def test_sshd_restart_gives_a_clear_error_then_reconnects(box, sshd):
     r = await run(box, "echo two")
     assert r.is_error and "cannot connect to `box`" in text(r) and "Connection refused" in text(r)
     sshd.start()
-    await anyio.sleep(1.2)  # past the 1 s backoff that follows one network failure
     assert data(await run(box, "echo three"))["stdout"] == "three\n"
 
 
-async def test_network_failures_back_off_and_idle_connections_close(env, sshd):
+async def test_network_failures_are_remembered_and_idle_connections_close(env, sshd):
     sshd.trust()
     pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"ssh": {"idle_timeout_secs": 1}}))
     async with open_session(env) as s:
@@ -165,8 +164,8 @@ async def test_network_failures_back_off_and_idle_connections_close(env, sshd):
         sshd.stop()
         first = await run(s, "true")
         assert first.is_error and "Connection refused" in text(first)
-        second = await run(s, "true")  # at once: refused without another attempt
-        assert second.is_error and "next try in" in text(second)
+        second = await run(s, "true")  # at once: a call always makes a real attempt
+        assert second.is_error and "Connection refused" in text(second)
         state = data(await s.call_tool("list_hosts", {}))["hosts"][1]["state"]
         assert state.startswith("unreachable:")
 
