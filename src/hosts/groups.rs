@@ -233,11 +233,17 @@ mod tests {
     #[test]
     fn down_members_are_skipped_and_all_down_says_why() {
         let hosts = hosts(r#"{"pool": ["a", "b", "nosuch"]}"#);
-        hosts.activity.failed("a", tokio::time::Instant::now(), "connection refused".into());
+        hosts.activity.failed(
+            "a",
+            tokio::time::Instant::now(),
+            "connection refused".into(),
+        );
         for _ in 0..3 {
             assert_eq!(hosts.pick("pool").unwrap().host, "b");
         }
-        hosts.activity.failed("b", tokio::time::Instant::now(), "timed out".into());
+        hosts
+            .activity
+            .failed("b", tokio::time::Instant::now(), "timed out".into());
         let err = hosts.pick("pool").unwrap_err().to_string();
         assert!(err.contains("a: down: connection refused"), "{err}");
         assert!(err.contains("b: down: timed out"), "{err}");

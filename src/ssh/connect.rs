@@ -69,16 +69,21 @@ impl HostKeyCheck {
     fn verdict(&self, key: &PublicKey) -> Result<()> {
         let t = &self.target;
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        match keys::check_known_hosts_path(&t.key_host, t.port, key, &t.known_hosts) {
+        match keys::check_known_hosts_path(&t.key_host, t.key_port, key, &t.known_hosts) {
             Ok(true) => Ok(()),
             Ok(false) if t.host_key_policy == HostKeyPolicy::AcceptNew => {
-                keys::known_hosts::learn_known_hosts_path(&t.key_host, t.port, key, &t.known_hosts)
-                    .map_err(|e| {
-                        t.connect_error(format!(
-                            "cannot record the new host key in {}: {e}",
-                            t.known_hosts.display()
-                        ))
-                    })?;
+                keys::known_hosts::learn_known_hosts_path(
+                    &t.key_host,
+                    t.key_port,
+                    key,
+                    &t.known_hosts,
+                )
+                .map_err(|e| {
+                    t.connect_error(format!(
+                        "cannot record the new host key in {}: {e}",
+                        t.known_hosts.display()
+                    ))
+                })?;
                 tracing::warn!(host = %t.name, %fingerprint, "recorded a new host key (accept-new)");
                 Ok(())
             }
@@ -102,10 +107,10 @@ impl HostKeyCheck {
 
 /// The host as known_hosts writes it: `name`, or `[name]:port` off port 22.
 fn known_hosts_name(t: &SshTarget) -> String {
-    if t.port == 22 {
+    if t.key_port == 22 {
         t.key_host.clone()
     } else {
-        format!("[{}]:{}", t.key_host, t.port)
+        format!("[{}]:{}", t.key_host, t.key_port)
     }
 }
 

@@ -358,4 +358,3 @@ async fn close_idle(host: &HostConnections, idle_timeout: Duration) {
             .await;
     }
 }
-

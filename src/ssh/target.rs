@@ -21,6 +21,9 @@ pub struct SshTarget {
     pub identities_only: bool,
     /// Name the host key is recorded under in known_hosts.
     pub key_host: String,
+    /// Port the host key is recorded under: the target's, or 22 (none) for a `HostKeyAlias`,
+    /// which OpenSSH looks up as given, without a port.
+    pub key_port: u16,
     pub known_hosts: PathBuf,
     pub host_key_policy: HostKeyPolicy,
     pub connect_timeout: Duration,
@@ -92,7 +95,9 @@ impl SshTarget {
         };
         let identities_only =
             unknown("identitiesonly").is_some_and(|v| v.eq_ignore_ascii_case("yes"));
-        let key_host = unknown("hostkeyalias").unwrap_or_else(|| hostname.clone());
+        let alias = unknown("hostkeyalias");
+        let key_port = if alias.is_some() { 22 } else { port };
+        let key_host = alias.unwrap_or_else(|| hostname.clone());
         let known_hosts = unknown("userknownhostsfile")
             .map(|p| expand_home(Path::new(&p), home))
             .unwrap_or_else(|| home.join(".ssh/known_hosts"));
@@ -123,6 +128,7 @@ impl SshTarget {
             identity_files,
             identities_only,
             key_host,
+            key_port,
             known_hosts,
             host_key_policy,
             connect_timeout: remote
@@ -252,6 +258,10 @@ mod tests {
         );
         assert!(t.identities_only);
         assert_eq!(t.key_host, "gpu-alias");
+        assert_eq!(
+            t.key_port, 22,
+            "an alias is looked up without the port, as OpenSSH does"
+        );
         assert_eq!(t.known_hosts, PathBuf::from("/home/alice/.ssh/kh2"));
         assert_eq!(t.host_key_policy, HostKeyPolicy::AcceptNew);
         assert_eq!(t.connect_timeout, Duration::from_secs(4));

@@ -166,7 +166,10 @@ impl Outpost {
         let result = view(&job);
         let outcome = &result.outcome;
         let text = match &outcome.kill_unconfirmed {
-            None => format!("{} on {} is {:?}", result.job_id, result.host, outcome.status),
+            None => format!(
+                "{} on {} is {:?}",
+                result.job_id, result.host, outcome.status
+            ),
             Some(doubt) => format!(
                 "{} on {} is {:?}, but {doubt}. Check again with job_output.",
                 result.job_id, result.host, outcome.status

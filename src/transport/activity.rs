@@ -68,7 +68,9 @@ impl Activity {
 
     pub fn health(&self, host: &str) -> Health {
         let table = self.table();
-        table.get(host).map_or(Health::Ready, |h| h.failures.health())
+        table
+            .get(host)
+            .map_or(Health::Ready, |h| h.failures.health())
     }
 }
 

@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::kill_script::{Group, kill_script, parse_verdicts};
 use super::local::sleep_until_opt;
 use super::process::feed_stdin;
 use super::startup::{MAX_STARTUP_NOISE, Scanned, StartupScan, log_chatter};
-use super::kill_script::{Group, kill_script, parse_verdicts};
 use super::wrapper::{Invocation, Report};
 use super::{
     CommandSpec, ExitStatus, KillPolicy, KillReporter, KillState, OutputStream, Process,
@@ -95,7 +95,8 @@ impl CommandPrefix {
             let started = self.await_report(&mut outer, &invocation, spec.cwd.as_deref());
             started.await.map(|started| (stdin, started))
         };
-        let (stdin, (group, early)) = match tokio::time::timeout(self.start_timeout, starting).await {
+        let (stdin, (group, early)) = match tokio::time::timeout(self.start_timeout, starting).await
+        {
             Ok(started) => started?,
             Err(_) => {
                 let reason = format!(
@@ -285,6 +286,7 @@ async fn supervise(
 ) {
     let limit = killer.limit;
     let host = killer.host.clone();
+    let mut verdict = killer.report.subscribe();
     let mut killer = Some(killer);
     let mut killing: Option<JoinHandle<()>> = None;
     let mut abandon_at = None;
@@ -315,6 +317,11 @@ async fn supervise(
                 break;
             }
         }
+    }
+    if killer.is_none() {
+        // The client ended with the process inside; the kill still says whether all of it went.
+        let settled = verdict.wait_for(KillState::is_settled);
+        let _ = tokio::time::timeout(limit, settled).await;
     }
     let _ = tx.send(ProcessEvent::Exited(status)).await;
 }

@@ -125,9 +125,16 @@ mod tests {
     /// Runs the script with `sh` (dash on Debian) and returns what it says.
     fn run(groups: &[Group], grace_ms: u64) -> Vec<(u32, Verdict)> {
         let script = kill_script(groups, Duration::from_millis(grace_ms));
-        assert!(!script.contains('\''), "the script must fit in single quotes");
+        assert!(
+            !script.contains('\''),
+            "the script must fit in single quotes"
+        );
         let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         parse_verdicts(&String::from_utf8_lossy(&out.stdout))
     }
 
@@ -144,23 +151,46 @@ mod tests {
 
     #[test]
     fn a_group_whose_leader_execs_with_a_clean_environment_still_dies_whole() {
-        let (mut child, start, background) =
-            leader("sleep 4711 & echo $!; exec env -i sleep 4712");
+        let (mut child, start, background) = leader("sleep 4711 & echo $!; exec env -i sleep 4712");
         let pgid = child.id();
-        let verdicts = run(&[Group { pgid, start: Some(start) }], 500);
+        let verdicts = run(
+            &[Group {
+                pgid,
+                start: Some(start),
+            }],
+            500,
+        );
         assert_eq!(verdicts, [(pgid, Verdict::Dead)]);
         child.wait().unwrap();
-        assert!(gone(background.parse().unwrap()), "the background child survived");
+        assert!(
+            gone(background.parse().unwrap()),
+            "the background child survived"
+        );
     }
 
     #[test]
     fn another_processs_start_time_leaves_the_group_alone() {
         let (mut child, start, _) = leader("echo up; exec sleep 4713");
         let pgid = child.id();
-        let verdicts = run(&[Group { pgid, start: Some(start + 1) }], 300);
+        let verdicts = run(
+            &[Group {
+                pgid,
+                start: Some(start + 1),
+            }],
+            300,
+        );
         assert_eq!(verdicts, [(pgid, Verdict::Gone)]);
-        assert!(child.try_wait().unwrap().is_none(), "a reused pid was killed");
-        run(&[Group { pgid, start: Some(start) }], 300);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a reused pid was killed"
+        );
+        run(
+            &[Group {
+                pgid,
+                start: Some(start),
+            }],
+            300,
+        );
         child.wait().unwrap();
     }
 
@@ -172,7 +202,13 @@ mod tests {
         child.wait().unwrap();
         let background: i32 = background.parse().unwrap();
         assert!(!gone_now(background));
-        let verdicts = run(&[Group { pgid, start: Some(start) }], 300);
+        let verdicts = run(
+            &[Group {
+                pgid,
+                start: Some(start),
+            }],
+            300,
+        );
         assert_eq!(verdicts, [(pgid, Verdict::Dead)]);
         assert!(gone(background));
     }
@@ -187,7 +223,13 @@ mod tests {
         // for it would take the whole (long) grace and still end in `alive`.
         let (mut child, start, _) = leader("sleep 4715 & echo up; exec sleep 4716");
         let pgid = child.id();
-        let verdicts = run(&[Group { pgid, start: Some(start) }], 60_000);
+        let verdicts = run(
+            &[Group {
+                pgid,
+                start: Some(start),
+            }],
+            60_000,
+        );
         assert_eq!(verdicts, [(pgid, Verdict::Dead)], "waited for a zombie?");
         child.wait().unwrap();
     }
@@ -198,10 +240,16 @@ mod tests {
         let mut groups = Vec::new();
         for _ in 0..12 {
             let (child, start, _) = leader("echo up; exec sleep 4717");
-            groups.push(Group { pgid: child.id(), start: Some(start) });
+            groups.push(Group {
+                pgid: child.id(),
+                start: Some(start),
+            });
             children.push(child);
         }
-        groups.push(Group { pgid: 999_999_999, start: None });
+        groups.push(Group {
+            pgid: 999_999_999,
+            start: None,
+        });
         let mut verdicts = run(&groups, 500);
         verdicts.sort();
         let mut expected: Vec<(u32, Verdict)> =
@@ -218,7 +266,13 @@ mod tests {
     fn a_group_that_ignores_term_is_killed_after_the_grace() {
         let (mut child, start, _) = leader("trap \"\" TERM; echo up; while :; do sleep 1; done");
         let pgid = child.id();
-        let verdicts = run(&[Group { pgid, start: Some(start) }], 200);
+        let verdicts = run(
+            &[Group {
+                pgid,
+                start: Some(start),
+            }],
+            200,
+        );
         assert_eq!(verdicts, [(pgid, Verdict::Dead)]);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(child.wait().unwrap().signal(), Some(9));

@@ -309,3 +309,48 @@ fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn a_group_of_zombies_is_not_alive() {
+        // A leader, and a member that exits at once but that its parent (this test, outside
+        // the group) has not reaped: a zombie in the group.
+        let mut leader = std::process::Command::new("sleep")
+            .arg("4718")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = Pid::from_raw(leader.id() as i32);
+        let mut zombie = std::process::Command::new("true")
+            .process_group(pgid.as_raw())
+            .spawn()
+            .unwrap();
+        while !std::fs::read_to_string(format!("/proc/{}/stat", zombie.id()))
+            .unwrap()
+            .contains(") Z ")
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(group_alive(pgid));
+        leader.kill().unwrap();
+        leader.wait().unwrap();
+        assert!(
+            killpg(pgid, None).is_ok(),
+            "the zombie still holds the group"
+        );
+        assert!(!group_alive(pgid), "a group of zombies counts as alive");
+        zombie.wait().unwrap();
+    }
+
+    #[test]
+    fn stat_lines_are_read_past_odd_command_names() {
+        let line = "4242 (a) b Z (c) S 1 77 77 0 -1";
+        assert!(live_member(line, 77));
+        assert!(!live_member(line, 78));
+        assert!(!live_member("4242 (sh) Z 1 77 77 0", 77), "a zombie");
+    }
+}

@@ -13,11 +13,11 @@ mod wrapper;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use activity::{Activity, Ticket};
 pub use crate::health::Health;
+pub use activity::{Activity, Ticket};
 pub use command::CommandPrefix;
-pub use local::Local;
 pub use kill_script::{Group, Verdict};
+pub use local::Local;
 pub use process::{
     ExitStatus, KillReporter, KillState, Output, OutputStream, Process, ProcessEvent, StdinWriter,
 };
@@ -102,6 +102,7 @@ impl Transport {
         spec: CommandSpec,
         reserved: Option<Ticket>,
     ) -> Result<Process> {
+        check_env_names(&spec.env)?;
         let ticket = reserved.unwrap_or_else(|| self.activity.ticket(&self.host));
         let attempt = tokio::time::Instant::now();
         let started = match &self.backend {
@@ -113,10 +114,32 @@ impl Transport {
             Ok(_) => self.activity.succeeded(&self.host),
             // SSH connection failures are the pool's to remember (it refuses during backoff).
             Err(Error::SshConnect { .. }) => {}
-            Err(e) if e.is_unreachable() => self.activity.failed(&self.host, attempt, e.to_string()),
+            Err(e) if e.is_unreachable() => {
+                self.activity.failed(&self.host, attempt, e.to_string())
+            }
             Err(_) => {}
         }
         Ok(started?.holding(ticket))
+    }
+}
+
+/// Refuses environment variable names a shell cannot set (`A;B`, `A B`, `A=C`, empty), the same
+/// way on every backend.
+pub(crate) fn check_env_names(env: &BTreeMap<String, String>) -> Result<()> {
+    let bad = env.keys().find(|name| {
+        let mut chars = name.chars();
+        let first = chars.next();
+        !(matches!(first, Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    });
+    match bad {
+        None => Ok(()),
+        Some(name) => Err(Error::InvalidArgument {
+            field: "env",
+            reason: format!(
+                "`{name}` is not a valid variable name (letters, digits and _, not starting with a digit)"
+            ),
+        }),
     }
 }
 

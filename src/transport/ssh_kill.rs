@@ -96,7 +96,9 @@ impl SshKills {
         queue.workers += 1;
         let desk = self.desk.clone();
         let target = target.clone();
-        self.desk.tasks.spawn(async move { desk.serve(target).await });
+        self.desk
+            .tasks
+            .spawn(async move { desk.serve(target).await });
     }
 }
 
@@ -163,13 +165,20 @@ impl Desk {
         };
         tracing::warn!(host = %target.name, groups = pending.len(), "kill not confirmed: {why}; retrying");
         for request in &pending {
-            request.report.send_replace(KillState::Retrying(why.clone()));
+            request
+                .report
+                .send_replace(KillState::Retrying(why.clone()));
         }
         pending
     }
 
     /// Runs `script` on a kill channel, settling each request of `pending` as its verdict comes.
-    async fn run(&self, target: &SshTarget, script: &str, pending: &mut Vec<Request>) -> Result<()> {
+    async fn run(
+        &self,
+        target: &SshTarget,
+        script: &str,
+        pending: &mut Vec<Request>,
+    ) -> Result<()> {
         let lease = self
             .pool
             .lease_for(target, Purpose::Kill, Attempt::Now)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 
 use super::kill_script::Group;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Reads the header up to the nonce line, applies it, checks cwd, reports `$$`, its start time
 /// (field 22 of `/proc/$$/stat`, `-` without `/proc`) and the login shell (`$SHELL`), runs the
@@ -37,16 +37,9 @@ impl Invocation {
             RandomState::new().hash_one(1u8),
             RandomState::new().hash_one(2u8)
         );
+        super::check_env_names(env)?;
         let mut header = String::new();
         for (name, value) in env {
-            if !is_shell_name(name) {
-                return Err(Error::InvalidArgument {
-                    field: "env",
-                    reason: format!(
-                        "`{name}` is not a valid variable name (letters, digits, _; not starting with a digit)"
-                    ),
-                });
-            }
             header.push_str(&format!("export {name}={}\n", shell_words::quote(value)));
         }
         if let Some(cwd) = cwd {
@@ -120,12 +113,6 @@ pub enum Report {
     },
     /// The working directory does not exist.
     NoCwd,
-}
-
-fn is_shell_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -219,11 +206,18 @@ mod tests {
         let Some(Report::Started { group, login_shell }) = inv.parse_report(&lines[0]) else {
             panic!("no report: {}", lines[0]);
         };
-        assert_eq!(group.pgid, child.id(), "the command runs in the wrapper's own shell");
+        assert_eq!(
+            group.pgid,
+            child.id(),
+            "the command runs in the wrapper's own shell"
+        );
         assert_eq!(login_shell.as_deref(), Some("/bin/sh"));
         assert_eq!(&lines[1..3], ["t0k", "/tmp"]);
         let background: i32 = lines[3].parse().unwrap();
-        let reused = Group { pgid: group.pgid, start: group.start.map(|s| s + 1) };
+        let reused = Group {
+            pgid: group.pgid,
+            start: group.start.map(|s| s + 1),
+        };
         assert_eq!(run_kill_script(&reused, 300), Verdict::Gone);
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(
@@ -351,7 +345,10 @@ mod tests {
         };
         let background: i32 = background.trim().parse().unwrap();
         // A kill meant for another run (another pod's pid 7, a reused pid) leaves the group alone.
-        let other = Group { pgid: group.pgid, start: group.start.map(|s| s - 1) };
+        let other = Group {
+            pgid: group.pgid,
+            start: group.start.map(|s| s - 1),
+        };
         assert_eq!(run_kill_script(&other, 500), Verdict::Gone);
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(

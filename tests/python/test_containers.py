@@ -124,6 +124,28 @@ async def test_timeout_kills_the_tree_inside(ctr):
     await wait_gone(mark)
 
 
+async def test_zombies_under_an_init_that_never_reaps_do_not_hold_up_a_timeout(env, container):
+    # PID 1 here is `sleep infinity`: what the kill leaves of the group stays a zombie forever.
+    # A kill that waited for zombies would take the whole (long) grace.
+    configure(env, {"ctr": {"kind": "command", "command": container.prefix}},
+              exec={"kill_grace_ms": 120_000})
+    mark = marker()
+    async with open_session(env) as s:
+        with anyio.fail_after(HANG_GUARD):
+            r = await run(s, f"sleep {mark} & sleep {mark}; wait", timeout_secs=1)
+    d = data(r)
+    assert d["status"] == "timed_out" and "kill_unconfirmed" not in d, d
+    await wait_gone(mark)
+
+
+async def test_a_leader_that_execs_with_a_clean_environment_dies_inside(ctr):
+    mark = marker()
+    r = await run(ctr, f"exec env -i sleep {mark}", timeout_secs=1)
+    d = data(r)
+    assert d["status"] == "timed_out" and "kill_unconfirmed" not in d, d
+    await wait_gone(mark)
+
+
 async def test_cancel_and_job_kill_kill_inside(ctr):
     mark = marker()
 

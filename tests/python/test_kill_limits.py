@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from conftest import HANG_GUARD, alive, data, open_session, text, wait_dead
+from stall_proxy import StallProxy
 
 pytestmark = pytest.mark.anyio
 # Twice what one SSH connection carries (8 command channels): the pool must open more, and
@@ -166,3 +167,45 @@ async def test_a_host_that_comes_back_is_tried_at_once(box, sshd):
     sshd.start()
     # At once: the backoff spaces automatic retries, it never refuses a call to a host that is up.
     assert data(await run(box, "echo three"))["stdout"] == "three\n"
+
+
+async def test_a_stalled_network_ends_the_call_at_its_timeout_and_the_kill_lands_later(env, sshd, tmp_path):
+    proxy = StallProxy(sshd.port)
+    home = pathlib.Path(env["HOME"])
+    kind, key = sshd.host_public_key
+    with open(home / ".ssh" / "known_hosts", "a") as f:
+        f.write(f"[127.0.0.1]:{proxy.port} {kind} {key}\n")
+    with open(home / ".ssh" / "config", "a") as f:
+        f.write(f"Host far\n  HostName 127.0.0.1\n  Port {proxy.port}\n  ConnectTimeout 2\n"
+                "  ServerAliveInterval 60\n")
+    tag = marker()
+    pidfile = tmp_path / "pid"
+    try:
+        async with open_session(env) as s:
+            async def stall_once_running():
+                with anyio.fail_after(HANG_GUARD):
+                    while not pidfile.exists() or not pidfile.read_text().strip():
+                        await anyio.sleep(0.05)
+                proxy.stall()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stall_once_running)
+                started = time.monotonic()
+                with anyio.fail_after(HANG_GUARD):
+                    r = await run(s, f"echo $$ > {pidfile}; exec sleep {tag}", host="far", timeout_secs=3)
+                took = time.monotonic() - started
+            d = data(r)
+            # It ended near its timeout, not when keepalive gave up, and said what it knows.
+            assert took < 15, took
+            assert d["status"] == "timed_out" and "unresponsive" in d["kill_unconfirmed"], d
+            assert "unresponsive" in text(r)
+            pid = int(pidfile.read_text())
+            assert alive(pid), "the result said the kill was not delivered"
+            # Once the network flows again, the kill is delivered and job_output says so.
+            proxy.resume()
+            await wait_dead([pid])
+            with anyio.fail_after(HANG_GUARD):
+                while "kill_unconfirmed" in data(await s.call_tool("job_output", {"job_id": d["job_id"]})):
+                    await anyio.sleep(0.2)
+    finally:
+        proxy.close()

@@ -316,8 +316,9 @@ async def test_hashed_known_hosts_and_host_key_alias(env, sshd):
     home = pathlib.Path(env["HOME"])
     known = home / ".ssh" / "known_hosts"
     kind, key = sshd.host_public_key
-    # The key recorded under an alias name, then the file hashed as `HashKnownHosts yes` does.
-    known.write_text(f"[keyalias]:{sshd.port} {kind} {key}\n")
+    # The key recorded under an alias name (OpenSSH looks an alias up without the port), then the
+    # file hashed as `HashKnownHosts yes` does.
+    known.write_text(f"keyalias {kind} {key}\n")
     subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
     assert "keyalias" not in known.read_text()
     with (home / ".ssh" / "config").open("a") as f:
@@ -424,3 +425,13 @@ async def test_a_login_shell_that_is_sh_runs_the_wrapper_in_place(env, sh_box):
         d = data(r)
         assert d["timed_out"] is True and d["signal"] == "SIGTERM"
         await wait_dead(d["stdout"].split())
+
+
+@pytest.mark.parametrize("host", ["local", "box"])
+async def test_env_names_a_shell_cannot_set_are_refused_alike_everywhere(box, host):
+    for name in ["A;B", "A B", "", "A=C", "1A"]:
+        r = await box.call_tool("remote_exec", {"host": host, "command": "env", "env": {name: "x"}})
+        assert r.is_error, (name, text(r))
+        assert "invalid argument `env`" in text(r) and "not a valid variable name" in text(r), text(r)
+    ok = await box.call_tool("remote_exec", {"host": host, "command": 'echo "$_Ok1"', "env": {"_Ok1": "y"}})
+    assert data(ok)["stdout"] == "y\n"
