@@ -16,6 +16,7 @@ pub mod error;
 pub mod hosts;
 pub mod jobs;
 pub mod output;
+pub mod schema;
 pub mod serve;
 pub mod ssh;
 pub mod sync;

@@ -59,6 +59,17 @@ pub struct Config {
     pub audit: AuditSettings,
 }
 
+impl Config {
+    /// The config file's JSON Schema (`schemas/config.schema.json`), portable to any validator.
+    pub fn json_schema() -> serde_json::Value {
+        let mut schema = schemars::schema_for!(Config);
+        if let Some(map) = schema.as_object_mut() {
+            crate::schema::make_portable(map);
+        }
+        schema.to_value()
+    }
+}
+
 /// Copying Claude's session files between hosts (`sync_sessions`, and around `spawn_claude` turns).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
