@@ -91,7 +91,7 @@ pub enum Error {
     },
 
     #[error(
-        "cannot lock {} to change config file {}: {source}",
+        "cannot lock {} to change config file {} (its directory must be writable): {source}",
         lock.display(),
         path.display()
     )]
