@@ -66,7 +66,8 @@ pub enum Error {
     )]
     UnknownJob(String),
 
-    #[error("config file {}:{line}:{column}: {field}: {message}", path.display())]
+    /// `line` 0 for a problem found after parsing (the error then names the field only).
+    #[error("config file {}{}: {field}: {message}", path.display(), position(*line, *column))]
     ConfigInvalid {
         path: PathBuf,
         line: usize,
@@ -85,6 +86,18 @@ pub enum Error {
     #[error("cannot write config file {}: {source}", path.display())]
     ConfigWrite {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "cannot lock {} to change config file {} (its directory must be writable): {source}",
+        lock.display(),
+        path.display()
+    )]
+    ConfigLock {
+        path: PathBuf,
+        lock: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -181,4 +194,55 @@ impl Error {
     }
 }
 
+/// `:line:column`, or nothing when the position is unknown (line 0).
+fn position(line: usize, column: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}:{column}")
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, `: `-separated, each said once. This crate's messages
+/// already end with their `#[source]` (so that every `{error}` is complete); a cause whose text
+/// the line holds already is not repeated.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = next.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wrapper that, like anyhow's `context`, says only its own part.
+    #[derive(Debug, thiserror::Error)]
+    #[error("while starting")]
+    struct Context(#[source] Error);
+
+    #[test]
+    fn report_says_each_cause_once() {
+        let read = Error::ConfigRead {
+            path: "/etc".into(),
+            source: std::io::Error::from(std::io::ErrorKind::IsADirectory),
+        };
+        let line = report(&Context(read));
+        assert_eq!(
+            line,
+            "while starting: cannot read config file /etc: is a directory"
+        );
+        let plain = std::io::Error::other("disk on fire");
+        assert_eq!(report(&plain), "disk on fire");
+    }
+}

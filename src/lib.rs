@@ -17,6 +17,7 @@ pub mod health;
 pub mod hosts;
 pub mod jobs;
 pub mod output;
+pub mod schema;
 pub mod serve;
 pub mod ssh;
 pub mod sync;

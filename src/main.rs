@@ -129,7 +129,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("outpost: {e:#}");
+            eprintln!("outpost: {}", outpost::error::report(&*e));
             ExitCode::from(255)
         }
     }
@@ -221,11 +221,10 @@ async fn serve(hosts: Arc<Hosts>, args: ServeArgs) -> anyhow::Result<()> {
 
 /// `outpost remote ...`: edits go to the config file at `path`; `test` exits 1 when a step fails.
 async fn run_remote(path: &Path, hosts: &Hosts, command: RemoteCommand) -> anyhow::Result<i32> {
-    let config = hosts.config().clone();
     let message = match command {
-        RemoteCommand::Add(add) => remote::add(path, config, *add)?,
-        RemoteCommand::Remove { name } => remote::remove(path, config, &name)?,
-        RemoteCommand::SetDefault { name } => remote::set_default(path, config, hosts, &name)?,
+        RemoteCommand::Add(add) => remote::add(path, *add)?,
+        RemoteCommand::Remove { name } => remote::remove(path, &name)?,
+        RemoteCommand::SetDefault { name } => remote::set_default(path, &name)?,
         RemoteCommand::List => remote::list(hosts).trim_end().to_owned(),
         RemoteCommand::Test { name } => {
             return Ok(if remote::test(hosts, &name).await? {

@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 pub const SECRET_ENV: &str = "OUTPOST_JWT_SECRET";
 /// Shortest HS256 secret accepted: shorter ones can be brute-forced from one token.
 const MIN_SECRET_BYTES: usize = 32;
+/// Longest lifetime of a minted token: 10 years (as `humantime` counts them, so `10y` passes).
+/// A leaked token must not outlive every key rotation, and larger `exp` values stop being
+/// dates other JWT libraries can read.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 31_557_600);
 
 /// The claims outpost reads and writes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -96,6 +100,12 @@ pub fn mint(
             "the server checks tokens with a public key (`serve.jwt.public_key_file`): sign them with the matching private key instead",
         ));
     }
+    if lifetime.is_zero() || lifetime > MAX_LIFETIME {
+        return Err(auth_error(format!(
+            "a token's lifetime (--expires) must be more than 0 and at most 10y (3652 days); {} is not: pass e.g. `--expires 30d`",
+            humantime::format_duration(lifetime)
+        )));
+    }
     let secret = secret(settings, secret_file)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -168,7 +178,7 @@ pub fn known_secrets(settings: &JwtSettings, flag: Option<&Path>) -> Vec<String>
 fn secret(settings: &JwtSettings, flag: Option<&Path>) -> Result<Vec<u8>> {
     let Some(source) = secret_sources(settings, flag).into_iter().next() else {
         return Err(auth_error(format!(
-            "no JWT secret: set ${SECRET_ENV}, pass --jwt-secret-file, or set `serve.jwt.secret_file` (e.g. `openssl rand -hex 32 > ~/.config/outpost/jwt-secret`)"
+            "no JWT secret: set ${SECRET_ENV}, pass --jwt-secret-file, or set `serve.jwt.secret_file` (e.g. `mkdir -p ~/.config/outpost && openssl rand -hex 32 > ~/.config/outpost/jwt-secret`)"
         )));
     };
     let secret = source.read()?;
@@ -259,6 +269,22 @@ mod tests {
         no_audience.audience = None;
         let unaddressed = mint(&no_audience, None, "ana", Duration::from_secs(60), None).unwrap();
         assert!(verifier.verify(&unaddressed).is_err());
+    }
+
+    #[test]
+    fn lifetime_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_with_secret(&dir);
+        let verifier = Verifier::from_settings(&settings, None).unwrap();
+        let longest = mint(&settings, None, "ana", MAX_LIFETIME, None).unwrap();
+        assert_eq!(verifier.verify(&longest).unwrap(), "ana");
+        let ten_years = humantime::parse_duration("10y").unwrap();
+        assert!(mint(&settings, None, "ana", ten_years, None).is_ok());
+        for lifetime in ["1000000y", "10y 1s", "0s"] {
+            let lifetime = humantime::parse_duration(lifetime).unwrap();
+            let e = mint(&settings, None, "ana", lifetime, None).unwrap_err();
+            assert!(e.to_string().contains("at most 10y (3652 days)"), "{e}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::config::RemoteConfig;
+
 /// Claude Code's `--permission-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -69,10 +71,34 @@ pub enum Locate<'a> {
 /// What the launcher prints on stderr (then exit 127) when it finds no `claude`.
 pub const NOT_FOUND_MARKER: &str = "outpost: claude not found; tried: ";
 
+impl<'a> Locate<'a> {
+    /// Where a host's `claude` is: its remote's `claude_path` when set, else searched for.
+    pub fn configured(remote: Option<&'a RemoteConfig>) -> Self {
+        remote
+            .and_then(|r| r.claude_path.as_deref())
+            .map_or(Locate::Search, Locate::At)
+    }
+}
+
 /// The `sh -c` line that finds `claude` and execs it in stream-json mode with `options`.
 pub fn command_line(locate: Locate<'_>, start: &Start, options: &LaunchOptions) -> String {
     let args = shell_words::join(arguments(start, options));
-    let run = format!("__o_run() {{ exec \"$1\" {args}; }}\n");
+    find_then(locate, &format!("exec \"$1\" {args}"))
+}
+
+/// The `sh -c` line that finds `claude` as a turn would and prints its path and first line of
+/// `--version` (`outpost remote test`); not found, the same marker line and exit 127.
+pub fn probe_line(locate: Locate<'_>) -> String {
+    find_then(
+        locate,
+        // Only `sh` itself: minimal images may have no `head`.
+        "__o_v=$(\"$1\" --version </dev/null 2>&1); printf '%s %s\\n' \"$1\" \"${__o_v%%\n*}\"; exit 0",
+    )
+}
+
+/// Finds `claude` and runs `found` on it (as `$1`); when it is nowhere, prints
+/// [`NOT_FOUND_MARKER`] and the places tried on stderr and exits 127.
+fn find_then(locate: Locate<'_>, found: &str) -> String {
     let search = match locate {
         Locate::At(path) => format!(
             "__o_tried={q}\n[ -f {q} ] && [ -x {q} ] && __o_run {q}\n",
@@ -80,7 +106,7 @@ pub fn command_line(locate: Locate<'_>, start: &Start, options: &LaunchOptions) 
         ),
         Locate::Search => SEARCH.to_owned(),
     };
-    format!("{run}{search}echo \"{NOT_FOUND_MARKER}$__o_tried\" >&2\nexit 127")
+    format!("__o_run() {{ {found}; }}\n{search}echo \"{NOT_FOUND_MARKER}$__o_tried\" >&2\nexit 127")
 }
 
 /// `path` quoted for `sh`, with a leading `~/` meaning the home directory.
@@ -258,6 +284,36 @@ mod tests {
             Some(claude.to_str().unwrap()),
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn the_probe_finds_claude_where_a_turn_does() {
+        let home = tempfile::tempdir().unwrap();
+        let out = run(&probe_line(Locate::Search), home.path(), "/nonexistent");
+        assert_eq!(out.status.code(), Some(127));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with(NOT_FOUND_MARKER), "{err}");
+        assert!(err.contains(".npm-global/bin/claude"), "{err}");
+        // A place the turn's search knows beyond the login shell and ~/.local/bin.
+        let claude = home.path().join(".npm-global/bin/claude");
+        std::fs::create_dir_all(claude.parent().unwrap()).unwrap();
+        std::fs::write(
+            &claude,
+            "#!/bin/sh\necho \"2.1.0 (Claude Code) $*\"\necho more\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = run(&probe_line(Locate::Search), home.path(), "/nonexistent");
+        assert_eq!(out.status.code(), Some(0));
+        let expected = format!("{} 2.1.0 (Claude Code) --version\n", claude.display());
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+        let at = run(
+            &probe_line(Locate::At("~/.npm-global/bin/claude")),
+            home.path(),
+            "/x",
+        );
+        assert_eq!(String::from_utf8(at.stdout).unwrap(), expected);
     }
 
     #[test]

@@ -74,12 +74,6 @@ impl Claude {
     }
 
     pub(super) fn locate(&self, host: &str) -> Locate<'_> {
-        match self.hosts.config().remotes.get(host) {
-            Some(remote) => remote
-                .claude_path
-                .as_deref()
-                .map_or(Locate::Search, Locate::At),
-            None => Locate::Search,
-        }
+        Locate::configured(self.hosts.config().remotes.get(host))
     }
 }

@@ -1,14 +1,13 @@
 //! The session registry: a small state file remembering where each Claude session ran, so it can
 //! be listed and resumed by id alone, across server restarts.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::write_atomic;
+use crate::atomic_file::{lock, write_atomic};
 
 /// Sessions remembered at most; the least recently used are forgotten first.
 const MAX_SESSIONS: usize = 500;
@@ -124,11 +123,7 @@ impl Registry {
         create: Option<SessionRecord>,
         change: impl FnOnce(&mut SessionRecord),
     ) -> std::io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let lock = File::create(self.path.with_extension("lock"))?;
-        lock.lock()?;
+        let _lock = lock(&self.path)?;
         let mut state = read(&self.path).unwrap_or_else(|()| {
             // Never write over records this server cannot read (a newer outpost's, or damage):
             // keep them aside and start a new registry.

@@ -53,6 +53,7 @@ pub struct TurnResult {
     pub duration_ms: u64,
     /// Tool uses that were refused for lack of permission.
     #[serde(default)]
+    #[schemars(schema_with = "permission_denials")]
     pub permission_denials: Vec<Value>,
     /// HTTP status of a failed API call, when that is why the turn failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +64,21 @@ pub struct TurnResult {
     /// Error messages of error subtypes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+}
+
+/// `permission_denials`' schema: the objects Claude reports, kept as it sends them.
+fn permission_denials(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "tool_name": { "type": "string" },
+                "tool_use_id": { "type": "string" },
+                "tool_input": { "type": "object", "description": "The refused call's arguments." }
+            }
+        }
+    })
 }
 
 /// What one stdout line means to outpost.

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::claude::launch::{Locate, NOT_FOUND_MARKER, probe_line};
 use crate::config::{Config, HostKeyPolicy, RemoteConfig, RemoteKind};
 use crate::error::{Error, Result};
 use crate::hosts::{Hosts, LOCAL};
@@ -68,8 +69,8 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Adds a remote and saves the config (atomically, mode 600).
-pub fn add(path: &Path, mut config: Config, add: AddRemote) -> Result<String> {
+/// Adds a remote to the config file at `path` (locked, re-read, written atomically, mode 600).
+pub fn add(path: &Path, add: AddRemote) -> Result<String> {
     if add.name == LOCAL || add.name.is_empty() || add.name.contains(['@', ':', ' ']) {
         return Err(invalid(
             "NAME",
@@ -79,28 +80,52 @@ pub fn add(path: &Path, mut config: Config, add: AddRemote) -> Result<String> {
             ),
         ));
     }
-    if config.remotes.contains_key(&add.name) {
-        return Err(invalid(
-            "NAME",
-            format!(
-                "remote `{}` exists already; `outpost remote remove {}` first",
-                add.name, add.name
-            ),
-        ));
-    }
     let remote = remote_of(&add)?;
     remote
         .check()
         .map_err(|(field, reason)| invalid("remote", format!("`{field}` {reason}")))?;
-    config.remotes.insert(add.name.clone(), remote);
-    if add.set_default {
-        config.default_host = Some(add.name.clone());
+    Config::update(path, |config| {
+        if config.remotes.contains_key(&add.name) {
+            return Err(invalid(
+                "NAME",
+                format!(
+                    "remote `{}` exists already; `outpost remote remove {}` first",
+                    add.name, add.name
+                ),
+            ));
+        }
+        config.remotes.insert(add.name.clone(), remote);
+        if add.set_default {
+            config.default_host = Some(add.name.clone());
+        }
+        Ok(())
+    })?;
+    if let Some(home) = dirs::home_dir()
+        && let Some(warning) = workspace_warning(add.workspace.as_deref(), &home)
+    {
+        eprintln!("outpost: warning: {warning}");
     }
-    config.save(path)?;
     Ok(format!(
         "added remote `{}`{}",
         add.name,
         if add.set_default { " (default)" } else { "" }
+    ))
+}
+
+/// A `--workspace` under this machine's home was most likely `~/...` expanded by the local
+/// shell, so it names the local home rather than the remote's: say how to keep the `~`.
+fn workspace_warning(workspace: Option<&str>, home: &Path) -> Option<String> {
+    let rest = Path::new(workspace?).strip_prefix(home).ok()?;
+    let meant = match rest.to_str()? {
+        "" => "~".to_owned(),
+        rest => format!("~/{rest}"),
+    };
+    Some(format!(
+        "--workspace {} is under this machine's home ({}): if your shell expanded `~` and you \
+         meant the remote's home, run the command again with it quoted: --workspace '{}'",
+        workspace?,
+        home.display(),
+        meant
     ))
 }
 
@@ -145,25 +170,29 @@ fn remote_of(add: &AddRemote) -> Result<RemoteConfig> {
 }
 
 /// Removes a remote; the default falls back to `local` if it was this one.
-pub fn remove(path: &Path, mut config: Config, name: &str) -> Result<String> {
-    if config.remotes.remove(name).is_none() {
-        return Err(invalid(
-            "NAME",
-            format!("no remote `{name}` in {}", path.display()),
-        ));
-    }
-    if config.default_host.as_deref() == Some(name) {
-        config.default_host = None;
-    }
-    config.save(path)?;
+pub fn remove(path: &Path, name: &str) -> Result<String> {
+    Config::update(path, |config| {
+        if config.remotes.remove(name).is_none() {
+            return Err(invalid(
+                "NAME",
+                format!("no remote `{name}` in {}", path.display()),
+            ));
+        }
+        if config.default_host.as_deref() == Some(name) {
+            config.default_host = None;
+        }
+        Ok(())
+    })?;
     Ok(format!("removed remote `{name}`"))
 }
 
-/// Makes `name` (any known host) the default.
-pub fn set_default(path: &Path, mut config: Config, hosts: &Hosts, name: &str) -> Result<String> {
-    hosts.resolve(name)?;
-    config.default_host = (name != LOCAL).then(|| name.to_owned());
-    config.save(path)?;
+/// Makes `name` (any known host, as the config file has it now) the default.
+pub fn set_default(path: &Path, name: &str) -> Result<String> {
+    Config::update(path, |config| {
+        Hosts::new(config.clone()).resolve(name)?;
+        config.default_host = (name != LOCAL).then(|| name.to_owned());
+        Ok(())
+    })?;
     Ok(format!("default host is now `{name}`"))
 }
 
@@ -226,18 +255,22 @@ pub async fn test(hosts: &Hosts, name: &str) -> Result<bool> {
         }
     }
     let started = Instant::now();
-    let claude = run(&transport, CLAUDE_PROBE).await;
-    let found = match claude {
+    let locate = Locate::configured(hosts.config().remotes.get(name));
+    let found = match run(&transport, &probe_line(locate)).await {
         Ok((0, out)) => format!("installed: {}", out.trim()),
-        _ => "not found (spawn_claude needs the Claude Code CLI on this host)".to_owned(),
+        Ok((_, out)) => {
+            let tried = out.split_once(NOT_FOUND_MARKER).map(|(_, t)| t.trim());
+            format!(
+                "not found (spawn_claude needs the Claude Code CLI on this host, or `claude_path`); tried: {}",
+                tried.unwrap_or("the usual places")
+            )
+        }
+        Err(e) => format!("could not look for it: {e}"),
     };
     step("claude", started.elapsed(), &found);
     step("total", total.elapsed(), "ok");
     Ok(true)
 }
-
-/// Finds `claude` where a login shell or the usual install places have it, and prints its version.
-const CLAUDE_PROBE: &str = r#"c=$("${SHELL:-sh}" -lc 'command -v claude' 2>/dev/null | tail -n 1); for p in "$c" "$HOME/.local/bin/claude" "$HOME/.claude/local/claude"; do if [ -n "$p" ] && [ -x "$p" ]; then printf '%s ' "$p"; "$p" --version 2>/dev/null | head -n 1; exit 0; fi; done; exit 1"#;
 
 async fn run(transport: &Transport, command: &str) -> Result<(i32, String)> {
     let spec = CommandSpec {
@@ -258,4 +291,25 @@ fn step(name: &str, took: Duration, detail: &str) {
         "{name:<10} {:>7.1} ms  {detail}",
         took.as_secs_f64() * 1000.0
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workspace_under_the_local_home_is_warned_about() {
+        let home = Path::new("/home/me");
+        let warn = |w: &str| workspace_warning(Some(w), home);
+        assert!(
+            warn("/home/me/work")
+                .unwrap()
+                .contains("--workspace '~/work'")
+        );
+        assert!(warn("/home/me").unwrap().contains("--workspace '~'"));
+        assert_eq!(warn("/home/meg/work"), None);
+        assert_eq!(warn("~/work"), None);
+        assert_eq!(warn("/srv/app"), None);
+        assert_eq!(workspace_warning(None, home), None);
+    }
 }

@@ -19,8 +19,7 @@ mod groups;
 
 pub use groups::{MemberEntry, Picked};
 
-/// The built-in host for the machine outpost runs on.
-pub const LOCAL: &str = "local";
+pub use crate::config::LOCAL;
 
 /// How long an engine (docker, kubectl, ...) gets to start a command when the remote sets no
 /// `connect_timeout_secs`.
@@ -208,40 +207,43 @@ impl Hosts {
     }
 
     fn backend(&self, name: &str) -> Result<Backend> {
-        if name == LOCAL {
-            return Ok(Backend::Local(self.local.clone()));
-        }
         if let Some(remote) = self.config.remotes.get(name)
             && let Some(prefix) = remote.command_prefix()
         {
             let via = remote.via.as_deref().unwrap_or(LOCAL);
-            let base = self.resolve(via)?;
-            if !matches!(base.backend(), Backend::Local(_) | Backend::Ssh(_)) {
-                return Err(Error::InvalidArgument {
-                    field: "via",
-                    reason: format!(
-                        "remote `{name}` runs its engine via `{via}`, which is neither `local` nor an SSH host"
-                    ),
-                });
-            }
+            // Never another engine: the config refuses those, and looking one up here would
+            // recurse (forever, for a cycle).
+            let base = self.direct_backend(via).ok_or_else(|| Error::InvalidArgument {
+                field: "via",
+                reason: format!(
+                    "remote `{name}` runs its engine via `{via}`, which is neither `local` nor an SSH host (a remote of kind ssh, an ~/.ssh/config alias or user@host)"
+                ),
+            })?;
             let start_timeout = remote
                 .connect_timeout_secs
                 .map_or(ENGINE_START_TIMEOUT, Duration::from_secs);
+            let base = Transport::new(via, base, self.activity.clone());
             let prefixed = CommandPrefix::new(name, prefix, base, self.kill, start_timeout);
             return Ok(Backend::Command(prefixed));
         }
-        if let Some(target) = self.ssh_target(name) {
-            return Ok(Backend::Ssh(Ssh::new(
-                target,
-                self.pool.clone(),
-                self.kills.clone(),
-                self.kill,
-            )));
-        }
-        Err(Error::UnknownHost {
+        self.direct_backend(name).ok_or_else(|| Error::UnknownHost {
             name: name.to_owned(),
             known: self.names().join(", "),
         })
+    }
+
+    /// The backend of `local` or an SSH host: the hosts that run things themselves.
+    fn direct_backend(&self, name: &str) -> Option<Backend> {
+        if name == LOCAL {
+            return Some(Backend::Local(self.local.clone()));
+        }
+        let target = self.ssh_target(name)?;
+        Some(Backend::Ssh(Ssh::new(
+            target,
+            self.pool.clone(),
+            self.kills.clone(),
+            self.kill,
+        )))
     }
 
     fn names(&self) -> Vec<String> {
@@ -399,5 +401,26 @@ mod tests {
         let err = hosts.resolve("nope").unwrap_err().to_string();
         assert!(err.contains("unknown host `nope`"), "{err}");
         assert!(err.contains("local"), "{err}");
+    }
+
+    #[test]
+    fn an_engine_via_another_engine_is_refused_without_recursing() {
+        // Built in code, so config validation (which refuses this) never ran.
+        let mut config = Config::default();
+        for (name, via) in [("a", "b"), ("b", "a"), ("c", "c")] {
+            let remote = crate::config::RemoteConfig {
+                kind: RemoteKind::Docker,
+                container: Some("box".into()),
+                via: Some(via.into()),
+                ..Default::default()
+            };
+            config.remotes.insert(name.into(), remote);
+        }
+        let hosts = Hosts::new(config);
+        for name in ["a", "c"] {
+            let err = hosts.resolve(name).err().map(|e| e.to_string());
+            let err = err.unwrap_or_default();
+            assert!(err.contains("neither `local` nor an SSH host"), "{err}");
+        }
     }
 }

@@ -79,7 +79,14 @@ pub struct JobOutputResult {
     pub more: bool,
     /// For a `spawn_claude` job, once it has finished: its result, as `spawn_claude` returns it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "spawn_claude_result")]
     pub claude: Option<serde_json::Value>,
+}
+
+/// `claude`'s schema: an object (the shape is `spawn_claude`'s output schema; repeating it here
+/// would double the size of `tools/list`).
+fn spawn_claude_result(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object" })
 }
 
 #[tool_router(router = job_tools, vis = "pub(super)")]

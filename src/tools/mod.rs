@@ -66,12 +66,14 @@ impl Outpost {
             principal: Principal::stdio(),
             closed: CancellationToken::new(),
             log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
-            tool_router: Self::exec_tools()
-                + Self::job_tools()
-                + Self::host_tools()
-                + Self::claude_tools()
-                + Self::session_tools()
-                + Self::sync_tools(),
+            tool_router: portable(
+                Self::exec_tools()
+                    + Self::job_tools()
+                    + Self::host_tools()
+                    + Self::claude_tools()
+                    + Self::session_tools()
+                    + Self::sync_tools(),
+            ),
         }
     }
 
@@ -101,6 +103,18 @@ impl Outpost {
     pub fn tools(&self) -> Vec<Tool> {
         self.tool_router.list_all()
     }
+}
+
+/// The router with every tool's input and output schema made portable (what `tools/list` serves).
+fn portable(mut router: ToolRouter<Outpost>) -> ToolRouter<Outpost> {
+    for route in router.map.values_mut() {
+        let tool = &mut route.attr;
+        crate::schema::make_portable(Arc::make_mut(&mut tool.input_schema));
+        if let Some(output) = &mut tool.output_schema {
+            crate::schema::make_portable(Arc::make_mut(output));
+        }
+    }
+    router
 }
 
 #[tool_handler(router = self.tool_router)]
