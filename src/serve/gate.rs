@@ -21,6 +21,8 @@ pub enum Refusal {
     Unauthorized(Refused),
     /// Every connection slot is taken.
     Busy,
+    /// A request that could not be read.
+    BadRequest,
 }
 
 impl Refusal {
@@ -30,6 +32,7 @@ impl Refusal {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
         }
     }
 

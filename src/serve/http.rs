@@ -1,6 +1,7 @@
 //! MCP Streamable HTTP: rmcp's service behind the gate (path, origin, bearer token → 401), on
 //! HTTP/1.1 served by hyper on each accepted connection, with a request-head timeout, a slot
-//! taken at the first authenticated request, and each session answering only its principal.
+//! taken at the first authenticated request, each session answering only its principal, and bad
+//! JSON-RPC answered as on the other transports.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -20,6 +21,7 @@ use tower_service::Service;
 use super::admission::Standing;
 use super::gate::{Refusal, refusal};
 use super::http_sessions::SessionOwners;
+use super::jsonrpc::{Incoming as JsonRpc, parse_incoming, too_large};
 use super::network::{Accepted, Shared};
 use crate::auth::Principal;
 use crate::tools::Outpost;
@@ -117,7 +119,19 @@ impl HttpService {
         }
         let method = request.method().clone();
         request.extensions_mut().insert(principal.clone());
-        let response = match self.mcp.call(request).await {
+        let response = if method == Method::POST {
+            let (parts, body) = request.into_parts();
+            let body = match read_message(body, shared.settings.max_message_bytes).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            self.mcp
+                .call(Request::from_parts(parts, Full::new(body)))
+                .await
+        } else {
+            self.mcp.call(request).await
+        };
+        let response = match response {
             Ok(response) => response,
             Err(never) => match never {},
         };
@@ -126,6 +140,32 @@ impl HttpService {
             .note(&method, named, &principal, response.headers(), succeeded)
             .await;
         response
+    }
+}
+
+/// A POST body, read whole (up to `limit` bytes), when it is a JSON-RPC message for rmcp; else
+/// the answer it gets: 413, or 400 with the JSON-RPC error the other transports send for it.
+async fn read_message(body: Incoming, limit: usize) -> Result<Bytes, Response<Body>> {
+    let answer = |status: StatusCode, text: String| {
+        let mut response = Response::new(Full::new(Bytes::from(text)).boxed());
+        *response.status_mut() = status;
+        let json = HeaderValue::from_static("application/json");
+        (response.headers_mut()).insert(http::header::CONTENT_TYPE, json);
+        response
+    };
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return Err(answer(StatusCode::PAYLOAD_TOO_LARGE, too_large(limit)));
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read a request body");
+            return Err(refused_with(Refusal::BadRequest));
+        }
+    };
+    match parse_incoming(&body) {
+        JsonRpc::Reply(error) => Err(answer(StatusCode::BAD_REQUEST, error)),
+        JsonRpc::Message(_) | JsonRpc::Ignore => Ok(body),
     }
 }
 

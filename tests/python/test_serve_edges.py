@@ -152,3 +152,21 @@ async def test_an_http_session_answers_only_the_principal_that_opened_it(env, tm
             ping = await post(ana, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session)
             assert ping.status_code == 200 and '"id":2' in ping.text, ping.text
     assert "remote_exec started" not in server.text(), "bob's call ran in ana's session"
+
+
+async def test_bad_json_rpc_over_http_gets_400_with_the_json_rpc_error(env, tmp_path):
+    write_config(env, {"serve": {"max_message_bytes": 65536}})
+    with Served(env, tmp_path, "--http", "--port", "0", "--auth", "none") as server:
+        async with httpx.AsyncClient(timeout=HANG_GUARD) as client:
+            for body, code in [("{not json", -32700), ('{"jsonrpc":"2.0","id":1.5,"method":"ping"}', -32600),
+                               ('{"jsonrpc":"2.0","id":true,"method":"initialize"}', -32600)]:
+                response = await client.post(server.url, content=body, headers=HEADERS)
+                assert response.status_code == 400, (body, response.text)
+                reply = response.json()
+                assert reply["error"]["code"] == code and "id" in reply and reply["id"] is None, (body, reply)
+            big = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x" * 100_000}}
+            response = await client.post(server.url, json=big, headers=HEADERS)
+            assert response.status_code == 413 and response.json()["error"]["code"] == -32600, response.text
+            # Good messages still reach the MCP service.
+            opened = await client.post(server.url, json=initialize_message(), headers=HEADERS)
+            assert opened.status_code == 200 and "mcp-session-id" in opened.headers, opened.text
