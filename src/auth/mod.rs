@@ -47,12 +47,21 @@ pub enum Authenticator {
     Jwt(Box<Verifier>),
 }
 
+/// Why a request was not admitted (answered 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No `Authorization: Bearer <token>` header.
+    NoToken,
+    /// A bearer token that does not verify (signature, expiry, audience, issuer…).
+    BadToken,
+}
+
 impl Authenticator {
-    /// The principal for a request's `Authorization` header value, or `None`: refuse with 401.
+    /// The principal for a request's `Authorization` header value, or why it is refused.
     /// Why a token was refused is logged at debug level without the token itself.
-    pub fn admit(&self, authorization: Option<&[u8]>) -> Option<Principal> {
+    pub fn admit(&self, authorization: Option<&[u8]>) -> Result<Principal, Refused> {
         let verifier = match self {
-            Self::None => return Some(Principal::anonymous()),
+            Self::None => return Ok(Principal::anonymous()),
             Self::Jwt(verifier) => verifier,
         };
         let token = authorization
@@ -60,13 +69,13 @@ impl Authenticator {
             .and_then(bearer_token);
         let Some(token) = token else {
             tracing::debug!("refused a request without a bearer token");
-            return None;
+            return Err(Refused::NoToken);
         };
         match verifier.verify(token) {
-            Ok(subject) => Some(Principal::new(&subject)),
+            Ok(subject) => Ok(Principal::new(&subject)),
             Err(reason) => {
                 tracing::debug!(%reason, "refused a bearer token");
-                None
+                Err(Refused::BadToken)
             }
         }
     }
@@ -94,9 +103,6 @@ mod tests {
 
     #[test]
     fn no_auth_admits_everyone_as_anonymous() {
-        assert_eq!(
-            Authenticator::None.admit(None),
-            Some(Principal::anonymous())
-        );
+        assert_eq!(Authenticator::None.admit(None), Ok(Principal::anonymous()));
     }
 }

@@ -16,8 +16,12 @@ pub struct ServeSettings {
     pub jwt: JwtSettings,
     /// Largest incoming message in bytes; a bigger one is refused.
     pub max_message_bytes: usize,
-    /// TCP connections served at once (WebSocket or HTTP); more are answered 503 and closed.
+    /// Authenticated connections served at once (WebSocket or HTTP); more are answered 503.
+    /// As many again may be waiting to authenticate; past that the longest-waiting is closed.
     pub max_connections: usize,
+    /// Seconds a connection gets to send a complete request head (the WebSocket upgrade, or
+    /// each HTTP request's headers, also between requests on a kept-alive connection).
+    pub header_timeout_secs: u64,
     /// Tool calls per minute for one principal (JWT `sub`); 0 means no limit.
     pub calls_per_minute: u32,
     /// Seconds a connection may stay silent with no call running before it is closed.
@@ -34,6 +38,7 @@ impl Default for ServeSettings {
             jwt: JwtSettings::default(),
             max_message_bytes: 4 << 20,
             max_connections: 64,
+            header_timeout_secs: 10,
             calls_per_minute: 120,
             idle_timeout_secs: 600,
             allowed_hosts: Vec::new(),

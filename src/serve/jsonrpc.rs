@@ -3,6 +3,7 @@
 use rmcp::RoleServer;
 use rmcp::model::{ErrorData, JsonRpcError, RequestId};
 use rmcp::service::RxJsonRpcMessage;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// What to do with one incoming text (a line on stdio, a frame on a WebSocket).
@@ -17,7 +18,8 @@ pub enum Incoming {
 }
 
 /// Parses `text` as one JSON-RPC message. Invalid JSON gets a Parse error (-32700); valid JSON
-/// that is not an MCP message gets Invalid Request (-32600) with its id when it has one.
+/// that is not an MCP message gets Invalid Request (-32600) with its id when it has a valid
+/// one, else with `"id": null`.
 pub fn parse_incoming(text: &[u8]) -> Incoming {
     let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
     if text.iter().all(u8::is_ascii_whitespace) {
@@ -31,10 +33,18 @@ pub fn parse_incoming(text: &[u8]) -> Incoming {
         let error = ErrorData::invalid_request("JSON-RPC batches are not supported by MCP", None);
         return reply(None, error);
     }
-    let id = value
-        .get("id")
-        .and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
     let has_method = value.get("method").is_some();
+    let id = match value.get("id").map(RequestId::deserialize) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        // A request whose id is no string or integer (1.5, true, null, {}, []) cannot be
+        // answered by its id, nor ignored as a notification.
+        Some(Err(_)) if has_method => {
+            let error = ErrorData::invalid_request("the id must be a string or an integer", None);
+            return reply(None, error);
+        }
+        Some(Err(_)) => None,
+    };
     match serde_json::from_value::<RxJsonRpcMessage<RoleServer>>(value) {
         Ok(message) => Incoming::Message(Box::new(message)),
         // A notification (no id) is never answered, even when malformed or unknown.
@@ -60,10 +70,17 @@ fn reply(id: Option<RequestId>, error: ErrorData) -> Incoming {
     Incoming::Reply(serialize(&JsonRpcError::new(id, error)))
 }
 
+/// The error as JSON. One that names no request carries `"id": null`, as JSON-RPC 2.0 requires
+/// (rmcp's type leaves the id out).
 fn serialize(error: &JsonRpcError) -> String {
-    serde_json::to_string(error).unwrap_or_else(|_| {
-        r#"{"jsonrpc":"2.0","error":{"code":-32603,"message":"internal error"}}"#.to_owned()
-    })
+    let Ok(mut value) = serde_json::to_value(error) else {
+        return r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}"#
+            .to_owned();
+    };
+    if let Some(fields) = value.as_object_mut() {
+        fields.entry("id").or_insert(Value::Null);
+    }
+    value.to_string()
 }
 
 #[cfg(test)]
@@ -78,10 +95,22 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_a_parse_error() {
+    fn garbage_is_a_parse_error_for_id_null() {
         let e = error_of("garbage{");
         assert_eq!(e["error"]["code"], -32700);
         assert_eq!(e["jsonrpc"], "2.0");
+        assert_eq!(e.get("id"), Some(&Value::Null));
+        let large: Value = serde_json::from_str(&too_large(10)).unwrap();
+        assert_eq!(large.get("id"), Some(&Value::Null));
+    }
+
+    #[test]
+    fn requests_with_unusable_ids_are_invalid_for_id_null() {
+        for id in ["1.5", "true", "null", "{}", "[]"] {
+            let e = error_of(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+            assert_eq!(e["error"]["code"], -32600, "{id}");
+            assert_eq!(e.get("id"), Some(&Value::Null), "{id}");
+        }
     }
 
     #[test]

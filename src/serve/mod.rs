@@ -1,7 +1,10 @@
 //! Serving the MCP tools to a client: on stdio, over WebSocket or Streamable HTTP; each transport in its own file.
 
+mod admission;
 mod eof;
+mod gate;
 mod http;
+mod http_sessions;
 pub mod jsonrpc;
 mod lines;
 pub mod network;

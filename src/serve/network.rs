@@ -1,20 +1,21 @@
-//! Serving on a TCP port: the listen flags, who may connect (the gate), the connection cap, and
-//! a stop that refuses new connections, cancels running calls and kills their processes.
+//! Serving on a TCP port: the listen flags, the accept loop (each connection waits to
+//! authenticate, then takes a slot), and a stop that refuses new connections, cancels running
+//! calls and kills their processes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::{Admission, Standing};
+use super::gate::Gate;
 use super::state::{ServerState, StateOptions};
 use super::termination;
-use crate::auth::{Authenticator, Principal, Verifier};
+use crate::auth::{Authenticator, Verifier};
 use crate::config::ServeSettings;
 use crate::error::{Error, Result};
 use crate::hosts::Hosts;
@@ -75,71 +76,11 @@ pub enum Protocol {
     StreamableHttp,
 }
 
-/// Decides, from a request's path and headers, whether it may open an MCP session, and as whom.
-pub struct Gate {
-    path: String,
-    auth: Authenticator,
-    /// Extra names browsers may send in `Origin` (loopback names always pass).
-    allowed_hosts: Vec<String>,
-}
-
-impl Gate {
-    /// The principal of an admitted request, or the status to refuse it with. A request from a
-    /// browser page (an `Origin` header) is refused unless that origin's host is allowed, so a
-    /// web page cannot drive a server that has no authentication.
-    pub fn check(
-        &self,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> std::result::Result<Principal, StatusCode> {
-        if path != self.path {
-            return Err(StatusCode::NOT_FOUND);
-        }
-        if let Some(origin) = headers.get(http::header::ORIGIN)
-            && !self.origin_allowed(origin.to_str().unwrap_or(""))
-        {
-            return Err(StatusCode::FORBIDDEN);
-        }
-        let authorization = headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        self.auth
-            .admit(authorization)
-            .ok_or(StatusCode::UNAUTHORIZED)
-    }
-
-    fn origin_allowed(&self, origin: &str) -> bool {
-        let Ok(uri) = origin.parse::<http::Uri>() else {
-            return false;
-        };
-        let (Some(name), Some(authority)) = (uri.host(), uri.authority()) else {
-            return false;
-        };
-        ["localhost", "127.0.0.1", "[::1]"].contains(&name)
-            || (self.allowed_hosts.iter()).any(|h| h == name || h == authority.as_str())
-    }
-}
-
-/// A refusal with a bare status and its reason phrase: no detail a client could learn from.
-/// `body` wraps the text in the response body type of the server at hand.
-pub fn refusal<B>(status: StatusCode, body: impl FnOnce(String) -> B) -> http::Response<B> {
-    let reason = status.canonical_reason().unwrap_or("").to_owned();
-    let mut response = http::Response::new(body(reason));
-    *response.status_mut() = status;
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-    }
-    response
-}
-
-/// One accepted TCP connection and its place under the connection cap (freed on drop).
+/// One accepted TCP connection and its standing under the connection cap (freed on drop).
 pub struct Accepted {
     pub tcp: TcpStream,
     pub peer: SocketAddr,
-    pub slot: OwnedSemaphorePermit,
+    pub standing: Standing,
 }
 
 /// Everything a connection handler needs, shared by all connections.
@@ -149,6 +90,13 @@ pub struct Shared {
     pub settings: ServeSettings,
     /// Cancelled when the server stops.
     pub stop: CancellationToken,
+}
+
+impl Shared {
+    /// Time a connection gets to send a complete request head (`serve.header_timeout_secs`).
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.header_timeout_secs.max(1))
+    }
 }
 
 /// Serves MCP over `protocol` until SIGTERM/SIGINT; then stops accepting, cancels every running
@@ -193,7 +141,7 @@ pub async fn serve_network(
         Protocol::StreamableHttp => Some(super::http::HttpService::new(&shared, bound)),
         Protocol::WebSocket => None,
     };
-    let slots = Arc::new(Semaphore::new(shared.settings.max_connections.max(1)));
+    let admission = Admission::new(shared.settings.max_connections);
     let tracker = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -208,11 +156,12 @@ pub async fn serve_network(
             _ = &mut termination => break,
         };
         let _ = tcp.set_nodelay(true);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracker.spawn(answer_over_capacity(tcp));
-            continue;
+        let standing = admission.arrive();
+        let accepted = Accepted {
+            tcp,
+            peer,
+            standing,
         };
-        let accepted = Accepted { tcp, peer, slot };
         let shared = shared.clone();
         match &http {
             Some(http) => tracker.spawn(http.clone().serve_connection(accepted, shared)),
@@ -227,25 +176,6 @@ pub async fn serve_network(
     let _ = tokio::time::timeout(DRAIN, tracker.wait()).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Answers a connection over the cap with one `503` (the same for an HTTP request and a
-/// WebSocket upgrade) and closes it.
-async fn answer_over_capacity(tcp: TcpStream) {
-    let service = hyper::service::service_fn(|_request| async {
-        let mut response = refusal(StatusCode::SERVICE_UNAVAILABLE, |reason| {
-            http_body_util::Full::new(bytes::Bytes::from(reason))
-        });
-        (response.headers_mut()).insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        Ok::<_, std::convert::Infallible>(response)
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .keep_alive(false)
-        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
-    let _ = tokio::time::timeout(Duration::from_secs(10), connection).await;
 }
 
 async fn bind(listen: &ListenOptions) -> Result<TcpListener> {
@@ -301,14 +231,6 @@ fn authenticator(
 mod tests {
     use super::*;
 
-    fn gate() -> Gate {
-        Gate {
-            path: "/mcp".into(),
-            auth: Authenticator::None,
-            allowed_hosts: vec!["box.example".into()],
-        }
-    }
-
     #[test]
     fn default_listen_options_match_the_flags() {
         use clap::Parser;
@@ -323,33 +245,5 @@ mod tests {
             (parsed.host, parsed.port, parsed.path, parsed.auth),
             (default.host, default.port, default.path, default.auth)
         );
-    }
-
-    #[test]
-    fn path_and_browser_origins_are_checked() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(gate().check("/other", &headers), Err(StatusCode::NOT_FOUND));
-        assert!(gate().check("/mcp", &headers).is_ok());
-        for refused in [
-            "https://evil.example",
-            "null",
-            "http://localhost.evil.example",
-        ] {
-            headers.insert("origin", refused.parse().unwrap());
-            assert_eq!(
-                gate().check("/mcp", &headers),
-                Err(StatusCode::FORBIDDEN),
-                "{refused}"
-            );
-        }
-        for allowed in [
-            "http://localhost:3000",
-            "https://box.example",
-            "http://127.0.0.1",
-            "http://[::1]:8080",
-        ] {
-            headers.insert("origin", allowed.parse().unwrap());
-            assert!(gate().check("/mcp", &headers).is_ok(), "{allowed}");
-        }
     }
 }

@@ -8,6 +8,7 @@ mod jobs;
 mod reply;
 mod sessions;
 mod sync;
+mod untyped;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -16,8 +17,8 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 #[allow(deprecated)]
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, LoggingLevel,
-    ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
+    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorData,
+    Implementation, LoggingLevel, ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, tool_handler};
@@ -171,6 +172,15 @@ impl ServerHandler for Outpost {
         };
         self.log_level.store(rank, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// rmcp hands over untyped the requests it could not read, those of known methods too.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        Err(untyped::refusal(&request))
     }
 
     #[allow(deprecated)]

@@ -12,6 +12,23 @@ from conftest import BIN, HANG_GUARD
 # Every level, naming the modules that would log message contents: none may show a secret.
 TRACE_ALL = "trace,rmcp::service=trace,tungstenite::handshake=trace,tokio_tungstenite=trace"
 SECRET = "f" * 24 + "0123456789abcdef0123456789abcdef"  # 56 bytes, never to be logged
+# The exact challenges of a 401: what a client (and its user) is told to do.
+NO_TOKEN_CHALLENGE = ('Bearer realm="outpost", error_description="this server needs a bearer token: send '
+                      'Authorization: Bearer <token>, made on the server with outpost auth generate-token"')
+BAD_TOKEN_CHALLENGE = ('Bearer realm="outpost", error="invalid_token", error_description="the bearer token was '
+                       'refused (expired, signed with another key, or for another audience or issuer): send '
+                       'Authorization: Bearer <token>, made on the server with outpost auth generate-token"')
+
+
+def challenge_for(token) -> str:
+    return BAD_TOKEN_CHALLENGE if token else NO_TOKEN_CHALLENGE
+
+
+def host_port(url: str):
+    """(host, port) of a served URL such as ws://127.0.0.1:PORT/mcp."""
+    netloc = url.split("://", 1)[1].split("/", 1)[0]
+    host, port = netloc.rsplit(":", 1)
+    return host, int(port)
 
 
 def free_port() -> int:
@@ -119,5 +136,5 @@ def wait_until(predicate, limit=HANG_GUARD):
         time.sleep(0.05)
 
 
-__all__ = ["SECRET", "TRACE_ALL", "Served", "free_port", "write_secret", "generate_token", "ws_session", "ws_call",
+__all__ = ["SECRET", "TRACE_ALL", "NO_TOKEN_CHALLENGE", "BAD_TOKEN_CHALLENGE", "challenge_for", "host_port", "Served", "free_port", "write_secret", "generate_token", "ws_session", "ws_call",
            "auth_header", "process_running", "wait_until", "initialize_message"]

@@ -99,3 +99,24 @@ def test_claude_desktop_example_entry_starts_the_server(env):
         assert server.initialize()["result"]["serverInfo"]["name"] == "outpost"
     finally:
         server.close()
+
+
+def test_unreadable_messages_are_answered_with_id_null(raw):
+    """JSON-RPC 2.0: when the id cannot be read (bad JSON, an id of the wrong type) the reply's id is null."""
+    raw.initialize()
+    raw.send_line("{not json")
+    reply = raw.recv()
+    assert reply["error"]["code"] == -32700 and "id" in reply and reply["id"] is None, reply
+    for bad_id in (1.5, True, {}, [], None):
+        raw.send({"jsonrpc": "2.0", "id": bad_id, "method": "ping"})
+        reply = raw.recv()
+        assert reply["error"]["code"] == -32600 and "id" in reply and reply["id"] is None, (bad_id, reply)
+    assert raw.request("ping")["result"] == {}
+
+
+@pytest.mark.parametrize("params", [None, {"arguments": {}}, {"name": 5}, {"name": "list_hosts", "arguments": 7}])
+def test_tools_call_with_missing_or_malformed_params_is_invalid_params(raw, params):
+    raw.initialize()
+    reply = raw.request("tools/call", params)
+    assert reply["error"]["code"] == -32602, reply
+    assert "tools/call" in reply["error"]["message"], reply

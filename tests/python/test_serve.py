@@ -11,7 +11,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from conftest import BIN, HANG_GUARD, data, text
-from network import (SECRET, TRACE_ALL, Served, auth_header, generate_token, process_running,
+from network import (SECRET, TRACE_ALL, Served, auth_header, challenge_for, generate_token, process_running,
                      wait_until, write_secret, ws_call, ws_session)
 
 pytestmark = pytest.mark.anyio
@@ -63,8 +63,8 @@ async def test_bad_tokens_get_401_before_any_session_and_are_never_logged(jwt_se
                 pass
         response = refused.value.response
         assert response.status_code == 401, name
-        assert response.headers["WWW-Authenticate"] == "Bearer"
-        assert response.body in (b"Unauthorized", b""), (name, response.body)
+        assert response.headers["WWW-Authenticate"] == challenge_for(token), name
+        assert b"send Authorization: Bearer <token>" in response.body, (name, response.body)
         if token:
             assert token not in server.text(), f"{name}: the token reached the log"
     log = server.text()
@@ -210,7 +210,9 @@ async def test_streamable_http_with_the_sdk_and_its_gate(env, tmp_path):
             for token in (None, "garbage", pyjwt.encode({"sub": "x", "exp": int(time.time()) + 60}, "k" * 64)):
                 headers = {"Accept": "application/json, text/event-stream", **(auth_header(token) if token else {})}
                 response = await client.post(server.url, json=initialize, headers=headers)
-                assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+                assert response.status_code == 401
+                assert response.headers["www-authenticate"] == challenge_for(token)
+                assert "outpost auth generate-token" in response.text
             response = await client.post(server.url.replace("/mcp", "/other"), json=initialize)
             assert response.status_code == 404
         token = generate_token(env, secret, "--subject", "http-user")
