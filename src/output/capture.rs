@@ -1,11 +1,19 @@
-//! A result's view of stdout and stderr: the first and last bytes of each, cut to a shared budget.
+//! A result's view of stdout and stderr: the cleaned text of the first and last bytes of each,
+//! cut to a shared budget counted as the client receives it (bytes of JSON, escapes included).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use super::text::{head_boundary, tail_boundary};
+use super::clean::clean;
+use super::fit::{Head, Tail, json_len};
+use super::text::tail_boundary;
 use crate::transport::OutputStream;
 
-/// Head and tail of one stream, each at most `cap` bytes, plus the count of everything seen.
+/// Raw bytes kept at each end of a stream per byte of budget. Cleaning never makes a byte take
+/// more than three, so text always fills its budget unless escape sequences took more than this.
+const RAW_PER_BUDGET_BYTE: usize = 4;
+
+/// Head and tail of one stream, each at most `cap` raw bytes, plus the count of everything seen.
 #[derive(Debug)]
 struct HeadTail {
     head: Vec<u8>,
@@ -41,25 +49,96 @@ impl HeadTail {
         self.tail.extend(data);
     }
 
-    /// The stream as text in at most `budget` bytes (plus a marker line when cut).
-    fn render(&self, budget: usize) -> (String, bool) {
-        let kept = (self.head.len() + self.tail.len()) as u64;
-        if self.total <= budget as u64 && kept == self.total {
-            let mut all = self.head.clone();
-            all.extend(self.tail.iter());
-            return (String::from_utf8_lossy(&all).into_owned(), false);
-        }
-        let head_end = head_boundary(&self.head, budget / 2);
+    /// What this stream's text is made from, and what showing it whole would take (up to
+    /// more than `budget`).
+    fn source(&self, budget: usize) -> Source<'_> {
         let tail: Vec<u8> = self.tail.iter().copied().collect();
-        let tail_start = tail_boundary(&tail, budget - budget / 2);
-        let omitted = self.total - head_end as u64 - (tail.len() - tail_start) as u64;
-        let text = format!(
-            "{}\n[... {omitted} bytes omitted ...]\n{}",
-            String::from_utf8_lossy(&self.head[..head_end]),
-            String::from_utf8_lossy(&tail[tail_start..]),
-        );
-        (text, true)
+        if (self.head.len() + tail.len()) as u64 == self.total {
+            let mut raw = self.head.clone();
+            raw.extend_from_slice(&tail);
+            let mut fit = Head::new(budget);
+            let whole = (!clean(&raw, &mut fit).stopped).then(|| fit.into_text());
+            return Source {
+                demand: whole.as_deref().map_or(budget + 1, json_len),
+                whole,
+                head: Cow::Owned(raw),
+                tail: None,
+            };
+        }
+        let skip = tail_boundary(&tail, tail.len());
+        let tail = tail[skip..].to_vec();
+        let demand = cost_up_to(&self.head, budget)
+            .saturating_add(cost_up_to(&tail, budget))
+            .saturating_add(marker_cost());
+        Source {
+            demand,
+            whole: None,
+            head: Cow::Borrowed(&self.head),
+            tail: Some((self.total - tail.len() as u64, tail)),
+        }
     }
+}
+
+/// The budget `raw` takes once cleaned, or `limit + 1` when that is more than `limit`.
+fn cost_up_to(raw: &[u8], limit: usize) -> usize {
+    let mut fit = Head::new(limit);
+    match clean(raw, &mut fit).stopped {
+        true => limit + 1,
+        false => fit.cost(),
+    }
+}
+
+/// What a stream's text is made from.
+struct Source<'a> {
+    /// The budget showing all of it takes (more than the whole budget when it does not fit).
+    demand: usize,
+    /// The stream's cleaned text, when every byte was kept and it fits the whole budget.
+    whole: Option<String>,
+    /// The first bytes kept (every byte, when `tail` is None).
+    head: Cow<'a, [u8]>,
+    /// Where the last bytes kept start in the stream, and those bytes.
+    tail: Option<(u64, Vec<u8>)>,
+}
+
+impl Source<'_> {
+    /// The text within `budget`, and whether it was cut.
+    fn render(self, budget: usize) -> (String, bool) {
+        if let Some(text) = self.whole.filter(|_| self.demand <= budget) {
+            return (text, false);
+        }
+        let (tail, tail_at) = match &self.tail {
+            Some((at, tail)) => (tail.as_slice(), *at),
+            None => (&*self.head, 0),
+        };
+        (head_and_tail(&self.head, tail, tail_at, budget), true)
+    }
+}
+
+/// The cleaned start of `head` and end of `tail` (which starts at `tail_at` in the stream),
+/// with a marker between saying how many raw bytes neither shows, all within `budget`.
+fn head_and_tail(head: &[u8], tail: &[u8], tail_at: u64, budget: usize) -> String {
+    let room = budget.saturating_sub(marker_cost());
+    let mut start = Head::new(room / 2);
+    clean(head, &mut start);
+    let mut end = Tail::new(room - start.cost());
+    clean(tail, &mut end);
+    let end_at = tail_at + end.raw_start(tail.len()) as u64;
+    let omitted = end_at.saturating_sub(start.raw_end() as u64);
+    format!(
+        "{}{}{}",
+        start.into_text(),
+        marker(omitted),
+        end.into_text()
+    )
+}
+
+fn marker(omitted: u64) -> String {
+    format!("\n[... {omitted} bytes omitted ...]\n")
+}
+
+/// The most budget a marker takes.
+fn marker_cost() -> usize {
+    json_len(&marker(u64::MAX))
 }
 
 /// stdout and stderr as a result shows them.
@@ -70,7 +149,7 @@ pub struct Rendered {
     pub truncated: bool,
 }
 
-/// Keeps enough of both streams to render them within `budget` bytes, whatever their size.
+/// Keeps enough of both streams to render them within `budget`, whatever their size.
 #[derive(Debug)]
 pub struct Capture {
     stdout: HeadTail,
@@ -80,9 +159,10 @@ pub struct Capture {
 
 impl Capture {
     pub fn new(budget: usize) -> Self {
+        let cap = budget.saturating_mul(RAW_PER_BUDGET_BYTE);
         Self {
-            stdout: HeadTail::new(budget),
-            stderr: HeadTail::new(budget),
+            stdout: HeadTail::new(cap),
+            stderr: HeadTail::new(cap),
             budget,
         }
     }
@@ -94,12 +174,16 @@ impl Capture {
         }
     }
 
-    /// Both streams within the budget: each gets half, and what one leaves unused goes to the other.
+    /// Both streams, cleaned, within the budget: each gets half, and what one leaves unused goes
+    /// to the other. The budget counts the bytes of the JSON strings they become.
     pub fn render(&self) -> Rendered {
-        let (out_budget, err_budget) =
-            split_budget(self.stdout.total, self.stderr.total, self.budget);
-        let (stdout, out_cut) = self.stdout.render(out_budget);
-        let (stderr, err_cut) = self.stderr.render(err_budget);
+        let (out, err) = (
+            self.stdout.source(self.budget),
+            self.stderr.source(self.budget),
+        );
+        let (out_budget, err_budget) = split_budget(out.demand, err.demand, self.budget);
+        let (stdout, out_cut) = out.render(out_budget);
+        let (stderr, err_cut) = err.render(err_budget);
         Rendered {
             stdout,
             stderr,
@@ -108,15 +192,14 @@ impl Capture {
     }
 }
 
-fn split_budget(out: u64, err: u64, budget: usize) -> (usize, usize) {
+fn split_budget(out: usize, err: usize, budget: usize) -> (usize, usize) {
     let half = budget / 2;
-    let fits = |n: u64, limit: usize| n <= limit as u64;
-    if fits(out + err, budget) {
-        (out as usize, err as usize)
-    } else if fits(err, half) {
-        (budget - err as usize, err as usize)
-    } else if fits(out, half) {
-        (out as usize, budget - out as usize)
+    if out.saturating_add(err) <= budget {
+        (out, err)
+    } else if err <= half {
+        (budget - err, err)
+    } else if out <= half {
+        (out, budget - out)
     } else {
         (budget - half, half)
     }
@@ -126,6 +209,27 @@ fn split_budget(out: u64, err: u64, budget: usize) -> (usize, usize) {
 mod tests {
     use super::*;
     use OutputStream::{Stderr, Stdout};
+
+    /// Bytes of the JSON strings both streams become, and the same in UTF-16 units (what
+    /// JavaScript's `JSON.stringify(...).length` counts).
+    fn sent(r: &Rendered) -> (usize, usize) {
+        let json = |s: &str| serde_json::to_string(s).unwrap();
+        let (out, err) = (json(&r.stdout), json(&r.stderr));
+        let units = |s: &str| s.encode_utf16().count();
+        (out.len() + err.len() - 4, units(&out) + units(&err) - 4)
+    }
+
+    fn random_bytes(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
 
     #[test]
     fn small_output_is_returned_whole() {
@@ -150,7 +254,34 @@ mod tests {
         assert!(r.stdout.starts_with("line 0\nline 1\n"));
         assert!(r.stdout.ends_with("line 9999\n"));
         assert!(r.stdout.contains("bytes omitted"));
-        assert!(r.stdout.len() <= 1000 + 50, "{}", r.stdout.len());
+        assert!(sent(&r).0 <= 1000, "{}", sent(&r).0);
+    }
+
+    #[test]
+    fn the_marker_counts_the_raw_bytes_shown_by_neither_end() {
+        let mut c = Capture::new(1024);
+        let line = b"\x1b[32mok\x1b[0m\n";
+        for _ in 0..10_000 {
+            c.push(Stdout, line);
+        }
+        let r = c.render();
+        let shown = r.stdout.matches("ok\n").count();
+        let omitted: u64 = r
+            .stdout
+            .split("[... ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            omitted,
+            (10_000 - shown as u64) * line.len() as u64,
+            "{}",
+            r.stdout
+        );
     }
 
     #[test]
@@ -161,7 +292,7 @@ mod tests {
         let r = c.render();
         assert_eq!(r.stderr, "short error");
         let kept = r.stdout.bytes().filter(|b| *b == b'x').count();
-        assert_eq!(kept, 1000 - "short error".len());
+        assert_eq!(kept, 1000 - "short error".len() - marker_cost());
     }
 
     #[test]
@@ -170,8 +301,9 @@ mod tests {
         c.push(Stderr, &[b'E'; 5000]);
         c.push(Stdout, &[b'O'; 5000]);
         let r = c.render();
-        assert_eq!(r.stdout.bytes().filter(|b| *b == b'O').count(), 500);
-        assert_eq!(r.stderr.bytes().filter(|b| *b == b'E').count(), 500);
+        let o = r.stdout.bytes().filter(|b| *b == b'O').count();
+        assert_eq!(o, 500 - marker_cost());
+        assert_eq!(r.stderr.bytes().filter(|b| *b == b'E').count(), o);
     }
 
     #[test]
@@ -188,11 +320,63 @@ mod tests {
 
     #[test]
     fn multibyte_text_is_never_split() {
-        let mut c = Capture::new(101);
+        let mut c = Capture::new(1024);
         for _ in 0..1000 {
             c.push(Stdout, "€😀é".as_bytes());
         }
         let r = c.render();
         assert!(!r.stdout.contains('\u{FFFD}'));
+    }
+
+    #[test]
+    fn what_is_sent_stays_within_the_budget_whatever_the_bytes() {
+        let budget = 30_000;
+        let emoji = "😀".repeat(50_000).into_bytes();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("escape bytes", vec![0x1b; 30_000]),
+            ("random bytes", random_bytes(200_000)),
+            ("quotes", vec![b'"'; 100_000]),
+            ("backslashes", vec![b'\\'; 100_000]),
+            ("newlines", vec![b'\n'; 100_000]),
+            ("NUL and BEL", b"\x00\x07".repeat(50_000)),
+            ("4-byte emoji", emoji),
+            ("lone continuation bytes", b"a\x80".repeat(50_000)),
+        ];
+        for (name, data) in &cases {
+            for both in [false, true] {
+                let mut c = Capture::new(budget);
+                for chunk in data.chunks(4093) {
+                    c.push(Stdout, chunk);
+                    if both {
+                        c.push(Stderr, chunk);
+                    }
+                }
+                let r = c.render();
+                let (bytes, units) = sent(&r);
+                assert!(
+                    bytes <= budget && units <= budget,
+                    "{name}: {bytes} bytes, {units} units"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn colours_are_removed_and_text_fills_the_budget() {
+        let mut c = Capture::new(1024);
+        for i in 0..2000 {
+            c.push(
+                Stdout,
+                format!("\x1b[1;3{}mline {i}\x1b[0m\r\n", i % 8).as_bytes(),
+            );
+        }
+        let r = c.render();
+        assert!(
+            !r.stdout.contains('\u{1b}') && !r.stdout.contains("[0m"),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.starts_with("line 0\nline 1\n") && r.stdout.ends_with("line 1999\n"));
+        assert!(sent(&r).0 > 1024 - 20, "{}", sent(&r).0);
     }
 }

@@ -1,8 +1,11 @@
-//! A job's full output, interleaved as it arrived, in a ring of bounded size addressed by absolute byte offsets.
+//! A job's full output, interleaved as it arrived, in a ring of bounded size addressed by absolute
+//! byte offsets. The ring keeps raw bytes; what a reader gets is cleaned text.
 
 use std::collections::VecDeque;
 
-use super::text::{head_boundary, incomplete_suffix, tail_boundary};
+use super::clean::{clean, to_text, unfinished_tail};
+use super::fit::Head;
+use super::text::{head_boundary, tail_boundary};
 
 /// The most recent `cap` bytes of output. Offsets count every byte ever written, so a reader
 /// can resume where it stopped and learn how much the ring dropped in between.
@@ -15,16 +18,21 @@ pub struct OutputLog {
 
 /// How far back `last_lines` looks.
 const LAST_LINES_WINDOW: usize = 16 * 1024;
+/// Raw bytes a read looks at per byte of text it may return: room for escape sequences.
+const RAW_PER_TEXT_BYTE: usize = 4;
+/// The longest escape sequence still arriving that a read holds back rather than splits.
+const HELD_SEQUENCE: usize = 256;
 
-/// A slice of the log as text.
+/// A slice of the log as cleaned text; offsets count raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRead {
-    /// Offset of the first byte returned (past the requested offset when the ring dropped bytes).
+    /// Offset of the first byte read (past the requested offset when the ring dropped bytes).
     pub offset: u64,
     /// Offset to pass next time.
     pub next_offset: u64,
     /// Bytes between the requested offset and `offset` that the ring no longer holds.
     pub dropped: u64,
+    /// The bytes from `offset` to `next_offset`, cleaned (see `clean`).
     pub text: String,
 }
 
@@ -65,39 +73,46 @@ impl OutputLog {
         self.start + self.buf.len() as u64
     }
 
-    /// Where `read` stops: while `more_coming`, before a last character whose bytes have not all
-    /// arrived (so waiting for output past it waits for the rest of that character).
+    /// Where `read` stops: while `more_coming`, before a last character or escape sequence
+    /// whose bytes have not all arrived (so waiting for output past it waits for the rest).
     pub fn readable_end(&self, more_coming: bool) -> u64 {
         if !more_coming {
             return self.end();
         }
         let held = self.buf.len();
-        let last = self.copy(held.saturating_sub(3), 3);
-        self.end() - incomplete_suffix(&last) as u64
+        let last = self.copy(held.saturating_sub(HELD_SEQUENCE), HELD_SEQUENCE);
+        self.end() - unfinished_tail(&last, HELD_SEQUENCE) as u64
     }
 
-    /// Up to `max` bytes from `offset`. While `more_coming`, a character whose bytes have not
-    /// all arrived is held back for the next read.
+    /// Cleaned text from `offset` on, at most `max` bytes of it as a JSON string (but at least
+    /// one character when there is any, so a reader moves on). While `more_coming`, a character
+    /// or escape sequence whose bytes have not all arrived is held back for the next read.
     pub fn read(&self, offset: u64, max: usize, more_coming: bool) -> LogRead {
         let from = offset.clamp(self.start, self.end());
-        let skip = (from - self.start) as usize;
-        let mut available = self.copy(skip, max.saturating_add(3));
-        let mut take = if available.len() > max {
-            head_boundary(&available, max)
-        } else {
-            available.len()
+        let readable = self.readable_end(more_coming).max(from);
+        let mut window = max.saturating_mul(RAW_PER_TEXT_BYTE).max(HELD_SEQUENCE);
+        let (raw, head, cleaned) = loop {
+            let len = (readable - from).min(window as u64) as usize;
+            let raw = self.copy((from - self.start) as usize, len);
+            let mut head = Head::making_progress(max);
+            let cleaned = clean(&raw, &mut head);
+            // Nothing to show yet (escape sequences only, or one longer than the window): look further.
+            if head.raw_end() > 0 || from + len as u64 == readable {
+                break (raw, head, cleaned);
+            }
+            window = window.saturating_mul(2);
         };
-        if more_coming && take == available.len() {
-            take -= incomplete_suffix(&available[..take]);
-        }
-        available.truncate(take);
-        let text = String::from_utf8(available)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let take = match cleaned.unfinished {
+            _ if cleaned.stopped => head.raw_end(),
+            // Cut short by the window: the rest of a sequence is read with it next time.
+            Some(at) if at > 0 && from + (raw.len() as u64) < self.end() => at,
+            _ => raw.len(),
+        };
         LogRead {
             offset: from,
             next_offset: from + take as u64,
             dropped: from.saturating_sub(offset.min(self.end())),
-            text,
+            text: head.into_text(),
         }
     }
 
@@ -121,11 +136,10 @@ impl OutputLog {
     pub fn last_lines(&self, lines: usize, width: usize) -> String {
         let window = self.buf.len().min(LAST_LINES_WINDOW);
         let bytes = self.copy(self.buf.len() - window, window);
-        let bytes = &bytes[tail_boundary(&bytes, window)..];
-        let text = String::from_utf8_lossy(bytes);
+        let text = to_text(&bytes[tail_boundary(&bytes, window)..]);
         let mut picked: Vec<&str> = text
             .lines()
-            .map(|l| l.trim_end().rsplit('\r').next().unwrap_or(""))
+            .map(str::trim_end)
             .filter(|l| !l.is_empty())
             .rev()
             .take(lines)
@@ -246,5 +260,64 @@ mod tests {
         assert_eq!(log.last_lines(1, 6), "a very…");
         log.push(b"\n 10%\r 50%\r 90%\n");
         assert_eq!(log.last_lines(1, 80), " 90%");
+        log.push(b"\x1b[1;32mgreen\x1b[0m\n");
+        assert_eq!(log.last_lines(1, 80), "green");
+    }
+
+    #[test]
+    fn reads_are_cleaned_and_offsets_count_raw_bytes() {
+        let mut log = OutputLog::new(1024);
+        log.push(b"\x1b[31mred\x1b[0m\n");
+        let r = log.read(0, 100, false);
+        assert_eq!((r.text.as_str(), r.next_offset), ("red\n", 13));
+        log.push(b"10%\r100%\n\x07");
+        assert_eq!(log.read(13, 100, false).text, "100%\n\u{2407}");
+    }
+
+    #[test]
+    fn an_escape_sequence_still_arriving_is_not_readable_yet() {
+        let mut log = OutputLog::new(1024);
+        log.push(b"ok\x1b[3");
+        assert_eq!(log.readable_end(true), 2);
+        let r = log.read(0, 100, true);
+        assert_eq!((r.text.as_str(), r.next_offset), ("ok", 2));
+        log.push(b"1mgo");
+        let r = log.read(2, 100, true);
+        assert_eq!((r.text.as_str(), r.next_offset), ("go", 9));
+        log.push(b"\x1b[");
+        assert_eq!(log.read(9, 100, false).next_offset, log.end());
+    }
+
+    #[test]
+    fn max_counts_bytes_of_json_and_a_read_always_moves_on() {
+        let mut log = OutputLog::new(1024);
+        log.push(b"\"\"\"\"");
+        let r = log.read(0, 4, false);
+        assert_eq!((r.text.as_str(), r.next_offset), ("\"\"", 2));
+        let mut log = OutputLog::new(1024);
+        log.push("😀😀".as_bytes());
+        let r = log.read(0, 1, false);
+        assert_eq!((r.text.as_str(), r.next_offset), ("😀", 4));
+    }
+
+    #[test]
+    fn small_pages_never_split_an_escape_sequence() {
+        let mut log = OutputLog::new(1 << 20);
+        let mut raw = Vec::new();
+        for i in 0..300 {
+            raw.extend_from_slice(format!("\x1b[38;5;{i}mline {i} ✓\x1b[0m\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\x1b]8;;https://example.com/a/long/link\x1b\\end\x1b]8;;\x1b\\");
+        log.push(&raw);
+        for max in [1, 2, 5, 17] {
+            let (mut text, mut offset) = (String::new(), 0);
+            while offset < log.end() {
+                let r = log.read(offset, max, false);
+                assert!(r.next_offset > offset && r.offset == offset);
+                text.push_str(&r.text);
+                offset = r.next_offset;
+            }
+            assert_eq!(text, to_text(&raw), "pages of {max}");
+        }
     }
 }

@@ -24,22 +24,6 @@ pub fn tail_boundary(bytes: &[u8], max: usize) -> usize {
     start
 }
 
-/// Bytes at the end of `bytes` that begin a UTF-8 character whose remaining bytes have not come yet.
-pub fn incomplete_suffix(bytes: &[u8]) -> usize {
-    // Find the first byte of the last character among the last three bytes.
-    for k in 1..=bytes.len().min(3) {
-        let tail = &bytes[bytes.len() - k..];
-        if is_continuation(tail[0]) {
-            continue;
-        }
-        return match std::str::from_utf8(tail) {
-            Err(e) if e.error_len().is_none() && e.valid_up_to() == 0 => k,
-            _ => 0,
-        };
-    }
-    0
-}
-
 fn is_continuation(byte: u8) -> bool {
     byte & 0b1100_0000 == 0b1000_0000
 }
@@ -59,14 +43,5 @@ mod tests {
             assert!(std::str::from_utf8(&s[t..]).is_ok(), "tail {max}");
             assert!(s.len() - t <= max);
         }
-    }
-
-    #[test]
-    fn incomplete_suffix_counts_a_started_character() {
-        let euro = "€".as_bytes();
-        assert_eq!(incomplete_suffix(b"abc"), 0);
-        assert_eq!(incomplete_suffix(&[b'a', euro[0]]), 1);
-        assert_eq!(incomplete_suffix(&[b'a', euro[0], euro[1]]), 2);
-        assert_eq!(incomplete_suffix(&[0xff, b'a', euro[0]]), 1);
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Outpost;
-use super::reply::{failure, seconds, structured};
+use super::reply::{failed_with, failure, seconds, success};
 use crate::claude::launch::{LaunchOptions, PermissionMode};
 use crate::claude::stream::{self, TurnResult};
 use crate::claude::{Claude, Interrupt, TurnReport, TurnRequest, TurnSync};
@@ -132,7 +132,7 @@ impl Outpost {
                         result.host,
                         result.job_id.as_deref().unwrap_or_default()
                     );
-                    structured(&result, text, false)
+                    success(&result, text)
                 }
                 Err(e) => failure(&e),
             };
@@ -148,9 +148,10 @@ impl Outpost {
         match outcome {
             Ok(report) => {
                 let result = result_of(report);
-                let text = render_text(&result);
-                let is_error = result.turn.as_ref().is_some_and(|t| t.is_error);
-                structured(&result, text, is_error)
+                match failure_headline(&result) {
+                    Some(headline) => failed_with(&result, &headline),
+                    None => success(&result, render_text(&result)),
+                }
             }
             Err(e) => failure(&e),
         }
@@ -342,7 +343,29 @@ fn render_text(result: &SpawnClaudeResult) -> String {
     for error in &turn.errors {
         text.push_str(&format!("\nerror: {error}"));
     }
-    let hint = match (result.status, turn.api_error_status) {
+    if let Some(hint) = hint(result, turn) {
+        text.push_str(&format!("\n[{hint}]"));
+    }
+    if let Some(sync) = &result.sync {
+        text.push_str(&sync_notes(sync));
+    }
+    text
+}
+
+/// What went wrong, when Claude reports the turn as an error; the result's fields follow it in
+/// the error's text.
+fn failure_headline(result: &SpawnClaudeResult) -> Option<String> {
+    let turn = result.turn.as_ref().filter(|t| t.is_error)?;
+    let mut headline = format!("Claude's turn on {} ended in an error.", result.host);
+    if let Some(hint) = hint(result, turn) {
+        headline.push_str(&format!(" {hint}"));
+    }
+    Some(headline)
+}
+
+/// What to make of how a turn ended, when there is something to do about it.
+fn hint(result: &SpawnClaudeResult, turn: &TurnResult) -> Option<String> {
+    match (result.status, turn.api_error_status) {
         (TurnStatus::TimedOut, _) => Some("The turn ran past timeout_secs and was interrupted; the session is resumable.".to_owned()),
         (TurnStatus::Interrupted, _) => Some("The turn was interrupted; the session is resumable.".to_owned()),
         (_, Some(401 | 403)) => Some("The Claude API refused the credentials on that host: set ANTHROPIC_API_KEY there, or pass it with `forward_env` in outpost's config.".to_owned()),
@@ -350,31 +373,31 @@ fn render_text(result: &SpawnClaudeResult) -> String {
         (_, Some(status)) => Some(format!("The Claude API answered HTTP {status}.")),
         _ if turn.subtype == "error_max_turns" => Some("The turn hit max_turns; continue the session to let it go on.".to_owned()),
         _ => None,
-    };
-    if let Some(hint) = hint {
-        text.push_str(&format!("\n[{hint}]"));
     }
-    if let Some(sync) = &result.sync {
-        let previous = sync.previous_pull.as_ref();
-        if let Some(pulled) = previous.and_then(|p| p.pulled.as_ref()) {
-            text.push_str(&format!(
-                "\n[previous turn's session sync: {} file(s), {} bytes{}]",
-                pulled.files_transferred,
-                pulled.bytes_transferred,
-                if pulled.conflicts.is_empty() {
-                    ""
-                } else {
-                    ", CONFLICTS: see sync.previous_pull.pulled.conflicts"
-                }
-            ));
-        }
-        if sync.pulling {
-            text.push_str("\n[session being synced here in the background]");
-        }
-        let warnings = previous.map(|p| p.warnings.iter()).into_iter().flatten();
-        for warning in sync.warnings.iter().chain(warnings) {
-            text.push_str(&format!("\n[warning: session sync: {warning}]"));
-        }
+}
+
+/// Lines about the session sync around a turn.
+fn sync_notes(sync: &TurnSync) -> String {
+    let mut text = String::new();
+    let previous = sync.previous_pull.as_ref();
+    if let Some(pulled) = previous.and_then(|p| p.pulled.as_ref()) {
+        text.push_str(&format!(
+            "\n[previous turn's session sync: {} file(s), {} bytes{}]",
+            pulled.files_transferred,
+            pulled.bytes_transferred,
+            if pulled.conflicts.is_empty() {
+                ""
+            } else {
+                ", CONFLICTS: see sync.previous_pull.pulled.conflicts"
+            }
+        ));
+    }
+    if sync.pulling {
+        text.push_str("\n[session being synced here in the background]");
+    }
+    let warnings = previous.map(|p| p.warnings.iter()).into_iter().flatten();
+    for warning in sync.warnings.iter().chain(warnings) {
+        text.push_str(&format!("\n[warning: session sync: {warning}]"));
     }
     text
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::Outpost;
-use super::reply::{failure, seconds, structured};
+use super::reply::{failed_with, failure, seconds, success};
 use crate::error::{Error, Result};
 use crate::jobs::{Job, JobSpec, JobStatus, Outcome};
 use crate::transport::{CommandSpec, Stdin};
@@ -94,7 +94,7 @@ impl Outpost {
                 "started in the background as {} on {}; follow with job_output",
                 job.id, job.host
             );
-            return structured(&result, text, false);
+            return success(&result, text);
         }
         let progress = context.meta.get_progress_token();
         tokio::select! {
@@ -107,8 +107,10 @@ impl Outpost {
             }
         }
         let result = self.exec_result(&job, false);
-        let text = render_text(&result);
-        structured(&result, text, result.outcome.timed_out)
+        match failure_headline(&result) {
+            Some(headline) => failed_with(&result, &headline),
+            None => success(&result, render_text(&result)),
+        }
     }
 }
 
@@ -203,21 +205,30 @@ async fn report_progress(job: &Job, token: Option<ProgressToken>, peer: &Peer<Ro
     }
 }
 
-/// The short text form of a result, for clients that ignore structured content.
+/// What went wrong, when the result is an error (the command ran past its timeout); the
+/// result's fields follow it in the error's text.
+fn failure_headline(result: &ExecResult) -> Option<String> {
+    let outcome = &result.outcome;
+    (outcome.status == JobStatus::TimedOut).then(|| {
+        let killed = match &outcome.kill_unconfirmed {
+            None => "the process tree was killed",
+            Some(_) => "the kill is not confirmed (kill_unconfirmed says why)",
+        };
+        format!(
+            "timed out after {:.1}s on {}; {killed}; the output so far is below. Raise timeout_secs or use background: true.",
+            outcome.duration_ms as f64 / 1000.0,
+            result.host
+        )
+    })
+}
+
+/// The short text form of a successful result, for clients that ignore structured content.
 fn render_text(result: &ExecResult) -> String {
     let outcome = &result.outcome;
     let secs = outcome.duration_ms as f64 / 1000.0;
-    let mut text = match (outcome.status, &outcome.exit_code, &outcome.signal) {
-        (JobStatus::TimedOut, ..) => format!(
-            "timed out after {secs:.1}s on {}: {}; output so far below. Raise timeout_secs or use background: true.",
-            result.host,
-            match &outcome.kill_unconfirmed {
-                None => "the process tree was killed".to_owned(),
-                Some(doubt) => doubt.clone(),
-            }
-        ),
-        (_, Some(code), _) => format!("exit {code} on {} in {secs:.1}s", result.host),
-        (_, None, Some(signal)) => {
+    let mut text = match (&outcome.exit_code, &outcome.signal) {
+        (Some(code), _) => format!("exit {code} on {} in {secs:.1}s", result.host),
+        (None, Some(signal)) => {
             format!("killed by {signal} on {} after {secs:.1}s", result.host)
         }
         _ => format!("{:?} on {} after {secs:.1}s", outcome.status, result.host),

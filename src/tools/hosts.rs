@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::Outpost;
-use super::reply::structured;
+use super::reply::success;
 use crate::hosts::HostEntry;
 
 /// Result of `list_hosts`.
@@ -47,6 +47,6 @@ impl Outpost {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        structured(&result, text, false)
+        success(&result, text)
     }
 }

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Outpost;
-use super::reply::{failure, seconds, structured};
+use super::reply::{failed_with, failure, seconds, success};
 use crate::error::Error;
 use crate::jobs::{Job, Outcome};
 
@@ -35,7 +35,7 @@ pub struct JobOutputParams {
     /// Wait up to this many seconds (max 300) for new output or the end of the job.
     #[serde(default)]
     pub wait_secs: Option<f64>,
-    /// Most bytes of output to return (default: the output budget, about 30000; at most 1 MiB).
+    /// Most bytes `output` may take as JSON text, escapes included (default: the output budget, 30000; at most 1 MiB).
     #[serde(default)]
     pub max_bytes: Option<usize>,
     /// Lose nothing: while you call again soon (within `exec.follow_grace_ms`, 2 s), output you
@@ -67,7 +67,7 @@ pub struct JobView {
 pub struct JobOutputResult {
     #[serde(flatten)]
     pub job: JobView,
-    /// Output from `offset` to `next_offset`.
+    /// Output from `offset` to `next_offset`, cleaned: terminal escape sequences removed, control characters shown as symbols.
     pub output: String,
     /// Offset of the first byte of `output`.
     pub offset: u64,
@@ -157,7 +157,7 @@ impl Outpost {
             Some(claude) => format!("{text}\nresult: {claude}"),
             None => text,
         };
-        structured(&result, text, false)
+        success(&result, text)
     }
 
     #[tool(
@@ -172,17 +172,17 @@ impl Outpost {
         job.kill_and_wait(KILL_WAIT).await;
         let result = view(&job);
         let outcome = &result.outcome;
-        let text = match &outcome.kill_unconfirmed {
-            None => format!(
-                "{} on {} is {:?}",
-                result.job_id, result.host, outcome.status
+        let headline = format!(
+            "{} on {} is {:?}",
+            result.job_id, result.host, outcome.status
+        );
+        match outcome.kill_unconfirmed {
+            None => success(&result, headline),
+            Some(_) => failed_with(
+                &result,
+                &format!("{headline}, but the kill is not confirmed; check again with job_output"),
             ),
-            Some(doubt) => format!(
-                "{} on {} is {:?}, but {doubt}. Check again with job_output.",
-                result.job_id, result.host, outcome.status
-            ),
-        };
-        structured(&result, text, outcome.kill_unconfirmed.is_some())
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Outpost;
-use super::reply::structured;
+use super::reply::success;
 use crate::claude::registry::SessionRecord;
 
 /// Sessions listed when the call gives no `limit`.
@@ -65,6 +65,6 @@ impl Outpost {
                 r.last_result
             ));
         }
-        structured(&ListSessionsResult { sessions }, text, false)
+        success(&ListSessionsResult { sessions }, text)
     }
 }

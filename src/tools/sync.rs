@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Outpost;
-use super::reply::{failure, structured};
+use super::reply::{failure, success};
 use crate::error::{Error, Result};
 use crate::sync::{Cwd, Direction, SyncReport, SyncRequest, sync_with_host};
 
@@ -70,7 +70,7 @@ impl Outpost {
                     report,
                 };
                 let text = render_text(&result);
-                structured(&result, text, false)
+                success(&result, text)
             }
             Err(e) => failure(&e),
         }

@@ -199,6 +199,10 @@ async def test_clear_errors(claude_env, tmp_path):
         d = data(r)
         assert r.is_error and d["is_error"] and d["subtype"] == "success" and d["api_error_status"] == 401
         assert "ANTHROPIC_API_KEY" in text(r)
+        # Claude Code shows a model only the text of an error: it carries the structured fields too.
+        for line in ("api_error_status: 401", f"session_id: {d['session_id']}", "status: completed",
+                     "is_error: true", "host: gpu", f"cwd: {d['cwd']}"):
+            assert line in text(r).splitlines(), (line, text(r))
         ok = data(await claude(s, "hello", host="gpu", cwd=str(project)))
         r = await claude(s, "die now", session_id=ok["session_id"])
         assert r.is_error and "ended mid-turn (exit code 3)" in text(r) and "simulated crash" in text(r)
