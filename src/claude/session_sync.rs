@@ -56,9 +56,10 @@ impl PullOutcome {
         let cwd = Cwd::Physical(physical_cwd.to_owned());
         let request = request(host, cwd, Direction::Pull, session_id, settle_on);
         match attempt(hosts, &request, "pull after the turn").await {
-            Ok(report) => Self {
+            // Its warnings (files passed over) stand with the others, where the turn shows them.
+            Ok(mut report) => Self {
+                warnings: std::mem::take(&mut report.warnings),
                 pulled: Some(report),
-                warnings: Vec::new(),
             },
             Err(warning) => Self {
                 pulled: None,
@@ -74,7 +75,10 @@ impl TurnSync {
         let cwd = Cwd::Given(cwd.to_owned());
         let request = request(host, cwd, Direction::Push, session_id, None);
         match attempt(hosts, &request, "push before the turn").await {
-            Ok(report) => self.pushed = Some(report),
+            Ok(mut report) => {
+                self.warnings.append(&mut report.warnings);
+                self.pushed = Some(report);
+            }
             Err(warning) => self.warnings.push(warning),
         }
     }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Outpost;
 use super::reply::{failure, structured};
 use crate::error::{Error, Result};
-use crate::sync::{Cwd, Direction, SyncReport, SyncRequest, sync_with_host};
+use crate::sync::{CopyState, Cwd, Direction, SyncReport, SyncRequest, sync_with_host};
 
 /// Parameters of `sync_sessions`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -116,10 +116,18 @@ fn render_text(result: &SyncSessionsResult) -> String {
         text.push_str(&format!("\ndestination already ahead (left alone): {path}"));
     }
     for c in &r.conflicts {
+        let copy = match c.copy {
+            CopyState::New => "wrote the incoming version to",
+            CopyState::Updated => "brought up to date the incoming copy",
+            CopyState::Unchanged => "the incoming version is already in",
+        };
         text.push_str(&format!(
-            "\nCONFLICT: {} has lines the source lacks; kept it, wrote the incoming copy to {}",
+            "\nCONFLICT: {} has lines the source lacks; kept it, {copy} {}",
             c.path, c.incoming_copy
         ));
+    }
+    for warning in &r.warnings {
+        text.push_str(&format!("\nwarning: {warning}"));
     }
     text
 }
