@@ -225,6 +225,27 @@ async def test_a_session_id_cannot_reach_outside_the_project_folder(sync_env):
         assert r.is_error and "session_id" in text(r), text(r)
 
 
+async def test_a_sync_or_listing_right_after_a_turn_waits_for_its_pull(sync_env):
+    env, config, project, _, local = sync_env
+    # A busy host: the turn's records reach its session log 2 s after the result (the pull after
+    # the turn waits up to 3 s for them).
+    config["remotes"]["gpu"]["claude_env"]["FAKE_CLAUDE_RECORD_DELAY"] = "2"
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps(config))
+    async with server(env) as s:
+        first = data(await claude(s, "first words", host="gpu", cwd=str(project)))
+        log = session_dir(local, project) / f"{first['session_id']}.jsonl"
+        # At once, while the pull after the turn is still under way: it is waited for, so the
+        # session is there and reported (not "0 files examined" and the file showing up later),
+        # and this sync finds it copied already rather than copying it a second time alongside.
+        pulled = data(await sync(s, "pull", cwd=str(project)))
+        assert (pulled["files_examined"], pulled["files_in_sync"]) == (1, 1), pulled
+        assert b"first words" in log.read_bytes()
+        await claude(s, "second words", session_id=first["session_id"])
+        listed = data(await s.call_tool("list_sessions", {}))["sessions"]
+        assert [r["session_id"] for r in listed] == [first["session_id"]]
+        assert b"second words" in log.read_bytes()
+
+
 def tree(root: pathlib.Path) -> dict:
     """Every file under `root` (links not followed) by relative path, with its bytes."""
     return {str(p.relative_to(root)): p.read_bytes()
