@@ -3,6 +3,7 @@
 
 pub mod launch;
 mod placement;
+mod pulls;
 pub mod registry;
 mod session_sync;
 pub mod stream;
@@ -24,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::hosts::Hosts;
 use crate::transport::{CommandSpec, Stdin};
 use launch::{LaunchOptions, Start};
+pub use pulls::{Pulls, Wanted};
 use registry::{Registry, SessionRecord, SessionStatus};
 use session_sync::close_and_pull;
 pub use session_sync::{PullOutcome, TurnSync};
@@ -81,6 +83,8 @@ pub struct Claude {
     settings: ClaudeSettings,
     registry: Registry,
     slots: Mutex<HashMap<String, SlotEntry>>,
+    /// Background pulls under way, for explicit syncs and listings to wait for.
+    pulls: Pulls,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -94,6 +98,7 @@ impl Claude {
             settings,
             registry,
             slots: Mutex::new(HashMap::new()),
+            pulls: Pulls::default(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         });
@@ -103,6 +108,11 @@ impl Claude {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The session pulls under way in the background, for a sync or listing to wait for.
+    pub fn pulls(&self) -> &Pulls {
+        &self.pulls
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, SlotEntry>> {
@@ -180,7 +190,7 @@ impl Claude {
         let mut sync = self.hosts.syncs_sessions(&host).then(TurnSync::default);
         if !warm {
             if let Some(old) = guard.worker.take() {
-                close_and_pull(old, self.hosts.clone(), self.grace()).await;
+                close_and_pull(old, self.hosts.clone(), self.grace(), &self.pulls).await;
             }
             if let (Some(sync), Start::Resume(id) | Start::Fork(id)) = (sync.as_mut(), &start) {
                 let at = cwd.as_deref().unwrap_or("~");
@@ -214,8 +224,11 @@ impl Claude {
             // Its handle waits in the slot: the next turn awaits and reports it, closing awaits it.
             let (hosts, host) = (self.hosts.clone(), report.host.clone());
             let (cwd, id) = (report.cwd.clone(), report.session_id.clone());
+            // Registered before the turn is answered: a sync asked for next waits for it.
+            let tracked = self.pulls.track(&host, &cwd, &id);
             let mut slot = slot;
             slot.pulling = Some(self.tasks.spawn(async move {
+                let _tracked = tracked;
                 PullOutcome::pull(&hosts, &host, &cwd, &id, settle_on).await
             }));
         }
@@ -331,11 +344,12 @@ impl Claude {
     fn close_in_background(&self, worker: Worker, pulling: Option<JoinHandle<PullOutcome>>) {
         self.mark_closed(&worker.session_id);
         let (hosts, grace) = (self.hosts.clone(), self.grace());
+        let closing = close_and_pull(worker, hosts, grace, &self.pulls);
         self.tasks.spawn(async move {
             if let Some(pull) = pulling {
                 let _ = pull.await;
             }
-            close_and_pull(worker, hosts, grace).await;
+            closing.await;
         });
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use super::pulls::Pulls;
 use super::worker::Worker;
 use crate::hosts::Hosts;
 use crate::sync::{Cwd, Direction, SyncReport, SyncRequest, sync_with_host};
@@ -56,9 +57,10 @@ impl PullOutcome {
         let cwd = Cwd::Physical(physical_cwd.to_owned());
         let request = request(host, cwd, Direction::Pull, session_id, settle_on);
         match attempt(hosts, &request, "pull after the turn").await {
-            Ok(report) => Self {
+            // Its warnings (files passed over) stand with the others, where the turn shows them.
+            Ok(mut report) => Self {
+                warnings: std::mem::take(&mut report.warnings),
                 pulled: Some(report),
-                warnings: Vec::new(),
             },
             Err(warning) => Self {
                 pulled: None,
@@ -74,7 +76,10 @@ impl TurnSync {
         let cwd = Cwd::Given(cwd.to_owned());
         let request = request(host, cwd, Direction::Push, session_id, None);
         match attempt(hosts, &request, "push before the turn").await {
-            Ok(report) => self.pushed = Some(report),
+            Ok(mut report) => {
+                self.warnings.append(&mut report.warnings);
+                self.pushed = Some(report);
+            }
             Err(warning) => self.warnings.push(warning),
         }
     }
@@ -111,16 +116,27 @@ fn request(
 
 /// Closes `worker` gently and, on a host whose sessions are synced, pulls its session once more:
 /// Claude appends a last record when it exits, and without it the copies here and on the next
-/// host would diverge.
-pub(super) async fn close_and_pull(worker: Worker, hosts: Arc<Hosts>, grace: Duration) {
-    let (host, cwd, id) = (
-        worker.host.clone(),
-        worker.cwd.clone(),
-        worker.session_id.clone(),
-    );
-    worker.close(grace).await;
-    if hosts.syncs_sessions(&host) {
-        // A failure is logged by the sync; nobody waits for this result.
-        PullOutcome::pull(&hosts, &host, &cwd, &id, None).await;
+/// host would diverge. That pull counts as under way in `pulls` from this call on, so a sync
+/// asked for while the process is closing waits for it too.
+pub(super) fn close_and_pull(
+    worker: Worker,
+    hosts: Arc<Hosts>,
+    grace: Duration,
+    pulls: &Pulls,
+) -> impl Future<Output = ()> + Send + 'static {
+    let syncs = hosts.syncs_sessions(&worker.host);
+    let tracked = syncs.then(|| pulls.track(&worker.host, &worker.cwd, &worker.session_id));
+    async move {
+        let (host, cwd, id) = (
+            worker.host.clone(),
+            worker.cwd.clone(),
+            worker.session_id.clone(),
+        );
+        worker.close(grace).await;
+        if tracked.is_some() {
+            // A failure is logged by the sync; nobody waits for this result.
+            PullOutcome::pull(&hosts, &host, &cwd, &id, None).await;
+        }
+        drop(tracked);
     }
 }

@@ -13,13 +13,26 @@ pub enum Direction {
     Push,
 }
 
+/// What a sync did to the conflict copy of a diverged file (one per file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyState {
+    /// Written now: the first divergence seen.
+    New,
+    /// Brought up to the source's newer version (its new tail appended, or replaced).
+    Updated,
+    /// Already held the source's version: nothing written.
+    Unchanged,
+}
+
 /// A destination file that was kept because it holds what the source lacks.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Conflict {
     /// The destination file, left as it was.
     pub path: String,
-    /// Where the incoming copy was written instead.
+    /// The file's conflict copy, which holds the source's version.
     pub incoming_copy: String,
+    pub copy: CopyState,
 }
 
 /// What a sync did.
@@ -37,4 +50,6 @@ pub struct SyncReport {
     /// Destination files that already hold all of the source and more (left alone).
     pub destination_ahead: Vec<String>,
     pub conflicts: Vec<Conflict>,
+    /// Files passed over (symbolic links, names the sync cannot carry) and why.
+    pub warnings: Vec<String>,
 }

@@ -3,12 +3,14 @@
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
-use rmcp::{tool, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Outpost;
-use super::reply::success;
+use super::reply::{failure, success};
+use crate::claude::Wanted;
 use crate::claude::registry::SessionRecord;
 
 /// Sessions listed when the call gives no `limit`.
@@ -31,17 +33,21 @@ pub struct ListSessionsParams {
 pub struct ListSessionsResult {
     /// Newest turn first.
     pub sessions: Vec<SessionRecord>,
+    /// Pulls of these sessions after their last turn that were still running when listed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[tool_router(router = session_tools, vis = "pub(super)")]
 impl Outpost {
     #[tool(
-        description = "Claude sessions run through outpost (newest first): host, cwd, status, last result. Resume one with spawn_claude session_id.",
+        description = "Claude sessions run through outpost (newest first): host, cwd, status, last result. Resume one with spawn_claude session_id. Waits for the pulls after their last turns first.",
         output_schema = schema_for_output::<ListSessionsResult>()
     )]
     async fn list_sessions(
         &self,
         Parameters(params): Parameters<ListSessionsParams>,
+        context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let sessions: Vec<SessionRecord> = self
             .claude
@@ -51,6 +57,17 @@ impl Outpost {
             .filter(|r| params.host.as_ref().is_none_or(|h| *h == r.host))
             .take(params.limit.unwrap_or(DEFAULT_LIMIT))
             .collect();
+        // The session files of what is listed are here once their pulls have ended.
+        let ids: Vec<String> = sessions.iter().map(|r| r.session_id.clone()).collect();
+        let warnings = match self
+            .claude
+            .pulls()
+            .settle(Wanted::Sessions(&ids), &context.ct)
+            .await
+        {
+            Ok(warnings) => warnings,
+            Err(e) => return failure(&e),
+        };
         let mut text = format!("{} session(s)", sessions.len());
         for r in &sessions {
             text.push_str(&format!(
@@ -65,6 +82,9 @@ impl Outpost {
                 r.last_result
             ));
         }
-        success(&ListSessionsResult { sessions }, text)
+        for warning in &warnings {
+            text.push_str(&format!("\nwarning: {warning}"));
+        }
+        success(&ListSessionsResult { sessions, warnings }, text)
     }
 }

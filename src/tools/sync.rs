@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Outpost;
 use super::reply::{failure, success};
+use crate::claude::Wanted;
 use crate::error::{Error, Result};
-use crate::sync::{Cwd, Direction, SyncReport, SyncRequest, sync_with_host};
+use crate::sync::{CopyState, Cwd, Direction, SyncReport, SyncRequest, prepare};
 
 /// Parameters of `sync_sessions`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -45,7 +46,7 @@ pub struct SyncSessionsResult {
 #[tool_router(router = sync_tools, vis = "pub(super)")]
 impl Outpost {
     #[tool(
-        description = "Copy Claude session files of a project between a host and here (pull/push), incrementally; diverged files are kept and reported as conflicts.",
+        description = "Copy Claude session files of a project between a host and here (pull/push), incrementally; diverged files are kept and reported as conflicts. Waits for the pull after a turn of that project first.",
         output_schema = schema_for_output::<SyncSessionsResult>()
     )]
     async fn sync_sessions(
@@ -58,7 +59,7 @@ impl Outpost {
             Err(e) => return failure(&e),
         };
         let report = tokio::select! {
-            report = sync_with_host(&self.hosts, &request) => report,
+            report = self.sync_after_pulls(&request, &context.ct) => report,
             // Dropping the sync kills its writers before they rename: nothing half-written remains.
             _ = context.ct.cancelled() => return failure(&Error::Cancelled),
         };
@@ -78,6 +79,26 @@ impl Outpost {
 }
 
 impl Outpost {
+    /// Runs `request` once the pulls of that project still under way after turns have ended
+    /// (bounded): a sync asked for right after a turn then sees that turn.
+    async fn sync_after_pulls(
+        &self,
+        request: &SyncRequest,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<SyncReport> {
+        let sync = prepare(&self.hosts, request).await?;
+        let wanted = Wanted::Project {
+            host: &request.host,
+            cwd: sync.remote_cwd(),
+            session_id: request.session_id.as_deref(),
+        };
+        let mut warnings = self.claude.pulls().settle(wanted, cancel).await?;
+        let mut report = sync.run().await?;
+        warnings.append(&mut report.warnings);
+        report.warnings = warnings;
+        Ok(report)
+    }
+
     fn sync_request(&self, params: SyncSessionsParams) -> Result<SyncRequest> {
         let (host, cwd) = self.claude.target(
             params.host.as_deref(),
@@ -116,10 +137,18 @@ fn render_text(result: &SyncSessionsResult) -> String {
         text.push_str(&format!("\ndestination already ahead (left alone): {path}"));
     }
     for c in &r.conflicts {
+        let copy = match c.copy {
+            CopyState::New => "wrote the incoming version to",
+            CopyState::Updated => "brought up to date the incoming copy",
+            CopyState::Unchanged => "the incoming version is already in",
+        };
         text.push_str(&format!(
-            "\nCONFLICT: {} has lines the source lacks; kept it, wrote the incoming copy to {}",
+            "\nCONFLICT: {} has lines the source lacks; kept it, {copy} {}",
             c.path, c.incoming_copy
         ));
+    }
+    for warning in &r.warnings {
+        text.push_str(&format!("\nwarning: {warning}"));
     }
     text
 }

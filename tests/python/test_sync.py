@@ -116,16 +116,22 @@ def remote_commands(errlog: pathlib.Path) -> int:
     return errlog.read_text().count("remote command started")
 
 
+async def diverge(s, project, remote, local):
+    """`s1.jsonl` pulled, then appended to differently on each side: (the host's, this side's)."""
+    src = seed(remote, project, "s1.jsonl", '{"n":1}\n')
+    await sync(s, "pull", cwd=str(project))
+    mine = session_dir(local, project) / "s1.jsonl"
+    with open(mine, "a") as f:
+        f.write('{"n":"local only"}\n')
+    with open(src, "a") as f:
+        f.write('{"n":"remote only"}\n')
+    return src, mine
+
+
 async def test_a_diverged_destination_is_kept_and_the_conflict_reported(sync_env):
     env, _, project, remote, local = sync_env
-    src = seed(remote, project, "s1.jsonl", '{"n":1}\n')
     async with server(env) as s:
-        await sync(s, "pull", cwd=str(project))
-        mine = session_dir(local, project) / "s1.jsonl"
-        with open(mine, "a") as f:
-            f.write('{"n":"local only"}\n')
-        with open(src, "a") as f:
-            f.write('{"n":"remote only"}\n')
+        src, mine = await diverge(s, project, remote, local)
         before = mine.read_bytes()
         r = await sync(s, "pull", cwd=str(project), session_id="s1")
         d = data(r)
@@ -217,3 +223,133 @@ async def test_a_session_id_cannot_reach_outside_the_project_folder(sync_env):
     async with server(env) as s:
         r = await sync(s, "pull", cwd=str(project), session_id="../../../.ssh/authorized_keys")
         assert r.is_error and "session_id" in text(r), text(r)
+
+
+async def test_a_sync_or_listing_right_after_a_turn_waits_for_its_pull(sync_env):
+    env, config, project, _, local = sync_env
+    # A busy host: the turn's records reach its session log 2 s after the result (the pull after
+    # the turn waits up to 3 s for them).
+    config["remotes"]["gpu"]["claude_env"]["FAKE_CLAUDE_RECORD_DELAY"] = "2"
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps(config))
+    async with server(env) as s:
+        first = data(await claude(s, "first words", host="gpu", cwd=str(project)))
+        log = session_dir(local, project) / f"{first['session_id']}.jsonl"
+        # At once, while the pull after the turn is still under way: it is waited for, so the
+        # session is there and reported (not "0 files examined" and the file showing up later),
+        # and this sync finds it copied already rather than copying it a second time alongside.
+        pulled = data(await sync(s, "pull", cwd=str(project)))
+        assert (pulled["files_examined"], pulled["files_in_sync"]) == (1, 1), pulled
+        assert b"first words" in log.read_bytes()
+        await claude(s, "second words", session_id=first["session_id"])
+        listed = data(await s.call_tool("list_sessions", {}))["sessions"]
+        assert [r["session_id"] for r in listed] == [first["session_id"]]
+        assert b"second words" in log.read_bytes()
+
+
+def tree(root: pathlib.Path) -> dict:
+    """Every file under `root` (links not followed) by relative path, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+async def test_names_like_options_sync_and_unsayable_names_are_skipped(sync_env):
+    env, _, project, remote, local = sync_env
+    names = ["--help", "-t..", "--", "-x.jsonl", "memory/-n.md", "-d/-e.jsonl"]
+    for name in names:
+        seed(remote, project, name, f"content of {name}\n")
+    src, dst = session_dir(remote, project), session_dir(local, project)
+    unsayable = [b"line\nbreak.jsonl", b"tab\there.md", b"bell\x07.md", b"dir\nx/inner.jsonl"]
+    for name in unsayable:
+        path = os.path.join(os.fsencode(src), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"unsayable\n")
+    with open(os.path.join(os.fsencode(src), b"latin1-\xe9t\xe9.jsonl"), "wb") as f:
+        f.write(b"not utf-8\n")
+    async with server(env) as s:
+        r = await sync(s, "pull", cwd=str(project))
+        assert not r.is_error, text(r)
+        d = data(r)
+        assert tree(dst) == {n: f"content of {n}\n".encode() for n in names}
+        assert d["files_transferred"] == len(names), d
+        assert len(d["warnings"]) == len(unsayable) + 1, d["warnings"]
+        assert all("skipped" in w for w in d["warnings"]) and "line\\nbreak.jsonl" in text(r), text(r)
+        again = data(await sync(s, "pull", cwd=str(project)))
+        assert again["files_in_sync"] == again["files_examined"] == len(names), again
+        # And the other way: appends and new files pushed to the host, names and all.
+        with open(dst / "-x.jsonl", "a") as f:
+            f.write("more\n")
+        (dst / "--version").write_text("local only\n")
+        pushed = data(await sync(s, "push", cwd=str(project)))
+        assert pushed["files_transferred"] == 2 and pushed["warnings"] == [], pushed
+        assert (src / "-x.jsonl").read_bytes() == (dst / "-x.jsonl").read_bytes()
+        assert (src / "--version").read_text() == "local only\n"
+    leftovers = [p for root in (src, dst) for p in root.rglob(".outpost-tmp-*")]
+    assert leftovers == []
+
+
+async def test_links_are_never_followed_out_of_the_project_folder(sync_env, tmp_path):
+    env, _, project, remote, local = sync_env
+    src, dst = session_dir(remote, project), session_dir(local, project)
+    outside_here, outside_there = tmp_path / "outside-here", tmp_path / "outside-there"
+    for folder in (outside_here, outside_there):
+        folder.mkdir()
+        (folder / "MEMORY.md").write_text(f"private to {folder.name}\n")
+    seed(remote, project, "real.jsonl", "real\n")
+    seed(remote, project, "memory/MEMORY.md", "the host's notes\n")
+    seed(remote, project, "logs/a.jsonl", "a\n")
+    dst.mkdir(parents=True)
+    # Here, `memory` leads out of the folder; so does the host's `logs`, and a log that is a link.
+    (dst / "memory").symlink_to(outside_here)
+    (src / "linked.jsonl").symlink_to(outside_there / "MEMORY.md")
+    (src / "elsewhere").symlink_to(outside_there)
+    async with server(env) as s:
+        pulled = data(await sync(s, "pull", cwd=str(project)))
+        assert (outside_here / "MEMORY.md").read_text() == "private to outside-here\n"
+        assert sorted(os.listdir(outside_here)) == ["MEMORY.md"], "nothing written through the link"
+        assert tree(dst) == {"real.jsonl": b"real\n", "logs/a.jsonl": b"a\n"}
+        assert (dst / "memory").is_symlink()
+        warned = " ".join(pulled["warnings"])
+        assert all(n in warned for n in ("memory/MEMORY.md", "linked.jsonl", "elsewhere")), pulled["warnings"]
+        # Push: this side's link is not read, and the host's link is not written through.
+        (src / "memory" / "MEMORY.md").unlink()
+        (src / "memory").rmdir()
+        (src / "memory").symlink_to(outside_there)
+        (dst / "memory").unlink()
+        (dst / "memory").symlink_to(outside_here)
+        (dst / "logs").rename(dst / "logs-real")
+        (dst / "logs").symlink_to(dst / "logs-real")
+        (dst / "notes").mkdir()
+        (dst / "notes" / "n.md").write_text("local notes\n")
+        (dst / "elsewhere").mkdir()
+        (dst / "elsewhere" / "MEMORY.md").write_text("local, for the host's `elsewhere` link\n")
+        pushed = data(await sync(s, "push", cwd=str(project)))
+        assert sorted(os.listdir(outside_there)) == ["MEMORY.md"]
+        assert (outside_there / "MEMORY.md").read_text() == "private to outside-there\n"
+        assert (src / "notes" / "n.md").read_text() == "local notes\n"
+        assert (src / "logs" / "a.jsonl").read_text() == "a\n"
+        warned = " ".join(pushed["warnings"])
+        assert all(n in warned for n in ("`memory`", "`logs`", "elsewhere/MEMORY.md")), pushed["warnings"]
+
+
+async def test_a_divergence_pulled_again_keeps_one_conflict_copy(sync_env):
+    env, _, project, remote, local = sync_env
+    async with server(env) as s:
+        src, mine = await diverge(s, project, remote, local)
+        states = []
+        for _ in range(3):
+            d = data(await sync(s, "pull", cwd=str(project), session_id="s1"))
+            [conflict] = d["conflicts"]
+            assert [p.name for p in mine.parent.glob("s1.conflict-*")] == [pathlib.Path(conflict["incoming_copy"]).name]
+            states.append((conflict.get("copy"), d["bytes_transferred"]))
+        assert states == [("new", src.stat().st_size), ("unchanged", 0), ("unchanged", 0)]
+        # A newer version on the host (another turn there) brings the same copy up to date: only
+        # the new lines move.
+        more = '{"n":"remote again"}\n'
+        with open(src, "a") as f:
+            f.write(more)
+        d = data(await sync(s, "pull", cwd=str(project), session_id="s1"))
+        [conflict] = d["conflicts"]
+        assert (conflict["copy"], d["bytes_transferred"]) == ("updated", len(more))
+        [copy] = mine.parent.glob("s1.conflict-*")
+        assert copy.read_bytes() == src.read_bytes() and mine.read_text().endswith('"local only"}\n')
