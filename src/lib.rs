@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod home;
 pub mod hosts;
 pub mod jobs;
 pub mod output;

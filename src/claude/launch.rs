@@ -111,10 +111,7 @@ fn find_then(locate: Locate<'_>, found: &str) -> String {
 
 /// `path` quoted for `sh`, with a leading `~/` meaning the home directory.
 fn shell_path(path: &str) -> String {
-    match path.strip_prefix("~/") {
-        Some(rest) => format!("\"$HOME\"/{}", shell_words::quote(rest)),
-        None => shell_words::quote(path).into_owned(),
-    }
+    crate::home::shell_word(path)
 }
 
 /// Looks where installers put `claude`, cheapest first; the login shell last (it may be slow).

@@ -202,10 +202,7 @@ pub fn split_destination(dest: &str) -> (Option<String>, String, Option<u16>) {
 }
 
 fn expand_home(path: &Path, home: &Path) -> PathBuf {
-    match path.strip_prefix("~") {
-        Ok(rest) => home.join(rest),
-        Err(_) => path.to_owned(),
-    }
+    crate::home::expand(&path.to_string_lossy(), home)
 }
 
 fn local_user() -> String {

@@ -49,9 +49,8 @@ pub const SKIPPED: i32 = 5;
 pub fn project(cwd: &str) -> String {
     format!(
         r#"c={cwd}
-case $c in "~") c=$HOME;; "~/"*) c="$HOME/${{c#"~/"}}";; esac
 (cd -- "$c" 2>/dev/null && pwd -P) || printf '%s\n' "$c""#,
-        cwd = quote(cwd)
+        cwd = crate::home::shell_word(cwd)
     )
 }
 

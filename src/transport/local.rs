@@ -93,14 +93,10 @@ impl Local {
 
     async fn resolve_cwd(&self, cwd: Option<&str>) -> Result<PathBuf> {
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
-        let path = match cwd {
-            None => return Ok(home),
-            Some("~") => home,
-            Some(p) => match p.strip_prefix("~/") {
-                Some(rest) => home.join(rest),
-                None => PathBuf::from(p),
-            },
+        let Some(cwd) = cwd else {
+            return Ok(home);
         };
+        let path = crate::home::expand(cwd, &home);
         match tokio::fs::metadata(&path).await {
             Ok(meta) if meta.is_dir() => Ok(path),
             Ok(_) => Err(Error::CwdNotDirectory {

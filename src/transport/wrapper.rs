@@ -43,12 +43,7 @@ impl Invocation {
             header.push_str(&format!("export {name}={}\n", shell_words::quote(value)));
         }
         if let Some(cwd) = cwd {
-            let cwd = match cwd.strip_prefix("~/") {
-                Some(rest) => format!("\"$HOME\"/{}", shell_words::quote(rest)),
-                None if cwd == "~" => "\"$HOME\"".to_owned(),
-                None => shell_words::quote(cwd).into_owned(),
-            };
-            header.push_str(&format!("__o_cwd={cwd}\n"));
+            header.push_str(&format!("__o_cwd={}\n", crate::home::shell_word(cwd)));
         }
         header.push_str(&format!(
             "__o_cmd={}\n{nonce}\n",
