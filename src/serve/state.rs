@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::hosts::Hosts;
 use crate::jobs::JobManager;
 use crate::tools::{CallPolicy, Outpost};
+use crate::transport::KillPolicy;
 
 /// How calls are audited and limited.
 #[derive(Debug, Default, Clone)]
@@ -59,7 +60,10 @@ impl ServerState {
             outpost,
             jobs,
             claude,
-            kill_limit: settings.kill_grace() + Duration::from_secs(2),
+            kill_limit: KillPolicy {
+                grace: settings.kill_grace(),
+            }
+            .verdict_within(),
         })
     }
 

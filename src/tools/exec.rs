@@ -101,7 +101,7 @@ impl Outpost {
             _ = job.finished() => {}
             _ = report_progress(&job, progress, &context.peer) => {}
             _ = context.ct.cancelled() => {
-                job.kill_and_wait(super::jobs::KILL_WAIT).await;
+                job.kill_and_wait(self.kill_wait()).await;
                 self.jobs.forget(&job.id);
                 return failure(&Error::Cancelled);
             }

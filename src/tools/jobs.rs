@@ -20,8 +20,6 @@ const MAX_WAIT_SECS: u64 = 300;
 /// Most output one `job_output` call returns, whatever `max_bytes` asks: bounds the memory a
 /// call takes (the page is in the result twice, and serialized once more).
 const MAX_PAGE_BYTES: usize = 1 << 20;
-/// How long `job_kill` waits for the process tree to be gone before answering.
-pub(super) const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Parameters of `job_output`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -169,7 +167,7 @@ impl Outpost {
             Ok(job) => job,
             Err(e) => return failure(&e),
         };
-        job.kill_and_wait(KILL_WAIT).await;
+        job.kill_and_wait(self.kill_wait()).await;
         let result = view(&job);
         let outcome = &result.outcome;
         let headline = format!(

@@ -100,6 +100,12 @@ impl Outpost {
         self.log_level.load(Ordering::Relaxed) == 0
     }
 
+    /// How long a kill is waited for before answering: the kill's own bound (grace, verdict).
+    fn kill_wait(&self) -> std::time::Duration {
+        let grace = self.hosts.config().exec.kill_grace();
+        crate::transport::KillPolicy { grace }.verdict_within()
+    }
+
     /// Every tool as `tools/list` shows it.
     pub fn tools(&self) -> Vec<Tool> {
         self.tool_router.list_all()

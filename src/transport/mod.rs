@@ -152,3 +152,14 @@ pub struct KillPolicy {
     /// Time between TERM and KILL.
     pub grace: Duration,
 }
+
+/// Beyond the grace, how long a kill may take to be confirmed before a process stops waiting for
+/// its verdict (the kill goes on, and its outcome is recorded when it comes).
+pub(crate) const VERDICT_SLACK: Duration = Duration::from_secs(4);
+
+impl KillPolicy {
+    /// The most a caller waits for a killed process to end: its verdict, and a moment to close.
+    pub fn verdict_within(&self) -> Duration {
+        self.grace + VERDICT_SLACK + Duration::from_secs(1)
+    }
+}

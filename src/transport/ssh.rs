@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::VERDICT_SLACK;
 use super::kill_script::Group;
 use super::local::sleep_until_opt;
 use super::process::feed_stdin;
@@ -27,9 +28,6 @@ use crate::ssh::{SshPool, SshTarget};
 /// After the command's exit status, how long its channel may stay silent (held open by a
 /// background child it left behind) before the command counts as done, as on `local`.
 const DRAIN_IDLE: Duration = Duration::from_millis(300);
-/// Beyond the grace, how long a kill may take to be confirmed before the call stops waiting for
-/// it (the kill goes on, and its outcome is recorded when it comes).
-const VERDICT_SLACK: Duration = Duration::from_secs(4);
 /// After a confirmed kill, how long the command's channel gets to close.
 const CLOSE_AFTER_KILL: Duration = Duration::from_secs(1);
 
