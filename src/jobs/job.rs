@@ -151,10 +151,10 @@ impl Job {
         let kill = state.kill_state.as_ref().map(|k| k.borrow().clone());
         let kill_unconfirmed = match state.status {
             JobStatus::Killed | JobStatus::TimedOut => kill.and_then(|k| k.doubt()),
-            JobStatus::Running if self.kill.is_cancelled() => Some(
-                kill.and_then(|k| k.doubt())
-                    .unwrap_or_else(|| KillState::Sent.doubt().unwrap_or_default()),
-            ),
+            // Asked to die and not dead yet: never `running` without a word.
+            JobStatus::Running if self.kill.is_cancelled() => kill
+                .and_then(|k| k.doubt())
+                .or_else(|| KillState::Sent.doubt()),
             JobStatus::Running | JobStatus::Exited => None,
         };
         Outcome {

@@ -25,8 +25,6 @@ use crate::error::{Error, Result};
 
 /// After the kill inside, how long the engine's client gets to end by itself before it is killed.
 const CLIENT_SETTLE: Duration = Duration::from_secs(2);
-/// Bound on the engine running the kill script, beyond the grace the script itself waits.
-const KILL_SLACK: Duration = Duration::from_secs(10);
 
 /// Runs commands through `prefix` (an argv that runs a program elsewhere with stdio attached),
 /// itself started on the `base` host.
@@ -217,7 +215,8 @@ impl CommandPrefix {
         Killer {
             base: (*self.base).clone(),
             command: self.command_line(&["sh", "-c", &script]),
-            limit: self.kill.grace + KILL_SLACK,
+            // The bound every caller waits for a verdict (job_kill, cancel, shutdown).
+            limit: self.kill.grace + super::VERDICT_SLACK,
             host: self.name.clone(),
             report,
         }

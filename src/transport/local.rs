@@ -156,8 +156,9 @@ impl Supervisor {
             tokio::select! {
                 next = readers.join_next() => if next.is_none() { return },
                 _ = self.kill.cancelled(), if deadline.is_none() => {
+                    // Asked after the leader ended: what is left of its group dies now.
                     if let Some(pgid) = pgid
-                        && self.report.borrow().is_settled()
+                        && *self.report.borrow() == KillState::NotAsked
                     {
                         self.report.send_replace(KillState::Sent);
                         let _ = killpg(pgid, Signal::SIGKILL);
