@@ -163,13 +163,38 @@ impl SshPool {
         purpose: Purpose,
         attempt: Attempt,
     ) -> Result<Lease> {
+        self.lease_avoiding(target, purpose, attempt, None).await
+    }
+
+    /// [`SshPool::lease_for`] on any connection but `refused` (whose server turned down a channel
+    /// of ours: `MaxSessions` still counts sessions that are ending), connecting if need be.
+    pub async fn lease_elsewhere(
+        &self,
+        target: &SshTarget,
+        purpose: Purpose,
+        refused: &Arc<PooledConnection>,
+    ) -> Result<Lease> {
+        self.lease_avoiding(target, purpose, Attempt::Now, Some(refused))
+            .await
+    }
+
+    async fn lease_avoiding(
+        &self,
+        target: &SshTarget,
+        purpose: Purpose,
+        attempt: Attempt,
+        avoid: Option<&Arc<PooledConnection>>,
+    ) -> Result<Lease> {
         self.reaper
             .get_or_init(|| start_reaper(Arc::downgrade(&self.hosts), self.idle_timeout));
         let asked = Instant::now();
         let host = self.hosts().entry(target.clone()).or_default().clone();
         let mut open = host.open.lock().await;
         open.retain(|c| !c.handle.is_closed());
-        for connection in open.iter() {
+        let usable = open
+            .iter()
+            .filter(|c| !avoid.is_some_and(|avoid| Arc::ptr_eq(c, avoid)));
+        for connection in usable {
             if let Some(slot) = connection.try_slot(purpose) {
                 return Ok(Lease {
                     connection: connection.clone(),

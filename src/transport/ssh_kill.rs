@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use russh::ChannelMsg;
+use russh::client::Msg;
+use russh::{Channel, ChannelMsg};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -173,6 +174,8 @@ impl Desk {
     }
 
     /// Runs `script` on a kill channel, settling each request of `pending` as its verdict comes.
+    /// A server that turns the channel down (its `MaxSessions` still counts sessions that are
+    /// ending) gets the script on another connection.
     async fn run(
         &self,
         target: &SshTarget,
@@ -183,24 +186,21 @@ impl Desk {
             .pool
             .lease_for(target, Purpose::Kill, Attempt::Now)
             .await?;
-        let unresponsive = |what: &str| Error::SshChannel {
-            host: target.name.clone(),
-            reason: format!("the connection is unresponsive ({what})"),
-        };
-        let started = async {
-            let channel = lease.connection.handle.channel_open_session().await?;
-            channel.exec(true, script.as_bytes()).await?;
-            channel.eof().await?;
-            Ok::<_, russh::Error>(channel)
-        };
-        let mut channel = match timeout(DELIVERY, started).await {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(e)) => return Err(self.broken(target, &lease, e).await),
-            Err(_) => {
-                let e = unresponsive(&format!("no answer within {}s", DELIVERY.as_secs()));
-                self.pool.discard(target, &lease.connection).await;
-                return Err(e);
+        let (lease, mut channel) = match self.start(target, &lease, script).await {
+            Ok(channel) => (lease, channel),
+            Err(Refused::Channel) => {
+                let refused = lease.connection.clone();
+                drop(lease);
+                let lease = self
+                    .pool
+                    .lease_elsewhere(target, Purpose::Kill, &refused)
+                    .await?;
+                match self.start(target, &lease, script).await {
+                    Ok(channel) => (lease, channel),
+                    Err(refused) => return Err(refused.into_error(target)),
+                }
             }
+            Err(other) => return Err(other.into_error(target)),
         };
         let limit = self.grace + super::kill_script::AFTER_KILL + SCRIPT_SLACK;
         let mut output = Vec::new();
@@ -218,21 +218,66 @@ impl Desk {
         };
         if timeout(limit, read).await.is_err() {
             self.pool.discard(target, &lease.connection).await;
-            return Err(unresponsive("the kill script did not finish"));
+            return Err(unresponsive(target, "the kill script did not finish"));
         }
         Ok(())
     }
 
-    /// A connection that failed a kill channel for another reason than the server refusing
-    /// that one channel is dropped: the next try opens a fresh one.
-    async fn broken(&self, target: &SshTarget, lease: &Lease, e: russh::Error) -> Error {
-        if !matches!(e, russh::Error::ChannelOpenFailure(_)) {
-            self.pool.discard(target, &lease.connection).await;
-        }
+    /// Starts `script` on a new channel of `lease`'s connection, within DELIVERY. A connection
+    /// that fails otherwise than by refusing the channel is dropped: the next try opens another.
+    async fn start(
+        &self,
+        target: &SshTarget,
+        lease: &Lease,
+        script: &str,
+    ) -> std::result::Result<Channel<Msg>, Refused> {
+        let started = async {
+            let channel = lease.connection.handle.channel_open_session().await?;
+            channel.exec(true, script.as_bytes()).await?;
+            channel.eof().await?;
+            Ok::<_, russh::Error>(channel)
+        };
+        let failed = match timeout(DELIVERY, started).await {
+            Ok(Ok(channel)) => return Ok(channel),
+            Ok(Err(russh::Error::ChannelOpenFailure(_))) => return Err(Refused::Channel),
+            Ok(Err(e)) => Refused::Broken(e.to_string()),
+            Err(_) => Refused::Unresponsive,
+        };
+        self.pool.discard(target, &lease.connection).await;
+        Err(failed)
+    }
+}
+
+/// Why a kill script did not start.
+enum Refused {
+    /// The server turned the channel down.
+    Channel,
+    /// The connection failed.
+    Broken(String),
+    /// No answer within DELIVERY.
+    Unresponsive,
+}
+
+impl Refused {
+    fn into_error(self, target: &SshTarget) -> Error {
+        let reason = match self {
+            Refused::Channel => "the server refused a kill channel on two connections".to_owned(),
+            Refused::Broken(e) => e,
+            Refused::Unresponsive => {
+                return unresponsive(target, &format!("no answer within {}s", DELIVERY.as_secs()));
+            }
+        };
         Error::SshChannel {
             host: target.name.clone(),
-            reason: e.to_string(),
+            reason,
         }
+    }
+}
+
+fn unresponsive(target: &SshTarget, what: &str) -> Error {
+    Error::SshChannel {
+        host: target.name.clone(),
+        reason: format!("the connection is unresponsive ({what})"),
     }
 }
 
