@@ -102,7 +102,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("cancelled by the client; the process tree was killed")]
+    #[error("cancelled by the client")]
     Cancelled,
 
     #[error("cannot connect to `{host}` ({addr}): {reason}")]

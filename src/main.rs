@@ -140,6 +140,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let config = Config::load(&path)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
+        // Background children of local commands whose shell has ended are reaped here.
+        let _reaper = outpost::transport::Reaper::start();
         let hosts = Arc::new(Hosts::new(config));
         match cli.command {
             None | Some(Command::Mcp { command: None }) => {

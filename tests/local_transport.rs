@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use outpost::Error;
 use outpost::transport::{
-    CommandSpec, ExitStatus, KillPolicy, Local, OutputStream, Process, ProcessEvent, Stdin,
+    CommandSpec, ExitStatus, KillPolicy, KillState, Local, OutputStream, Process, ProcessEvent,
+    Stdin,
 };
 
 /// Bound on any single wait, so a broken kill fails the test instead of hanging it.
@@ -177,6 +178,43 @@ async fn kill_takes_down_the_whole_tree() {
 async fn term_ignoring_tree_gets_kill_after_grace() {
     let command = "trap '' TERM; sh -c 'trap \"\" TERM; echo $$; sleep 300' & wait";
     kill_and_check(200, command, 1, "SIGKILL").await;
+}
+
+/// The grace is kept by tokio's clock: in paused time, an hour of grace passes in no time, TERM
+/// alone is all the tree gets until then, and KILL follows the moment it runs out.
+#[tokio::test]
+async fn the_kill_grace_runs_on_tokio_time() {
+    let grace = Duration::from_secs(3600);
+    let command = "trap '' TERM; sh -c 'echo $$; sleep 300' & wait";
+    let mut process = local(grace.as_millis() as u64)
+        .spawn(spec(command))
+        .await
+        .unwrap();
+    let pids = read_lines(&mut process, 1).await;
+    let kill = process.kill_state();
+    tokio::time::pause();
+    process.kill();
+    settle().await;
+    assert_eq!(*kill.borrow(), KillState::Sent);
+    tokio::time::advance(grace - Duration::from_secs(1)).await;
+    settle().await;
+    assert!(alive(&pids[0]), "killed before the grace ran out");
+    assert_eq!(*kill.borrow(), KillState::Sent);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    settle().await;
+    // Real time again, to wait for the real processes to die.
+    tokio::time::resume();
+    let out = collect(process).await;
+    assert_eq!(out.exit.signal.as_deref(), Some("SIGKILL"));
+    assert_eq!(*kill.borrow(), KillState::Confirmed);
+    assert!(!alive(&pids[0]));
+}
+
+/// Lets other tasks run what the last step woke, without letting paused time move on.
+async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test]

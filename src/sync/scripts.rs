@@ -143,6 +143,8 @@ pub struct Write<'a> {
 /// Writes `target` atomically from stdin: a temp file in the same folder holding the first
 /// `base` bytes of `target` plus exactly `len` bytes of stdin, given the mtime, synced, then
 /// renamed over `target`. Anything else leaves `target` untouched and the temp file removed.
+/// Temp files left by a writer that was killed outright (SIGKILL: no trap runs) are removed by
+/// the next write into that folder once their writer's PID is gone.
 /// A target through a link, or one that is a folder here, is refused with [`SKIPPED`].
 pub fn write(dir: &str, write: &Write<'_>) -> String {
     let folder = folder_of(write.target);
@@ -161,6 +163,7 @@ _dst={target}
 _plain {path} || {{ echo "\`${{_p#./}}\` is a symbolic link there (never written through)" >&2; exit {SKIPPED}; }}
 [ -d "$_dst" ] && {{ echo "it is a folder there" >&2; exit {SKIPPED}; }}
 mkdir -p {folder} || exit 1
+for _o in {folder}/.outpost-tmp-*; do _n=${{_o##*-}}; [ -f "$_o" ] && ! kill -0 "$_n" 2>/dev/null && ! [ -d "/proc/$_n" ] && rm -f -- "$_o"; done
 _tmp={folder}/.outpost-tmp-$$
 trap 'rm -f "$_tmp"' EXIT
 trap 'rm -f "$_tmp"; exit 1' HUP INT TERM

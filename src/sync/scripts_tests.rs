@@ -139,6 +139,28 @@ fn names_like_options_are_written_whole_and_nothing_is_left_behind() {
 }
 
 #[test]
+fn temp_files_of_killed_writers_are_removed_by_the_next_write() {
+    let scene = Scene::new();
+    // No PID is ever this large (pid_max is at most 2^22); this test's own PID is alive.
+    let dead = ".outpost-tmp-999999999";
+    let live = format!(".outpost-tmp-{}", std::process::id());
+    scene.put(dead.as_bytes(), b"partial");
+    scene.put(live.as_bytes(), b"being written");
+    scene.put(b"sub/.outpost-tmp-999999998", b"partial, another folder");
+    let ran = scene.write("s.jsonl", 0, b"x");
+    assert_eq!((ran.code, ran.stderr.as_str()), (0, ""));
+    let mut left = temp_files(&scene.proj);
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        [
+            scene.proj.join(&live),
+            scene.proj.join("sub/.outpost-tmp-999999998")
+        ]
+    );
+}
+
+#[test]
 fn writes_never_go_through_links_out_of_the_folder() {
     let scene = Scene::new();
     std::fs::write(scene.outside.join("f.jsonl"), b"private").expect("outside file");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ProgressNotificationParam, ProgressToken};
+use rmcp::model::{CallToolResult, ContentBlock, ProgressNotificationParam, ProgressToken};
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer, tool, tool_router};
 use schemars::JsonSchema;
@@ -102,8 +102,18 @@ impl Outpost {
             _ = report_progress(&job, progress, &context.peer) => {}
             _ = context.ct.cancelled() => {
                 job.kill_and_wait(self.kill_wait()).await;
-                self.jobs.forget(&job.id);
-                return failure(&Error::Cancelled);
+                let outcome = job.outcome();
+                let text = match &outcome.kill_unconfirmed {
+                    None => {
+                        self.jobs.forget(&job.id);
+                        format!("{}; the process tree was killed", Error::Cancelled)
+                    }
+                    Some(doubt) => format!(
+                        "{}; the kill is not confirmed: {doubt}. job_output job_id={} shows its outcome.",
+                        Error::Cancelled, job.id
+                    ),
+                };
+                return CallToolResult::error(vec![ContentBlock::text(text)]);
             }
         }
         let result = self.exec_result(&job, false);

@@ -63,7 +63,7 @@ impl Local {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = command.spawn().map_err(|source| Error::Spawn {
+        let mut child = super::reaper::spawn(&mut command).map_err(|source| Error::Spawn {
             host: self.name.clone(),
             source,
         })?;
@@ -136,6 +136,7 @@ impl Supervisor {
             status = child.wait() => status,
             _ = self.kill.cancelled() => self.kill_tree(pgid, &mut child).await,
         };
+        super::reaper::waited(pgid.map(|leader| leader.as_raw() as u32));
         exited.cancel();
         self.drain(readers, pgid).await;
         let status = match status {
@@ -175,7 +176,8 @@ impl Supervisor {
     }
 
     /// Sends TERM to the group, waits up to the grace for the leader to end and the group to be
-    /// gone, then sends KILL; says whether the group is confirmed gone.
+    /// gone, then sends KILL; says whether the group is confirmed gone. The leader's end is
+    /// awaited, not polled: a leader that ignores TERM costs the grace and nothing more.
     async fn kill_tree(
         &self,
         pgid: Option<Pid>,
@@ -187,21 +189,15 @@ impl Supervisor {
         self.report.send_replace(KillState::Sent);
         let _ = killpg(pgid, Signal::SIGTERM);
         let deadline = Instant::now() + self.grace;
-        let mut status = None;
-        loop {
-            if status.is_none() {
-                status = child.try_wait()?;
-            }
-            if status.is_some() && !group_alive(pgid) {
-                self.report.send_replace(KillState::Confirmed);
-                break;
-            }
-            if Instant::now() >= deadline {
-                let _ = killpg(pgid, Signal::SIGKILL);
-                self.report.send_replace(confirm(pgid, AFTER_KILL).await);
-                break;
-            }
-            sleep(POLL).await;
+        let status = tokio::select! {
+            status = child.wait() => Some(status?),
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        if status.is_some() && gone_by(pgid, deadline).await {
+            self.report.send_replace(KillState::Confirmed);
+        } else {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            self.report.send_replace(confirm(pgid, AFTER_KILL).await);
         }
         match status {
             Some(status) => Ok(status),
@@ -210,18 +206,25 @@ impl Supervisor {
     }
 }
 
-/// Waits up to `limit` for group `pgid` to be gone; the kill's outcome.
-async fn confirm(pgid: Pid, limit: Duration) -> KillState {
-    let deadline = Instant::now() + limit;
+/// Whether group `pgid` is gone by `deadline`, looking every [`POLL`].
+async fn gone_by(pgid: Pid, deadline: Instant) -> bool {
     while group_alive(pgid) {
         if Instant::now() >= deadline {
-            let doubt = super::Verdict::Alive.doubt().unwrap_or_default();
-            tracing::warn!(pgid = pgid.as_raw(), "{doubt}");
-            return KillState::Failed(doubt.to_owned());
+            return false;
         }
         sleep(POLL).await;
     }
-    KillState::Confirmed
+    true
+}
+
+/// Waits up to `limit` for group `pgid` to be gone; the kill's outcome.
+async fn confirm(pgid: Pid, limit: Duration) -> KillState {
+    if gone_by(pgid, Instant::now() + limit).await {
+        return KillState::Confirmed;
+    }
+    let doubt = super::Verdict::Alive.doubt().unwrap_or_default();
+    tracing::warn!(pgid = pgid.as_raw(), "{doubt}");
+    KillState::Failed(doubt.to_owned())
 }
 
 /// Sleeps until `deadline`; returns at once without one, so `select!` branches guard on it.

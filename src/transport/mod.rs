@@ -5,6 +5,7 @@ mod command;
 mod kill_script;
 mod local;
 mod process;
+mod reaper;
 mod ssh;
 mod ssh_kill;
 mod startup;
@@ -21,6 +22,7 @@ pub use local::Local;
 pub use process::{
     ExitStatus, KillReporter, KillState, Output, OutputStream, Process, ProcessEvent, StdinWriter,
 };
+pub use reaper::Reaper;
 pub use ssh::Ssh;
 pub use ssh_kill::SshKills;
 

@@ -9,19 +9,20 @@ use super::kill_script::Group;
 use crate::error::Result;
 
 /// Reads the header up to the nonce line, applies it, checks cwd, reports `$$`, its start time
-/// (field 22 of `/proc/$$/stat`, `-` without `/proc`) and the login shell (`$SHELL`), runs the
+/// (field 22 of `/proc/$$/stat`, as OUTER read it when INNER runs in its shell; `-` without
+/// `/proc`) and the login shell (`$SHELL`), runs the
 /// command with no positional parameters. `$1` is the nonce. Contains no single quote, so it fits in a
 /// single-quoted argument of any shell.
 const INNER: &str = r#"s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l
-"; done; eval "$s"; unset s l; __o_n=$1; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$__o_n"; exit 127; }; fi; __o_t=-; if read -r __o_t 2>/dev/null < /proc/$$/stat; then __o_t=${__o_t##*) }; set -- $__o_t; __o_t=${20:--}; fi; set --; printf "%s\n" "$__o_n" >&2; printf "%s pid %s %s %s\n" "$__o_n" "$$" "$__o_t" "${SHELL-}"; unset __o_n __o_t; eval "$__o_cmd""#;
+"; done; eval "$s"; unset s l; __o_n=$1; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$__o_n"; exit 127; }; fi; __o_t=${__o_st-}; [ -n "$__o_t" ] || read -r __o_t 2>/dev/null < /proc/$$/stat || __o_t=; __o_t=${__o_t##*) }; set -- $__o_t; __o_t=${20:--}; set --; unset __o_st; printf "%s\n" "$__o_n" >&2; printf "%s pid %s %s %s\n" "$__o_n" "$$" "$__o_t" "${SHELL-}"; unset __o_n __o_t; eval "$__o_cmd""#;
 
 /// Runs INNER as the leader of its own process group, and dies by the same signal as the command
 /// if it did. `$1` is the nonce, `$2` is INNER.
 ///
 /// Where this shell already leads its process group (sshd makes every command a session leader),
-/// INNER runs right here: no fork, no `setsid`, no second shell. Elsewhere (an engine's exec, a
+/// which the one read of `/proc/$$/stat` (`__o_st`, reused by INNER) tells, INNER runs right here: no fork, no `setsid`, no second shell. Elsewhere (an engine's exec, a
 /// wrapper) INNER is started in a new session when `setsid` exists, and waited for.
-const OUTER: &str = r#"if read -r _ _ _ _ __o_pg _ 2>/dev/null < /proc/$$/stat && [ "$__o_pg" = "$$" ]; then eval "$2"; else exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$2" outpost "$1" 0<&3 & else sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; fi; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
+const OUTER: &str = r#"if read -r __o_st 2>/dev/null < /proc/$$/stat && __o_pg=${__o_st##*) } && __o_pg=${__o_pg#* * } && [ "${__o_pg%% *}" = "$$" ]; then eval "$2"; else exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$2" outpost "$1" 0<&3 & else sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; fi; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
 
 /// One remote invocation: the exec string (public) and the stdin header (may hold secrets).
 pub struct Invocation {
@@ -207,6 +208,10 @@ mod tests {
             "the command runs in the wrapper's own shell"
         );
         assert_eq!(login_shell.as_deref(), Some("/bin/sh"));
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let after_name = stat.rsplit_once(") ").unwrap().1;
+        let start = after_name.split_whitespace().nth(19).unwrap().parse().ok();
+        assert_eq!(group.start, start, "field 22 of the leader's stat");
         assert_eq!(&lines[1..3], ["t0k", "/tmp"]);
         let background: i32 = lines[3].parse().unwrap();
         let reused = Group {

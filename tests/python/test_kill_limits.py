@@ -130,6 +130,20 @@ async def test_a_background_child_holding_stdout_does_not_hold_the_call(box, hos
     os.kill(left[0], signal.SIGKILL)
 
 
+async def test_a_local_orphan_is_adopted_and_reaped_by_the_server(box):
+    tag = marker()
+    r = await run(box, f"echo $PPID; sleep {tag} >/dev/null 2>&1 & echo $!", host="local")
+    server, orphan = (int(line) for line in data(r)["stdout"].split())
+    # Its shell has exited: the orphan is the server's now (a child subreaper), not PID 1's.
+    stat = pathlib.Path(f"/proc/{orphan}/stat").read_text()
+    assert int(stat.rsplit(")", 1)[1].split()[1]) == server
+    os.kill(orphan, signal.SIGTERM)
+    # Reaped, not left a zombie: the process is gone from /proc altogether.
+    with anyio.fail_after(HANG_GUARD):
+        while pathlib.Path(f"/proc/{orphan}").exists():
+            await anyio.sleep(0.05)
+
+
 @pytest.mark.parametrize("host", ["local", "box"])
 async def test_a_timeout_kills_the_group_after_its_leader_has_exited(box, host, tmp_path):
     tag = marker()

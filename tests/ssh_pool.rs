@@ -1,0 +1,185 @@
+//! The SSH pool in-process, against an in-process russh server on 127.0.0.1: at twice one
+//! connection's channel limit (where kills once went without a channel), and its idle close in
+//! tokio's paused time.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use outpost::config::HostKeyPolicy;
+use outpost::ssh::pool::{Attempt, CHANNELS_PER_CONNECTION, Lease, Purpose};
+use outpost::ssh::{SshPool, SshTarget};
+use russh::server::{Auth, Handler, VerifiedPublicKey};
+use tokio::net::TcpListener;
+
+/// Accepts every key; opens no channels (the pool's accounting is what is tested).
+struct AnyKey;
+
+impl Handler for AnyKey {
+    type Error = russh::Error;
+
+    async fn auth_publickey(
+        &mut self,
+        _: &str,
+        _: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::Accept)
+    }
+}
+
+/// A server on 127.0.0.1 that counts the connections it accepted.
+struct Server {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn keygen(path: &Path) {
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(status.success());
+}
+
+async fn server(dir: &Path) -> Server {
+    keygen(&dir.join("host_key"));
+    let key = russh::keys::load_secret_key(dir.join("host_key"), None).expect("host key");
+    let config = Arc::new(russh::server::Config {
+        keys: vec![key],
+        inactivity_timeout: None,
+        ..Default::default()
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Ok(session) = russh::server::run_stream(config, stream, AnyKey).await {
+                    let _ = session.await;
+                }
+            });
+        }
+    });
+    Server {
+        port,
+        accepted,
+        _task: task,
+    }
+}
+
+fn target(dir: &Path, port: u16) -> SshTarget {
+    keygen(&dir.join("id"));
+    SshTarget {
+        name: "box".into(),
+        hostname: "127.0.0.1".into(),
+        port,
+        user: "me".into(),
+        identity_files: vec![dir.join("id")],
+        identities_only: true,
+        key_host: "127.0.0.1".into(),
+        key_port: port,
+        known_hosts: dir.join("known_hosts"),
+        host_key_policy: HostKeyPolicy::AcceptNew,
+        connect_timeout: Duration::from_secs(30),
+        keepalive: None,
+        keepalive_max: 3,
+        jump: None,
+    }
+}
+
+/// How many distinct connections the leases are on.
+fn connections(leases: &[Lease]) -> usize {
+    let set: HashSet<*const _> = leases.iter().map(|l| Arc::as_ptr(&l.connection)).collect();
+    set.len()
+}
+
+#[tokio::test]
+async fn twice_the_channel_limit_opens_connections_and_kills_still_find_a_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let target = target(dir.path(), server.port);
+    let pool = Arc::new(SshPool::new(Duration::from_secs(3600)));
+    // Every command slot of two connections, asked for all at once.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..2 * CHANNELS_PER_CONNECTION {
+        let (pool, target) = (pool.clone(), target.clone());
+        burst.spawn(async move { pool.lease(&target).await });
+    }
+    let mut commands = Vec::new();
+    while let Some(lease) = burst.join_next().await {
+        commands.push(lease.unwrap().expect("a command slot"));
+    }
+    assert_eq!(connections(&commands), 2);
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.state(&target), "connected (2 connections)");
+    // With every command slot taken, kills still get channels of their own, on those connections.
+    let mut kills = Vec::new();
+    for _ in 0..4 {
+        let kill = pool.lease_for(&target, Purpose::Kill, Attempt::WhenDue);
+        kills.push(kill.await.expect("a kill slot"));
+    }
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    // A fifth kill finds both connections' kill slots taken: it opens a connection, it never waits.
+    let refused = kills[0].connection.clone();
+    kills.push(
+        pool.lease_for(&target, Purpose::Kill, Attempt::Now)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
+    // A channel refused on one connection is asked of another one.
+    let elsewhere = pool.lease_elsewhere(&target, Purpose::Kill, &refused).await;
+    assert!(!Arc::ptr_eq(&elsewhere.unwrap().connection, &refused));
+    // One more command goes to the third connection; freed slots are reused, not reopened.
+    commands.push(pool.lease(&target).await.unwrap());
+    commands.truncate(3);
+    for _ in 0..2 * CHANNELS_PER_CONNECTION - 2 {
+        commands.push(pool.lease(&target).await.unwrap());
+    }
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn idle_connections_close_after_the_idle_timeout_and_busy_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let target = target(dir.path(), server.port);
+    let idle = Duration::from_secs(300);
+    let pool = SshPool::new(idle);
+    let mut busy = Vec::new();
+    for _ in 0..CHANNELS_PER_CONNECTION {
+        busy.push(pool.lease(&target).await.unwrap());
+    }
+    let spare = pool.lease(&target).await.unwrap();
+    assert_eq!(pool.state(&target), "connected (2 connections)");
+    drop(spare);
+    tokio::time::pause();
+    // Just short of the timeout: both stay.
+    tokio::time::sleep(idle - Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(pool.state(&target), "connected (2 connections)");
+    // Past it: the idle one is closed, the busy one is not, however long it stays busy.
+    tokio::time::sleep(idle * 3).await;
+    settle().await;
+    assert_eq!(pool.state(&target), "connected (1 connection)");
+    drop(busy);
+    tokio::time::sleep(idle * 2).await;
+    settle().await;
+    assert_eq!(pool.state(&target), "not connected");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+}
+
+/// Lets the reaper and the connections' tasks run what the last time step woke.
+async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
