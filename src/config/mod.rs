@@ -157,6 +157,10 @@ pub struct ExecConfig {
     /// How long a job keeps holding output back for a `job_output` reader with `follow` after
     /// its last read, in milliseconds.
     pub follow_grace_ms: u64,
+    /// A foreground `remote_exec` or `spawn_claude` still running after this many seconds returns
+    /// `status: running` with its `job_id` and keeps running as a job, before MCP clients give up
+    /// on the call (most do after 60 s). 0: never.
+    pub detach_after_secs: u64,
 }
 
 impl Default for ExecConfig {
@@ -170,6 +174,7 @@ impl Default for ExecConfig {
             job_retention_secs: 3600,
             kill_grace_ms: 1000,
             follow_grace_ms: 2000,
+            detach_after_secs: 45,
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::follow::Follower;
+use crate::auth::Principal;
 use crate::output::{Capture, LogRead, OutputLog, Rendered};
 use crate::transport::{ExitStatus, KillState, OutputStream, Process, ProcessEvent};
 
@@ -46,9 +47,22 @@ pub struct Outcome {
     pub kill_unconfirmed: Option<String>,
 }
 
+/// What a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// A shell command (`remote_exec`).
+    Exec,
+    /// A Claude Code turn (`spawn_claude`).
+    Claude,
+}
+
 /// What a job was started with.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
+    pub kind: JobKind,
+    /// Who started it: only they may see, read or kill it.
+    pub owner: Principal,
     pub host: String,
     /// The group `host` was chosen from, if any.
     pub group: Option<String>,
@@ -75,11 +89,15 @@ struct JobState {
     follower: Option<Follower>,
     /// What became of a kill of the job's process; it may change after the job has ended.
     kill_state: Option<watch::Receiver<KillState>>,
+    /// The Claude session a `claude` job's turn belongs to, once known.
+    session_id: Option<String>,
 }
 
 /// A command under way or done. Shared by the manager, the task that drives it and the tools.
 pub struct Job {
     pub id: String,
+    pub kind: JobKind,
+    pub owner: Principal,
     pub host: String,
     pub group: Option<String>,
     pub command: String,
@@ -99,6 +117,8 @@ impl Job {
     pub(super) fn new(id: String, spec: &JobSpec, kill: CancellationToken) -> Self {
         Self {
             id,
+            kind: spec.kind,
+            owner: spec.owner.clone(),
             host: spec.host.clone(),
             group: spec.group.clone(),
             command: spec.command.clone(),
@@ -116,6 +136,7 @@ impl Job {
                     until: Instant::now() + spec.follow_grace,
                 }),
                 kill_state: None,
+                session_id: None,
             }),
             changed: watch::Sender::new(0),
             follower_moved: Notify::new(),
@@ -261,6 +282,16 @@ impl Job {
     /// A token cancelled when the job is asked to stop (`job_kill`, shutdown).
     pub fn kill_token(&self) -> CancellationToken {
         self.kill.clone()
+    }
+
+    /// Records the Claude session of a `claude` job (the first one told is kept).
+    pub fn set_session_id(&self, id: &str) {
+        self.state().session_id.get_or_insert_with(|| id.to_owned());
+    }
+
+    /// The Claude session of a `claude` job, once known.
+    pub fn session_id(&self) -> Option<String> {
+        self.state().session_id.clone()
     }
 
     /// The tool's result for a job that is not a plain command, once it has one.

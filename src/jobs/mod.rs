@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use job::{Job, JobSpec, JobStatus, Outcome};
+pub use job::{Job, JobKind, JobSpec, JobStatus, Outcome};
 
 use crate::error::{Error, Result};
 use crate::transport::Process;
@@ -142,6 +142,8 @@ mod tests {
 
     fn spec() -> JobSpec {
         JobSpec {
+            kind: JobKind::Exec,
+            owner: crate::auth::Principal::stdio(),
             host: "local".into(),
             group: None,
             command: "true".into(),

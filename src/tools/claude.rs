@@ -16,12 +16,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Outpost;
+use super::guard;
 use super::reply::{failed_with, failure, seconds, success};
+use crate::auth::Principal;
 use crate::claude::launch::{LaunchOptions, PermissionMode};
 use crate::claude::stream::{self, TurnResult};
 use crate::claude::{Claude, Interrupt, TurnReport, TurnRequest, TurnSync};
 use crate::error::{Error, Result};
-use crate::jobs::{Job, JobSpec, JobStatus};
+use crate::jobs::{Job, JobKind, JobSpec, JobStatus};
 
 /// Parameters of `spawn_claude`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -125,7 +127,8 @@ impl Outpost {
             Err(e) => return failure(&e),
         };
         if background {
-            return match self.start_claude_job(request) {
+            let owner = guard::principal_of(&context, &self.principal);
+            return match self.start_claude_job(request, owner) {
                 Ok(result) => {
                     let text = format!(
                         "Claude started in the background on {} as {}; follow with job_output",
@@ -196,7 +199,11 @@ impl Outpost {
     }
 
     /// Runs the turn as a job: its log gets one summary line per event, its detail the result.
-    fn start_claude_job(&self, mut request: TurnRequest) -> Result<SpawnClaudeResult> {
+    fn start_claude_job(
+        &self,
+        mut request: TurnRequest,
+        owner: Principal,
+    ) -> Result<SpawnClaudeResult> {
         // Where the turn will run: a resumed session goes back to its recorded host and cwd.
         let (host, cwd) = self.claude.target(
             request.host.as_deref(),
@@ -207,6 +214,8 @@ impl Outpost {
         request.cwd = cwd.clone();
         let exec = &self.hosts.config().exec;
         let spec = JobSpec {
+            kind: JobKind::Claude,
+            owner,
             host: host.clone(),
             // The member is picked when the turn starts; its result names it.
             group: self.hosts.group(&host).map(|_| host.clone()),
@@ -242,6 +251,9 @@ async fn run_claude_job(claude: Arc<Claude>, request: TurnRequest, job: Arc<Job>
     let turn = claude.turn(request, events, &cancel);
     let record = async {
         while let Some(event) = received.recv().await {
+            if let Some(id) = event.get("session_id").and_then(Value::as_str) {
+                job.set_session_id(id);
+            }
             if let Some(line) = stream::summary(&event) {
                 job.record_line(&line);
             }

@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::Outpost;
+use super::guard;
 use super::reply::{failed_with, failure, seconds, success};
+use crate::auth::Principal;
 use crate::error::{Error, Result};
-use crate::jobs::{Job, JobSpec, JobStatus, Outcome};
+use crate::jobs::{Job, JobKind, JobSpec, JobStatus, Outcome};
 use crate::transport::{CommandSpec, Stdin};
 
 /// Least time between two progress notifications of one call.
@@ -81,7 +83,7 @@ impl Outpost {
     ) -> CallToolResult {
         let background = params.background;
         let job = tokio::select! {
-            started = self.start_exec(params) => match started {
+            started = self.start_exec(params, guard::principal_of(&context, &self.principal)) => match started {
                 Ok(job) => job,
                 Err(e) => return failure(&e),
             },
@@ -126,7 +128,11 @@ impl Outpost {
 
 impl Outpost {
     /// Resolves the host, checks the arguments and starts the command as a job.
-    async fn start_exec(&self, params: RemoteExecParams) -> Result<std::sync::Arc<Job>> {
+    async fn start_exec(
+        &self,
+        params: RemoteExecParams,
+        owner: Principal,
+    ) -> Result<std::sync::Arc<Job>> {
         let settings = &self.hosts.config().exec;
         let timeout = match params.timeout_secs {
             Some(secs) => seconds("timeout_secs", secs, settings.max_timeout_secs)?,
@@ -155,6 +161,8 @@ impl Outpost {
         self.jobs.start(
             process,
             JobSpec {
+                kind: JobKind::Exec,
+                owner,
                 host,
                 group: picked.group,
                 command: params.command,
