@@ -110,6 +110,8 @@ pub struct Job {
     follower_moved: Notify,
     /// Cancelled to kill the job's process tree.
     kill: CancellationToken,
+    /// How long after its start the job is killed for running too long; it may be raised.
+    timeout: watch::Sender<Duration>,
     follow_grace: Duration,
 }
 
@@ -141,6 +143,7 @@ impl Job {
             changed: watch::Sender::new(0),
             follower_moved: Notify::new(),
             kill,
+            timeout: watch::Sender::new(spec.timeout),
             follow_grace: spec.follow_grace,
         }
     }
@@ -279,6 +282,12 @@ impl Job {
         }
     }
 
+    /// Sets the job's timeout, counted from its start, to `timeout` (a foreground call that
+    /// detached gets the background default).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout.send_replace(timeout);
+    }
+
     /// A token cancelled when the job is asked to stop (`job_kill`, shutdown).
     pub fn kill_token(&self) -> CancellationToken {
         self.kill.clone()
@@ -336,9 +345,11 @@ impl Job {
 /// While a reader follows the job (see [`Job::follow`]), output it has not read yet is never
 /// dropped: the next chunk waits, and so does the process behind it. The job's status is final
 /// when this returns.
-pub(super) async fn drive(job: Arc<Job>, mut process: Process, timeout: Duration) {
+pub(super) async fn drive(job: Arc<Job>, mut process: Process) {
     job.state().kill_state = Some(process.kill_state());
-    let deadline = tokio::time::sleep(timeout);
+    let mut timeout = job.timeout.subscribe();
+    let started = tokio::time::Instant::from_std(job.started);
+    let deadline = tokio::time::sleep_until(started + *timeout.borrow_and_update());
     tokio::pin!(deadline);
     let mut ending: Option<JobStatus> = None;
     let mut held: Option<(OutputStream, Bytes)> = None;
@@ -357,6 +368,10 @@ pub(super) async fn drive(job: Arc<Job>, mut process: Process, timeout: Duration
                 }
             },
             _ = job.room_for(held_len), if held.is_some() && ending.is_none() => {}
+            Ok(()) = timeout.changed(), if ending.is_none() => {
+                let limit = *timeout.borrow_and_update();
+                deadline.as_mut().reset(started + limit);
+            }
             _ = &mut deadline, if ending.is_none() => {
                 tracing::info!(job = %job.id, "timed out; killing its process tree");
                 ending = Some(JobStatus::TimedOut);

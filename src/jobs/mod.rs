@@ -52,8 +52,7 @@ impl JobManager {
     /// Takes ownership of a started process as a new job.
     pub fn start(&self, process: Process, spec: JobSpec) -> Result<Arc<Job>> {
         let job = self.register(&spec)?;
-        self.tasks
-            .spawn(job::drive(job.clone(), process, spec.timeout));
+        self.tasks.spawn(job::drive(job.clone(), process));
         Ok(job)
     }
 

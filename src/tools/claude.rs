@@ -1,29 +1,26 @@
 //! Tool `spawn_claude`: one turn of Claude Code on a host, streamed back as progress, in the
 //! foreground or as a background job.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ProgressNotificationParam, ProgressToken};
+use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
-use rmcp::{Peer, RoleServer, tool, tool_router};
+use rmcp::{RoleServer, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
 use super::Outpost;
+use super::claude_job::{Tap, events_so_far};
+use super::foreground::Waited;
 use super::guard;
 use super::reply::{failed_with, failure, seconds, success};
-use crate::auth::Principal;
 use crate::claude::launch::{LaunchOptions, PermissionMode};
-use crate::claude::stream::{self, TurnResult};
-use crate::claude::{Claude, Interrupt, TurnReport, TurnRequest, TurnSync};
+use crate::claude::stream::TurnResult;
+use crate::claude::{Interrupt, TurnReport, TurnRequest, TurnSync};
 use crate::error::{Error, Result};
-use crate::jobs::{Job, JobKind, JobSpec, JobStatus};
 
 /// Parameters of `spawn_claude`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -67,6 +64,10 @@ pub struct SpawnClaudeParams {
     /// Return a `job_id` at once; follow with `job_output`.
     #[serde(default)]
     pub background: bool,
+    /// Still running after this many seconds: return `status: running` with the events so far
+    /// and a `job_id`, and let the turn go on as a job (default 45; 0: never).
+    #[serde(default)]
+    pub detach_after_secs: Option<f64>,
 }
 
 /// How a turn ended (or, for a background call, that it is running).
@@ -108,6 +109,12 @@ pub struct SpawnClaudeResult {
     /// Background job to follow with `job_output` (its `claude` field holds this result at the end).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// While the turn runs: its events so far, one line each (the newest, when there are many).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<String>,
+    /// While the turn runs: how to follow it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[tool_router(router = claude_tools, vis = "pub(super)")]
@@ -122,41 +129,59 @@ impl Outpost {
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let background = params.background;
+        let detach_after = match self.detach_after(params.detach_after_secs) {
+            Ok(detach_after) => detach_after,
+            Err(e) => return failure(&e),
+        };
         let request = match self.turn_request(params) {
             Ok(request) => request,
             Err(e) => return failure(&e),
         };
+        let owner = guard::principal_of(&context, &self.principal);
         if background {
-            let owner = guard::principal_of(&context, &self.principal);
-            return match self.start_claude_job(request, owner) {
-                Ok(result) => {
+            return match self.start_claude_job(request, owner, None) {
+                Ok((job, result)) => {
+                    self.notify_when_done(&job, &context.peer);
                     let text = format!(
-                        "Claude started in the background on {} as {}; follow with job_output",
-                        result.host,
-                        result.job_id.as_deref().unwrap_or_default()
+                        "Claude started in the background on {} as {}",
+                        job.host, job.id
                     );
                     success(&result, text)
                 }
                 Err(e) => failure(&e),
             };
         }
-        let (events, received) = mpsc::unbounded_channel();
-        let sink = EventSink {
-            token: context.meta.get_progress_token(),
-            peer: context.peer.clone(),
-            debug_log: self.wants_debug_log(),
+        let (done, outcome) = oneshot::channel();
+        let tap = Tap {
+            done,
+            debug_log: self.wants_debug_log().then(|| context.peer.clone()),
         };
-        let turn = self.claude.turn(request, events, &context.ct);
-        let (outcome, ()) = tokio::join!(turn, sink.forward(received));
-        match outcome {
-            Ok(report) => {
-                let result = result_of(report);
-                match failure_headline(&result) {
-                    Some(headline) => failed_with(&result, &headline),
-                    None => success(&result, render_text(&result)),
-                }
+        let (job, mut result) = match self.start_claude_job(request, owner, Some(tap)) {
+            Ok(started) => started,
+            Err(e) => return failure(&e),
+        };
+        match self.wait_foreground(&job, detach_after, &context).await {
+            Waited::Finished => {}
+            Waited::Cancelled(answer) => return answer,
+            Waited::Detached => {
+                result.session_id = job.session_id().or(result.session_id);
+                result.events = Some(events_so_far(
+                    &job,
+                    self.hosts.config().exec.output_limit_bytes,
+                ));
+                result.next = Some(super::exec::follow_up(&job));
+                let text = format!("Claude is still working on {} as {}", job.host, job.id);
+                return success(&result, text);
             }
-            Err(e) => failure(&e),
+        }
+        self.jobs.forget(&job.id);
+        match outcome.await {
+            Ok(Ok(result)) => match failure_headline(&result) {
+                Some(headline) => failed_with(&result, &headline),
+                None => success(&result, render_text(&result)),
+            },
+            Ok(Err(e)) => failure(&e),
+            Err(_) => failure(&Error::ShuttingDown),
         }
     }
 }
@@ -197,128 +222,9 @@ impl Outpost {
             timeout,
         })
     }
-
-    /// Runs the turn as a job: its log gets one summary line per event, its detail the result.
-    fn start_claude_job(
-        &self,
-        mut request: TurnRequest,
-        owner: Principal,
-    ) -> Result<SpawnClaudeResult> {
-        // Where the turn will run: a resumed session goes back to its recorded host and cwd.
-        let (host, cwd) = self.claude.target(
-            request.host.as_deref(),
-            request.cwd.as_deref(),
-            request.session_id.as_deref(),
-        );
-        request.host = Some(host.clone());
-        request.cwd = cwd.clone();
-        let exec = &self.hosts.config().exec;
-        let spec = JobSpec {
-            kind: JobKind::Claude,
-            owner,
-            host: host.clone(),
-            // The member is picked when the turn starts; its result names it.
-            group: self.hosts.group(&host).map(|_| host.clone()),
-            command: format!("claude: {}", stream::excerpt(&request.prompt)),
-            timeout: request.timeout,
-            output_limit: exec.output_limit_bytes,
-            log_bytes: exec.job_log_bytes,
-            follow_grace: exec.follow_grace(),
-            hold_for_first_reader: false,
-        };
-        let claude = self.claude.clone();
-        let session_id = request.session_id.clone().filter(|_| !request.fork);
-        let job = self
-            .jobs
-            .start_task(spec, move |job| run_claude_job(claude, request, job))?;
-        Ok(SpawnClaudeResult {
-            session_id,
-            host,
-            cwd,
-            status: TurnStatus::Running,
-            warm: false,
-            forked_from: None,
-            turn: None,
-            sync: None,
-            job_id: Some(job.id.clone()),
-        })
-    }
 }
 
-async fn run_claude_job(claude: Arc<Claude>, request: TurnRequest, job: Arc<Job>) {
-    let (events, mut received) = mpsc::unbounded_channel::<Value>();
-    let cancel: CancellationToken = job.kill_token();
-    let turn = claude.turn(request, events, &cancel);
-    let record = async {
-        while let Some(event) = received.recv().await {
-            if let Some(id) = event.get("session_id").and_then(Value::as_str) {
-                job.set_session_id(id);
-            }
-            if let Some(line) = stream::summary(&event) {
-                job.record_line(&line);
-            }
-        }
-    };
-    let (outcome, ()) = tokio::join!(turn, record);
-    match outcome {
-        Ok(report) => {
-            let status = match report.interrupted {
-                Some(Interrupt::TimedOut) => JobStatus::TimedOut,
-                Some(Interrupt::Cancelled) => JobStatus::Killed,
-                None => JobStatus::Exited,
-            };
-            let detail = serde_json::to_value(result_of(report)).unwrap_or_default();
-            job.finish_with(status, detail);
-        }
-        Err(e) => {
-            job.record_line(&format!("error: {e}"));
-            let status = match e {
-                Error::Cancelled | Error::ShuttingDown => JobStatus::Killed,
-                _ => JobStatus::Exited,
-            };
-            job.finish_with(status, serde_json::json!({ "error": e.to_string() }));
-        }
-    }
-}
-
-/// Where a foreground turn's events go: progress notifications and debug log messages.
-struct EventSink {
-    token: Option<ProgressToken>,
-    peer: Peer<RoleServer>,
-    debug_log: bool,
-}
-
-impl EventSink {
-    async fn forward(self, mut events: mpsc::UnboundedReceiver<Value>) {
-        let mut count = 0u32;
-        while let Some(event) = events.recv().await {
-            count += 1;
-            if self.debug_log {
-                #[allow(deprecated)]
-                let log = rmcp::model::LoggingMessageNotificationParam::new(
-                    rmcp::model::LoggingLevel::Debug,
-                    event.clone(),
-                )
-                .with_logger("claude");
-                #[allow(deprecated)]
-                let sent = self.peer.notify_logging_message(log).await;
-                if let Err(e) = sent {
-                    tracing::debug!(error = %e, "cannot send a log message");
-                }
-            }
-            let (Some(token), Some(line)) = (&self.token, stream::summary(&event)) else {
-                continue;
-            };
-            let param =
-                ProgressNotificationParam::new(token.clone(), f64::from(count)).with_message(line);
-            if let Err(e) = self.peer.notify_progress(param).await {
-                tracing::debug!(error = %e, "cannot send progress");
-            }
-        }
-    }
-}
-
-fn result_of(report: TurnReport) -> SpawnClaudeResult {
+pub(super) fn result_of(report: TurnReport) -> SpawnClaudeResult {
     SpawnClaudeResult {
         session_id: Some(report.session_id),
         host: report.host,
@@ -333,6 +239,8 @@ fn result_of(report: TurnReport) -> SpawnClaudeResult {
         turn: Some(report.result),
         sync: report.sync,
         job_id: None,
+        events: None,
+        next: None,
     }
 }
 

@@ -5,23 +5,20 @@ use std::time::Duration;
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, ProgressNotificationParam, ProgressToken};
+use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
-use rmcp::{Peer, RoleServer, tool, tool_router};
+use rmcp::{RoleServer, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use super::Outpost;
+use super::foreground::Waited;
 use super::guard;
 use super::reply::{failed_with, failure, seconds, success};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::jobs::{Job, JobKind, JobSpec, JobStatus, Outcome};
 use crate::transport::{CommandSpec, Stdin};
-
-/// Least time between two progress notifications of one call.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Parameters of `remote_exec`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -47,6 +44,10 @@ pub struct RemoteExecParams {
     /// Return a `job_id` at once and keep running; read it with `job_output`.
     #[serde(default)]
     pub background: bool,
+    /// Still running after this many seconds: return `status: running` and a `job_id`, and keep
+    /// running as a job (default 45; 0: never). A timeout not given becomes the background one.
+    #[serde(default)]
+    pub detach_after_secs: Option<f64>,
 }
 
 /// Result of `remote_exec`.
@@ -68,6 +69,9 @@ pub struct ExecResult {
     /// Job to follow with `job_output` / `job_kill` (background, or truncated output).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// While it runs: how to follow it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[tool_router(router = exec_tools, vis = "pub(super)")]
@@ -82,8 +86,14 @@ impl Outpost {
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let background = params.background;
+        let detach_after = match self.detach_after(params.detach_after_secs) {
+            Ok(detach_after) => detach_after,
+            Err(e) => return failure(&e),
+        };
+        let named_timeout = params.timeout_secs.is_some();
+        let owner = guard::principal_of(&context, &self.principal);
         let job = tokio::select! {
-            started = self.start_exec(params, guard::principal_of(&context, &self.principal)) => match started {
+            started = self.start_exec(params, owner) => match started {
                 Ok(job) => job,
                 Err(e) => return failure(&e),
             },
@@ -91,31 +101,24 @@ impl Outpost {
             _ = context.ct.cancelled() => return failure(&Error::Cancelled),
         };
         if background {
+            self.notify_when_done(&job, &context.peer);
             let result = self.exec_result(&job, true);
-            let text = format!(
-                "started in the background as {} on {}; follow with job_output",
-                job.id, job.host
-            );
+            let text = format!("started in the background as {} on {}", job.id, job.host);
             return success(&result, text);
         }
-        let progress = context.meta.get_progress_token();
-        tokio::select! {
-            _ = job.finished() => {}
-            _ = report_progress(&job, progress, &context.peer) => {}
-            _ = context.ct.cancelled() => {
-                job.kill_and_wait(self.kill_wait()).await;
-                let outcome = job.outcome();
-                let text = match &outcome.kill_unconfirmed {
-                    None => {
-                        self.jobs.forget(&job.id);
-                        format!("{}; the process tree was killed", Error::Cancelled)
-                    }
-                    Some(doubt) => format!(
-                        "{}; the kill is not confirmed: {doubt}. job_output job_id={} shows its outcome.",
-                        Error::Cancelled, job.id
-                    ),
-                };
-                return CallToolResult::error(vec![ContentBlock::text(text)]);
+        match self.wait_foreground(&job, detach_after, &context).await {
+            Waited::Finished => {}
+            Waited::Cancelled(answer) => return answer,
+            Waited::Detached => {
+                if !named_timeout {
+                    let settings = &self.hosts.config().exec;
+                    job.set_timeout(Duration::from_secs(
+                        settings.default_background_timeout_secs,
+                    ));
+                }
+                let result = self.exec_result(&job, true);
+                let text = format!("still running on {} as {}", job.host, job.id);
+                return success(&result, text);
             }
         }
         let result = self.exec_result(&job, false);
@@ -181,6 +184,7 @@ impl Outpost {
         let rendered = job.rendered();
         let outcome = job.outcome();
         let keep = background || rendered.truncated || outcome.kill_unconfirmed.is_some();
+        let outcome_running = outcome.status == JobStatus::Running;
         if !keep {
             self.jobs.forget(&job.id);
         }
@@ -192,35 +196,19 @@ impl Outpost {
             stderr: rendered.stderr,
             truncated: rendered.truncated,
             job_id: keep.then(|| job.id.clone()),
+            next: outcome_running.then(|| follow_up(job)),
         }
     }
 }
 
-/// Sends the newest output lines as progress, at most every PROGRESS_INTERVAL. Never returns.
-async fn report_progress(job: &Job, token: Option<ProgressToken>, peer: &Peer<RoleServer>) {
-    let Some(token) = token else {
-        return std::future::pending().await;
-    };
-    let mut changes = job.subscribe();
-    let mut next_allowed = Instant::now();
-    let mut sent_bytes = 0;
-    loop {
-        if changes.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        tokio::time::sleep_until(next_allowed).await;
-        let bytes = job.log_end();
-        if bytes == sent_bytes {
-            continue;
-        }
-        sent_bytes = bytes;
-        next_allowed = Instant::now() + PROGRESS_INTERVAL;
-        let param = ProgressNotificationParam::new(token.clone(), bytes as f64)
-            .with_message(job.last_lines());
-        if let Err(e) = peer.notify_progress(param).await {
-            tracing::debug!(error = %e, "cannot send progress");
-        }
-    }
+/// The sentence that tells the model how to follow a running job.
+pub(super) fn follow_up(job: &Job) -> String {
+    format!(
+        "Still running: call job_output with job_id {} and offset {} (wait_secs up to {}) until status is not running, or job_kill to stop it.",
+        job.id,
+        job.log_end(),
+        super::jobs::MAX_WAIT_SECS
+    )
 }
 
 /// What went wrong, when the result is an error (the command ran past its timeout); the

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::jobs::{Job, Outcome};
 
 /// Longest `wait_secs` a call may ask for.
-const MAX_WAIT_SECS: u64 = 300;
+pub(super) const MAX_WAIT_SECS: u64 = 300;
 /// Most output one `job_output` call returns, whatever `max_bytes` asks: bounds the memory a
 /// call takes (the page is in the result twice, and serialized once more).
 const MAX_PAGE_BYTES: usize = 1 << 20;

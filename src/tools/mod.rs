@@ -1,10 +1,13 @@
 //! The MCP server: its identity, its tools, and the state they share (hosts and jobs).
 
 mod claude;
+mod claude_job;
 mod exec;
+mod foreground;
 mod guard;
 mod hosts;
 mod jobs;
+mod progress;
 mod reply;
 mod sessions;
 mod sync;
@@ -100,6 +103,14 @@ impl Outpost {
         self.log_level.load(Ordering::Relaxed) == 0
     }
 
+    /// Whether the client wants log messages of `level`, asked whenever one is to be sent (the
+    /// client may change its level meanwhile).
+    #[allow(deprecated)]
+    fn wants_log(&self, level: LoggingLevel) -> impl Fn() -> bool + Send + 'static {
+        let wanted = self.log_level.clone();
+        move || rank(level) >= wanted.load(Ordering::Relaxed)
+    }
+
     /// How long a kill is waited for before answering: the kill's own bound (grace, verdict).
     fn kill_wait(&self) -> std::time::Duration {
         let grace = self.hosts.config().exec.kill_grace();
@@ -109,6 +120,21 @@ impl Outpost {
     /// Every tool as `tools/list` shows it.
     pub fn tools(&self) -> Vec<Tool> {
         self.tool_router.list_all()
+    }
+}
+
+/// A log level's severity rank (0 = debug).
+#[allow(deprecated)]
+fn rank(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
     }
 }
 
@@ -166,17 +192,7 @@ impl ServerHandler for Outpost {
         request: SetLevelRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let rank = match request.level {
-            LoggingLevel::Debug => 0,
-            LoggingLevel::Info => 1,
-            LoggingLevel::Notice => 2,
-            LoggingLevel::Warning => 3,
-            LoggingLevel::Error => 4,
-            LoggingLevel::Critical => 5,
-            LoggingLevel::Alert => 6,
-            LoggingLevel::Emergency => 7,
-        };
-        self.log_level.store(rank, Ordering::Relaxed);
+        self.log_level.store(rank(request.level), Ordering::Relaxed);
         Ok(())
     }
 

@@ -37,11 +37,17 @@ def env(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def open_session(env, errlog=None):
+async def open_session(env, errlog=None, logs=None):
+    """A session with `outpost mcp serve`; log messages it sends are appended to `logs`."""
     params = StdioServerParameters(command=BIN, args=["mcp", "serve"], env=env)
+
+    async def on_log(message):
+        if logs is not None:
+            logs.append(message)
+
     with open(os.devnull, "w") if errlog is None else contextlib.nullcontext(errlog) as err:
         async with stdio_client(params, errlog=err) as (read, write):
-            async with ClientSession(read, write) as session:
+            async with ClientSession(read, write, logging_callback=on_log) as session:
                 await session.initialize()
                 yield session
 
