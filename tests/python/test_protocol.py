@@ -120,3 +120,38 @@ def test_tools_call_with_missing_or_malformed_params_is_invalid_params(raw, para
     reply = raw.request("tools/call", params)
     assert reply["error"]["code"] == -32602, reply
     assert "tools/call" in reply["error"]["message"], reply
+
+
+@pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25"])
+def test_the_versions_clients_ask_for_are_kept(env, version):
+    server = RawServer(env)
+    try:
+        reply = server.request("initialize", {
+            "protocolVersion": version, "capabilities": {},
+            "clientInfo": {"name": "raw-test", "version": "1"}})
+        assert reply["result"]["protocolVersion"] == version
+        server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        call = server.request("tools/call", {
+            "name": "remote_exec", "arguments": {"host": "local", "command": "echo $((6*7))"}})
+        assert call["result"]["structuredContent"]["stdout"] == "42\n", call
+    finally:
+        server.close()
+
+
+def test_a_2026_07_28_client_is_served_without_initialize(env):
+    server = RawServer(env)
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"}}
+    try:
+        found = server.request("server/discover", {"_meta": meta})
+        assert "2026-07-28" in found["result"]["supportedVersions"], found
+        assert "2025-06-18" in found["result"]["supportedVersions"]
+        tools = server.request("tools/list", {"_meta": meta})
+        assert "remote_exec" in [t["name"] for t in tools["result"]["tools"]], tools
+        call = server.request("tools/call", {
+            "name": "remote_exec", "arguments": {"host": "local", "command": "echo $((6*7))"},
+            "_meta": meta})
+        assert call["result"]["structuredContent"]["stdout"] == "42\n", call
+    finally:
+        server.close()
