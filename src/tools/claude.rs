@@ -64,8 +64,7 @@ pub struct SpawnClaudeParams {
     /// Return a `job_id` at once; follow with `job_output`.
     #[serde(default)]
     pub background: bool,
-    /// Still running after this many seconds: return `status: running` with the events so far
-    /// and a `job_id`, and let the turn go on as a job (default 45; 0: never).
+    /// Seconds until the call returns `running` with a `job_id` while the turn goes on (default 45; 0: never).
     #[serde(default)]
     pub detach_after_secs: Option<f64>,
 }

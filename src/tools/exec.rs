@@ -44,8 +44,7 @@ pub struct RemoteExecParams {
     /// Return a `job_id` at once and keep running; read it with `job_output`.
     #[serde(default)]
     pub background: bool,
-    /// Still running after this many seconds: return `status: running` and a `job_id`, and keep
-    /// running as a job (default 45; 0: never). A timeout not given becomes the background one.
+    /// Seconds until the call returns `running` with a `job_id` while the command goes on (default 45; 0: never).
     #[serde(default)]
     pub detach_after_secs: Option<f64>,
 }
