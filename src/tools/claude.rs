@@ -162,7 +162,7 @@ impl Outpost {
 }
 
 impl Outpost {
-    fn turn_request(&self, params: SpawnClaudeParams) -> Result<TurnRequest> {
+    pub(super) fn turn_request(&self, params: SpawnClaudeParams) -> Result<TurnRequest> {
         if params.prompt.trim().is_empty() {
             return Err(Error::InvalidArgument {
                 field: "prompt",
@@ -199,7 +199,7 @@ impl Outpost {
     }
 
     /// Runs the turn as a job: its log gets one summary line per event, its detail the result.
-    fn start_claude_job(
+    pub(super) fn start_claude_job(
         &self,
         mut request: TurnRequest,
         owner: Principal,

@@ -128,7 +128,7 @@ impl Outpost {
 
 impl Outpost {
     /// Resolves the host, checks the arguments and starts the command as a job.
-    async fn start_exec(
+    pub(super) async fn start_exec(
         &self,
         params: RemoteExecParams,
         owner: Principal,
@@ -177,7 +177,7 @@ impl Outpost {
 
     /// The result for `job` as it stands. A finished foreground job whose output fit and whose
     /// kill (if any) is confirmed is forgotten; otherwise `job_output` can still tell about it.
-    fn exec_result(&self, job: &Job, background: bool) -> ExecResult {
+    pub(super) fn exec_result(&self, job: &Job, background: bool) -> ExecResult {
         let rendered = job.rendered();
         let outcome = job.outcome();
         let keep = background || rendered.truncated || outcome.kill_unconfirmed.is_some();
@@ -225,7 +225,7 @@ async fn report_progress(job: &Job, token: Option<ProgressToken>, peer: &Peer<Ro
 
 /// What went wrong, when the result is an error (the command ran past its timeout); the
 /// result's fields follow it in the error's text.
-fn failure_headline(result: &ExecResult) -> Option<String> {
+pub(super) fn failure_headline(result: &ExecResult) -> Option<String> {
     let outcome = &result.outcome;
     (outcome.status == JobStatus::TimedOut).then(|| {
         let killed = match &outcome.kill_unconfirmed {
@@ -241,7 +241,7 @@ fn failure_headline(result: &ExecResult) -> Option<String> {
 }
 
 /// The short text form of a successful result, for clients that ignore structured content.
-fn render_text(result: &ExecResult) -> String {
+pub(super) fn render_text(result: &ExecResult) -> String {
     let outcome = &result.outcome;
     let secs = outcome.duration_ms as f64 / 1000.0;
     let mut text = match (&outcome.exit_code, &outcome.signal) {
