@@ -1,5 +1,6 @@
 """Job logs as MCP resources (`outpost://jobs/{job_id}`): list, read, subscribe (legacy and 2026-07-28 listen)."""
 import contextlib
+import json
 import pathlib
 
 import anyio
@@ -8,8 +9,10 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.subscriptions import ResourceUpdated, listen
 from mcp.shared.exceptions import MCPError
+from websockets.asyncio.client import connect
 
 from conftest import BIN, HANG_GUARD, data
+from network import Served, auth_header, generate_token, write_secret, ws_call, ws_session
 
 # The legacy subscribe calls are what 2025-11-25 clients send; the SDK warns that 2026-07-28 replaced them.
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")]
@@ -158,3 +161,37 @@ async def test_a_2026_client_listens_for_updates_of_its_job(env, tmp_path):
                     if "status: exited" in await read(session, uri):
                         break
         assert "done" in await read(session, uri)
+
+
+async def ws_request(ws, id, method, params):
+    await ws.send(json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+    while True:
+        message = json.loads(await ws.recv())
+        if message.get("id") == id:
+            return message
+
+
+async def test_over_the_network_a_principal_sees_and_reads_only_its_own_jobs(env, tmp_path):
+    secret = write_secret(tmp_path)
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"serve": {"jwt": {"audience": "build-box"}}}))
+    with Served(env, tmp_path, "--websocket", "--port", "0", "--jwt-secret-file", str(secret)) as server:
+        ana, bob = (generate_token(env, secret, "--subject", who) for who in ("ana", "bob"))
+        async with connect(server.url, additional_headers=auth_header(ana), proxy=None,
+                           open_timeout=HANG_GUARD) as ana_ws, \
+                connect(server.url, additional_headers=auth_header(bob), proxy=None,
+                        open_timeout=HANG_GUARD) as bob_ws:
+            await ws_session(ana_ws)
+            await ws_session(bob_ws)
+            started = await ws_call(ana_ws, 1, "remote_exec", {"command": "echo ana-only", "background": True})
+            uri = f"outpost://jobs/{started['result']['structuredContent']['job_id']}"
+            own = await ws_request(ana_ws, 2, "resources/list", {})
+            assert uri in [r["uri"] for r in own["result"]["resources"]]
+            other = await ws_request(bob_ws, 2, "resources/list", {})
+            assert other["result"]["resources"] == []
+            for id, method in enumerate(("resources/read", "resources/subscribe"), start=3):
+                refused = await ws_request(bob_ws, id, method, {"uri": uri})
+                assert refused["error"]["code"] == RESOURCE_NOT_FOUND, refused
+            with anyio.fail_after(HANG_GUARD):
+                while "ana-only" not in (await ws_request(ana_ws, 9, "resources/read", {"uri": uri}))[
+                        "result"]["contents"][0]["text"]:
+                    await anyio.sleep(0.05)
