@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 pub use job::{Job, JobKind, JobSpec, JobStatus, Outcome};
 
+use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::transport::Process;
 
@@ -93,6 +94,17 @@ impl JobManager {
     /// Drops a job nobody will ask about again (a foreground call whose output was returned whole).
     pub fn forget(&self, id: &str) {
         self.jobs().remove(id);
+    }
+
+    /// The jobs `owner` started that are still kept, oldest first.
+    pub fn owned_by(&self, owner: &Principal) -> Vec<Arc<Job>> {
+        self.prune();
+        let mut jobs: Vec<Arc<Job>> = (self.jobs().values())
+            .filter(|j| &j.owner == owner)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|j| j.started_at);
+        jobs
     }
 
     /// Number of jobs still running.

@@ -186,7 +186,7 @@ impl Outpost {
 }
 
 impl Outpost {
-    fn turn_request(&self, params: SpawnClaudeParams) -> Result<TurnRequest> {
+    pub(super) fn turn_request(&self, params: SpawnClaudeParams) -> Result<TurnRequest> {
         if params.prompt.trim().is_empty() {
             return Err(Error::InvalidArgument {
                 field: "prompt",

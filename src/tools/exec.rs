@@ -120,17 +120,21 @@ impl Outpost {
                 return success(&result, text);
             }
         }
-        let result = self.exec_result(&job, false);
-        match failure_headline(&result) {
-            Some(headline) => failed_with(&result, &headline),
-            None => success(&result, render_text(&result)),
-        }
+        reply(&self.exec_result(&job, false))
+    }
+}
+
+/// The call's answer for `result`: an error when the command timed out, else a success.
+pub(super) fn reply(result: &ExecResult) -> CallToolResult {
+    match failure_headline(result) {
+        Some(headline) => failed_with(result, &headline),
+        None => success(result, render_text(result)),
     }
 }
 
 impl Outpost {
     /// Resolves the host, checks the arguments and starts the command as a job.
-    async fn start_exec(
+    pub(super) async fn start_exec(
         &self,
         params: RemoteExecParams,
         owner: Principal,
@@ -179,7 +183,7 @@ impl Outpost {
 
     /// The result for `job` as it stands. A finished foreground job whose output fit and whose
     /// kill (if any) is confirmed is forgotten; otherwise `job_output` can still tell about it.
-    fn exec_result(&self, job: &Job, background: bool) -> ExecResult {
+    pub(super) fn exec_result(&self, job: &Job, background: bool) -> ExecResult {
         let rendered = job.rendered();
         let outcome = job.outcome();
         let keep = background || rendered.truncated || outcome.kill_unconfirmed.is_some();

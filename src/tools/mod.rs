@@ -9,9 +9,12 @@ mod hosts;
 mod jobs;
 mod progress;
 mod reply;
+mod resources;
 mod sessions;
 mod sync;
+mod tasks;
 mod untyped;
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -20,10 +23,14 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 #[allow(deprecated)]
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorData,
-    Implementation, LoggingLevel, ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, CustomRequest, CustomResult,
+    ErrorData, GetTaskParams, GetTaskResult, Implementation, ListResourceTemplatesResult,
+    ListResourcesResult, LoggingLevel, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{RoleServer, ServerHandler, tool_handler};
 
 use tokio_util::sync::CancellationToken;
@@ -54,6 +61,8 @@ pub struct Outpost {
     closed: CancellationToken,
     /// The least severe log level the client wants (`logging/setLevel`), as a rank (0 = debug).
     log_level: Arc<AtomicU8>,
+    /// This connection's `resources/subscribe` subscriptions.
+    subscriptions: Arc<watch::Subscriptions>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -70,6 +79,7 @@ impl Outpost {
             principal: Principal::stdio(),
             closed: CancellationToken::new(),
             log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
+            subscriptions: Arc::default(),
             tool_router: portable(
                 Self::exec_tools()
                     + Self::job_tools()
@@ -88,12 +98,13 @@ impl Outpost {
     }
 
     /// The service for one connection of `principal`; cancelling `closed` cancels its calls.
-    /// Each connection gets its own log level.
+    /// Each connection gets its own log level and resource subscriptions.
     pub fn for_connection(&self, principal: Principal, closed: CancellationToken) -> Self {
         Self {
             principal,
             closed,
             log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
+            subscriptions: Arc::default(),
             ..self.clone()
         }
     }
@@ -175,12 +186,15 @@ impl ServerHandler for Outpost {
         );
         let result = match self.policy.admit(&facts.principal) {
             Err(refused) => Err(refused),
-            Ok(()) => {
-                let call = self
-                    .tool_router
-                    .call(ToolCallContext::new(self, request, context));
-                guard::cancel_when_closed(call, facts.cancelled.clone(), &self.closed).await
-            }
+            Ok(()) => match self.call_as_task(&request, &context).await {
+                Some(task) => Ok(task),
+                None => {
+                    let call = self
+                        .tool_router
+                        .call(ToolCallContext::new(self, request, context));
+                    guard::cancel_when_closed(call, facts.cancelled.clone(), &self.closed).await
+                }
+            },
         };
         self.policy.record(&facts, &result);
         result
@@ -194,6 +208,84 @@ impl ServerHandler for Outpost {
     ) -> Result<(), ErrorData> {
         self.log_level.store(rank(request.level), Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let principal = guard::principal_of(&context, &self.principal);
+        Ok(ListResourcesResult::with_all_items(
+            self.job_resources(&principal),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            Self::job_resource_template(),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let principal = guard::principal_of(&context, &self.principal);
+        let contents = self.read_job_resource(&request.uri, &principal)?;
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let principal = guard::principal_of(&context, &self.principal);
+        self.subscribe_job(request.uri, &principal, context.peer.clone())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.unsubscribe_job(&request.uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(self.job_subscription_filter(requested))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        self.listen_jobs(context).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.task_state(&request.task_id, &context)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.cancel_task_job(&request.task_id, &context).await
     }
 
     /// rmcp hands over untyped the requests it could not read, those of known methods too.
@@ -211,6 +303,9 @@ impl ServerHandler for Outpost {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_logging()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("outpost", env!("CARGO_PKG_VERSION")))
