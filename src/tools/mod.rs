@@ -5,6 +5,7 @@ mod exec;
 mod guard;
 mod hosts;
 mod jobs;
+mod list_jobs;
 mod reply;
 mod sessions;
 mod sync;
@@ -70,6 +71,7 @@ impl Outpost {
             tool_router: portable(
                 Self::exec_tools()
                     + Self::job_tools()
+                    + Self::list_job_tools()
                     + Self::host_tools()
                     + Self::claude_tools()
                     + Self::session_tools()
