@@ -47,7 +47,9 @@ async fn schemas_match_the_code() {
     for tool in tools {
         let value = serde_json::json!({
             "name": tool.name,
+            "title": tool.title,
             "description": tool.description,
+            "annotations": tool.annotations,
             "inputSchema": tool.input_schema,
             "outputSchema": tool.output_schema,
         });

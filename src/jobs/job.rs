@@ -96,6 +96,8 @@ struct JobState {
 /// A command under way or done. Shared by the manager, the task that drives it and the tools.
 pub struct Job {
     pub id: String,
+    /// Order of creation: later jobs have larger numbers.
+    seq: u64,
     pub kind: JobKind,
     pub owner: Principal,
     pub host: String,
@@ -116,9 +118,10 @@ pub struct Job {
 }
 
 impl Job {
-    pub(super) fn new(id: String, spec: &JobSpec, kill: CancellationToken) -> Self {
+    pub(super) fn new(id: String, seq: u64, spec: &JobSpec, kill: CancellationToken) -> Self {
         Self {
             id,
+            seq,
             kind: spec.kind,
             owner: spec.owner.clone(),
             host: spec.host.clone(),
@@ -197,6 +200,10 @@ impl Job {
 
     pub(super) fn finished_at(&self) -> Option<Instant> {
         self.state().finished
+    }
+
+    pub(super) fn seq(&self) -> u64 {
+        self.seq
     }
 
     pub(super) fn log_bytes(&self) -> u64 {

@@ -78,17 +78,32 @@ impl JobManager {
         // whoever started it (or was told its id), and ids from an earlier run find nothing.
         let secret = uuid::Uuid::new_v4().simple().to_string();
         let id = format!("job-{n}-{}", &secret[..12]);
-        let job = Arc::new(Job::new(id.clone(), spec, self.shutdown.child_token()));
+        let job = Arc::new(Job::new(id.clone(), n, spec, self.shutdown.child_token()));
         self.jobs().insert(id, job.clone());
         Ok(job)
     }
 
-    pub fn get(&self, id: &str) -> Result<Arc<Job>> {
+    /// The job `id`, if `owner` started it: another principal's job is unknown to them, exactly
+    /// like one that never existed (its id cannot even be probed).
+    pub fn get_for(&self, id: &str, owner: &Principal) -> Result<Arc<Job>> {
         self.prune();
         self.jobs()
             .get(id)
+            .filter(|job| job.owner == *owner)
             .cloned()
             .ok_or_else(|| Error::UnknownJob(id.to_owned()))
+    }
+
+    /// The jobs `owner` started that are still known (running, or finished within retention),
+    /// newest first.
+    pub fn list_for(&self, owner: &Principal) -> Vec<Arc<Job>> {
+        self.prune();
+        let mut jobs: Vec<Arc<Job>> = (self.jobs().values())
+            .filter(|job| job.owner == *owner)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|job| std::cmp::Reverse(job.seq()));
+        jobs
     }
 
     /// Drops a job nobody will ask about again (a foreground call whose output was returned whole).
@@ -96,15 +111,10 @@ impl JobManager {
         self.jobs().remove(id);
     }
 
-    /// The jobs `owner` started that are still kept, oldest first.
-    pub fn owned_by(&self, owner: &Principal) -> Vec<Arc<Job>> {
-        self.prune();
-        let mut jobs: Vec<Arc<Job>> = (self.jobs().values())
-            .filter(|j| &j.owner == owner)
-            .cloned()
-            .collect();
-        jobs.sort_by_key(|j| j.started_at);
-        jobs
+    /// Whether a job of that id is kept, whoever started it: for a filter whose caller's jobs
+    /// are picked out later.
+    pub fn holds(&self, id: &str) -> bool {
+        self.jobs().contains_key(id)
     }
 
     /// Number of jobs still running.
@@ -178,6 +188,42 @@ mod tests {
         );
         assert_eq!(random(&a).len(), 12);
         assert_ne!(random(&a), random(&b));
-        assert!(manager.get(&a).is_ok() && manager.get("job-1-000000000000").is_err());
+        let owner = Principal::stdio();
+        assert!(manager.get_for(&a, &owner).is_ok());
+        assert!(manager.get_for("job-1-000000000000", &owner).is_err());
+    }
+
+    fn spec_of(owner: &str, host: &str) -> JobSpec {
+        JobSpec {
+            owner: Principal::new(owner),
+            host: host.into(),
+            ..spec()
+        }
+    }
+
+    #[test]
+    fn a_principal_finds_only_its_own_jobs_newest_first() {
+        let manager = JobManager::new(Duration::from_secs(60));
+        let (ana, bob) = (Principal::new("ana"), Principal::new("bob"));
+        let first = manager.register(&spec_of("ana", "local")).unwrap();
+        let bobs = manager.register(&spec_of("bob", "box")).unwrap();
+        let second = manager.register(&spec_of("ana", "box")).unwrap();
+        first.finish_with(JobStatus::Exited, serde_json::Value::Null);
+
+        let ids = |jobs: Vec<Arc<Job>>| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(manager.list_for(&ana)),
+            vec![second.id.as_str(), first.id.as_str()]
+        );
+        assert_eq!(ids(manager.list_for(&bob)), vec![bobs.id.as_str()]);
+        assert!(manager.list_for(&Principal::stdio()).is_empty());
+
+        assert!(manager.get_for(&first.id, &ana).is_ok());
+        let refused = manager.get_for(&first.id, &bob).err().unwrap().to_string();
+        assert_eq!(
+            refused,
+            Error::UnknownJob(first.id.clone()).to_string(),
+            "another principal's job reads as one that never existed"
+        );
     }
 }

@@ -119,8 +119,16 @@ pub struct SpawnClaudeResult {
 #[tool_router(router = claude_tools, vis = "pub(super)")]
 impl Outpost {
     #[tool(
+        title = "Run Claude Code",
         description = "Run a Claude Code turn on a host in a project dir; returns the session_id to continue (warm, fast) or resume later. Progress streams as notifications.",
-        output_schema = schema_for_output::<SpawnClaudeResult>()
+        output_schema = schema_for_output::<SpawnClaudeResult>(),
+        annotations(
+            title = "Run Claude Code",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
     )]
     async fn spawn_claude(
         &self,

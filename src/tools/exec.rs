@@ -76,8 +76,16 @@ pub struct ExecResult {
 #[tool_router(router = exec_tools, vis = "pub(super)")]
 impl Outpost {
     #[tool(
+        title = "Run a command",
         description = "Run a shell command on a host and return exit code, stdout and stderr. Long or open-ended work: background=true, then job_output.",
-        output_schema = schema_for_output::<ExecResult>()
+        output_schema = schema_for_output::<ExecResult>(),
+        annotations(
+            title = "Run a command",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
     )]
     async fn remote_exec(
         &self,

@@ -21,8 +21,16 @@ pub struct HostList {
 #[tool_router(router = host_tools, vis = "pub(super)")]
 impl Outpost {
     #[tool(
+        title = "List hosts",
         description = "List the hosts remote_exec can run on, with kind and state.",
-        output_schema = schema_for_output::<HostList>()
+        output_schema = schema_for_output::<HostList>(),
+        annotations(
+            title = "List hosts",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn list_hosts(&self) -> CallToolResult {
         let result = HostList {

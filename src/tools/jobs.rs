@@ -1,4 +1,5 @@
-//! Tools `job_output` and `job_kill`: follow and stop jobs started by `remote_exec`.
+//! Tools `job_output` and `job_kill`: follow and stop jobs started by `remote_exec` or
+//! `spawn_claude`, the caller's own only.
 
 use std::time::Duration;
 
@@ -10,13 +11,14 @@ use rmcp::{RoleServer, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Outpost;
-use super::reply::{failed_with, failure, seconds, success};
+use super::reply::{failed_with, failure, success};
+use super::{Outpost, guard};
 use crate::error::Error;
 use crate::jobs::{Job, Outcome};
 
-/// Longest `wait_secs` a call may ask for.
-pub(super) const MAX_WAIT_SECS: u64 = 300;
+/// Longest a `job_output` call waits, whatever `wait_secs` asks: clients give up on a request
+/// after 60 s (the TypeScript SDK's default), so a long-poll answers well before that.
+pub(super) const MAX_WAIT_SECS: f64 = 50.0;
 /// Most output one `job_output` call returns, whatever `max_bytes` asks: bounds the memory a
 /// call takes (the page is in the result twice, and serialized once more).
 const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -30,7 +32,7 @@ pub struct JobOutputParams {
     /// Byte offset to read from: 0 (default) for the start, or the last call's `next_offset`.
     #[serde(default)]
     pub offset: u64,
-    /// Wait up to this many seconds (max 300) for new output or the end of the job.
+    /// Wait up to this many seconds for new output or the end of the job; more than 50 counts as 50.
     #[serde(default)]
     pub wait_secs: Option<f64>,
     /// Most bytes `output` may take as JSON text, escapes included (default: the output budget, 30000; at most 1 MiB).
@@ -46,7 +48,7 @@ pub struct JobOutputParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobKillParams {
-    /// Job id from `remote_exec`.
+    /// Job id from `remote_exec` or `spawn_claude`.
     pub job_id: String,
 }
 
@@ -90,32 +92,38 @@ fn spawn_claude_result(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[tool_router(router = job_tools, vis = "pub(super)")]
 impl Outpost {
     #[tool(
-        description = "Status and output of a remote_exec or spawn_claude job from an offset; wait_secs long-polls for more.",
-        output_schema = schema_for_output::<JobOutputResult>()
+        title = "Job output",
+        description = "Status and output of a remote_exec or spawn_claude job from an offset. While status is running, call again with next_offset; wait_secs (up to 50) long-polls.",
+        output_schema = schema_for_output::<JobOutputResult>(),
+        annotations(
+            title = "Job output",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn job_output(
         &self,
         Parameters(params): Parameters<JobOutputParams>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let job = match self.jobs.get(&params.job_id) {
+        let owner = guard::principal_of(&context, &self.principal);
+        let job = match self.jobs.get_for(&params.job_id, &owner) {
             Ok(job) => job,
             Err(e) => return failure(&e),
         };
-        let wait = match params.wait_secs.filter(|w| *w > 0.0) {
-            Some(wait) => match seconds("wait_secs", wait, MAX_WAIT_SECS) {
-                Ok(wait) => Some(wait),
-                Err(e) => return failure(&e),
-            },
-            None => None,
-        };
+        let wait = long_poll(params.wait_secs);
         if params.follow {
             job.follow(params.offset, wait.unwrap_or_default());
         }
         if let Some(wait) = wait {
+            let token = context.meta.get_progress_token();
             tokio::select! {
                 _ = job.output_after(params.offset) => {}
                 _ = tokio::time::sleep(wait) => {}
+                // Heartbeats while nothing comes (it ends with the job, as the wait does).
+                _ = super::progress::report(&job, token, &context.peer) => {}
                 _ = context.ct.cancelled() => return failure(&Error::Cancelled),
             }
         }
@@ -159,11 +167,24 @@ impl Outpost {
     }
 
     #[tool(
+        title = "Kill a job",
         description = "Kill a remote_exec job's process tree, or interrupt a spawn_claude job's turn.",
-        output_schema = schema_for_output::<JobView>()
+        output_schema = schema_for_output::<JobView>(),
+        annotations(
+            title = "Kill a job",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
-    async fn job_kill(&self, Parameters(params): Parameters<JobKillParams>) -> CallToolResult {
-        let job = match self.jobs.get(&params.job_id) {
+    async fn job_kill(
+        &self,
+        Parameters(params): Parameters<JobKillParams>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let owner = guard::principal_of(&context, &self.principal);
+        let job = match self.jobs.get_for(&params.job_id, &owner) {
             Ok(job) => job,
             Err(e) => return failure(&e),
         };
@@ -184,11 +205,35 @@ impl Outpost {
     }
 }
 
+/// How long a call asking `wait_secs` waits: not at all unless it is positive, at most
+/// [`MAX_WAIT_SECS`] (a longer wait is cut to it, not refused).
+fn long_poll(wait_secs: Option<f64>) -> Option<Duration> {
+    let wait = wait_secs.filter(|w| *w > 0.0)?;
+    Some(Duration::from_secs_f64(wait.min(MAX_WAIT_SECS)))
+}
+
 fn view(job: &Job) -> JobView {
     JobView {
         job_id: job.id.clone(),
         host: job.host.clone(),
         command: job.command.clone(),
         outcome: job.outcome(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_polls_are_cut_to_the_cap_not_refused() {
+        for none in [None, Some(0.0), Some(-1.0), Some(f64::NAN)] {
+            assert_eq!(long_poll(none), None, "{none:?}");
+        }
+        assert_eq!(long_poll(Some(2.5)), Some(Duration::from_millis(2500)));
+        let cap = Some(Duration::from_secs(50));
+        for long in [50.0, 300.0, 1e9, f64::INFINITY] {
+            assert_eq!(long_poll(Some(long)), cap, "{long}");
+        }
     }
 }

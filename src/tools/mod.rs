@@ -7,6 +7,7 @@ mod foreground;
 mod guard;
 mod hosts;
 mod jobs;
+mod list_jobs;
 mod progress;
 mod reply;
 mod resources;
@@ -83,6 +84,7 @@ impl Outpost {
             tool_router: portable(
                 Self::exec_tools()
                     + Self::job_tools()
+                    + Self::list_job_tools()
                     + Self::host_tools()
                     + Self::claude_tools()
                     + Self::session_tools()

@@ -47,16 +47,12 @@ impl Outpost {
             )
         };
         let id = job_id_of(uri).ok_or_else(not_found)?;
-        let job = self.jobs.get(id).map_err(|_| not_found())?;
-        if &job.owner != principal {
-            return Err(not_found());
-        }
-        Ok(job)
+        self.jobs.get_for(id, principal).map_err(|_| not_found())
     }
 
-    /// The jobs of `principal` as resources, oldest first.
+    /// The jobs of `principal` as resources, newest first.
     pub(super) fn job_resources(&self, principal: &Principal) -> Vec<Resource> {
-        (self.jobs.owned_by(principal).iter())
+        (self.jobs.list_for(principal).iter())
             .map(|job| {
                 let outcome = job.outcome();
                 Resource::new(job_uri(&job.id), job.id.clone())

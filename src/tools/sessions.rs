@@ -41,8 +41,16 @@ pub struct ListSessionsResult {
 #[tool_router(router = session_tools, vis = "pub(super)")]
 impl Outpost {
     #[tool(
+        title = "List Claude sessions",
         description = "Claude sessions run through outpost (newest first): host, cwd, status, last result. Resume one with spawn_claude session_id. Waits for the pulls after their last turns first.",
-        output_schema = schema_for_output::<ListSessionsResult>()
+        output_schema = schema_for_output::<ListSessionsResult>(),
+        annotations(
+            title = "List Claude sessions",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn list_sessions(
         &self,

@@ -46,8 +46,16 @@ pub struct SyncSessionsResult {
 #[tool_router(router = sync_tools, vis = "pub(super)")]
 impl Outpost {
     #[tool(
+        title = "Sync Claude sessions",
         description = "Copy Claude session files of a project between a host and here (pull/push), incrementally; diverged files are kept and reported as conflicts. Waits for the pull after a turn of that project first.",
-        output_schema = schema_for_output::<SyncSessionsResult>()
+        output_schema = schema_for_output::<SyncSessionsResult>(),
+        annotations(
+            title = "Sync Claude sessions",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn sync_sessions(
         &self,

@@ -97,16 +97,14 @@ impl Outpost {
         context: &RequestContext<RoleServer>,
     ) -> Result<Arc<Job>, ErrorData> {
         let principal = guard::principal_of(context, &self.principal);
-        self.jobs
-            .get(task_id)
-            .ok()
-            .filter(|job| job.owner == principal)
-            .ok_or_else(|| {
-                ErrorData::invalid_params(
-                    format!("unknown task: {task_id}; tasks are kept exec.job_retention_secs after they end"),
-                    None,
-                )
-            })
+        self.jobs.get_for(task_id, &principal).map_err(|_| {
+            ErrorData::invalid_params(
+                format!(
+                    "unknown task: {task_id}; tasks are kept exec.job_retention_secs after they end"
+                ),
+                None,
+            )
+        })
     }
 
     /// The job's task fields: it lives for the retention time after its end.

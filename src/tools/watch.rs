@@ -132,7 +132,7 @@ impl Outpost {
         requested: &SubscriptionFilter,
     ) -> SubscriptionFilter {
         let uris = (requested.resource_subscriptions.iter().flatten())
-            .filter(|uri| job_id_of(uri).is_some_and(|id| self.jobs.get(id).is_ok()))
+            .filter(|uri| job_id_of(uri).is_some_and(|id| self.jobs.holds(id)))
             .cloned();
         SubscriptionFilter::builder()
             .resource_subscriptions(uris)

@@ -19,11 +19,11 @@ def configure(env, **exec_settings):
     pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"exec": exec_settings}))
 
 
-def ts_call(env, tool, arguments, timeout_ms, reset_on_progress):
-    """One call through the official TypeScript SDK, with its request timeout."""
+def ts_call(env, tool, arguments, timeout_ms, reset_on_progress, before=()):
+    """One call through the official TypeScript SDK, with its request timeout (after `before`)."""
     p = subprocess.run(
         ["node", str(TS / "call_tool.mjs"), BIN, tool, json.dumps(arguments), str(timeout_ms),
-         "1" if reset_on_progress else "0"],
+         "1" if reset_on_progress else "0", json.dumps(list(before))],
         env=env, capture_output=True, text=True, timeout=HANG_GUARD)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
@@ -40,6 +40,15 @@ def test_a_silent_command_outlives_the_clients_timeout_on_heartbeats(env):
     # The same client without the reset gives up: the timeout is real.
     out = ts_call(env, "remote_exec", call, 6000, reset_on_progress=False)
     assert "timed out" in out["error"].lower(), out
+
+
+def test_a_long_poll_of_a_silent_job_outlives_the_clients_timeout_on_heartbeats(env):
+    start = [["remote_exec", {"host": "local", "command": "sleep 60", "background": True}]]
+    poll = {"job_id": "{job_id}", "wait_secs": 9}
+    out = ts_call(env, "job_output", poll, 6000, reset_on_progress=True, before=start)
+    assert "error" not in out, out
+    assert out["result"]["structuredContent"]["status"] == "running"
+    assert out["progress"] >= 2
 
 
 @pytest.fixture
