@@ -313,8 +313,9 @@ impl ServerHandler for Outpost {
         .with_server_info(Implementation::new("outpost", env!("CARGO_PKG_VERSION")))
         .with_instructions(
             "Run commands on this machine (`local`) and remote hosts, and Claude Code there \
-                 (`spawn_claude`). `list_hosts` shows the host names; long commands go in the \
-                 background (`background: true`) and are followed with `job_output`.",
+                 (`spawn_claude`). `list_hosts` shows the host names; long work goes on as a job \
+                 (`background: true`, or a call that returns `running`), followed with \
+                 `job_output`; `list_jobs` finds jobs again.",
         )
     }
 }
