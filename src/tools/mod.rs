@@ -34,7 +34,7 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{RoleServer, ServerHandler, tool_handler};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::auth::Principal;
 use crate::claude::Claude;
@@ -64,6 +64,9 @@ pub struct Outpost {
     log_level: Arc<AtomicU8>,
     /// This connection's `resources/subscribe` subscriptions.
     subscriptions: Arc<watch::Subscriptions>,
+    /// Cancels `closed` when the last clone of a connection's service is dropped (an HTTP
+    /// session that ended), so what the connection started for itself ends with it.
+    _connection: Option<Arc<DropGuard>>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -81,6 +84,7 @@ impl Outpost {
             closed: CancellationToken::new(),
             log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
             subscriptions: Arc::default(),
+            _connection: None,
             tool_router: portable(
                 Self::exec_tools()
                     + Self::job_tools()
@@ -100,10 +104,13 @@ impl Outpost {
     }
 
     /// The service for one connection of `principal`; cancelling `closed` cancels its calls.
-    /// Each connection gets its own log level and resource subscriptions.
+    /// Each connection gets its own log level and resource subscriptions. Dropping the last
+    /// clone of the service counts as the connection closing.
     pub fn for_connection(&self, principal: Principal, closed: CancellationToken) -> Self {
+        let closed = closed.child_token();
         Self {
             principal,
+            _connection: Some(Arc::new(closed.clone().drop_guard())),
             closed,
             log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
             subscriptions: Arc::default(),
@@ -317,5 +324,39 @@ impl ServerHandler for Outpost {
                  (`background: true`, or a call that returns `running`), followed with \
                  `job_output`; `list_jobs` finds jobs again.",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::claude::registry::Registry;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn a_connection_closes_when_its_last_service_clone_is_dropped() {
+        let hosts = Arc::new(Hosts::new(Config::default()));
+        let state = tempfile::tempdir().unwrap();
+        let registry = Registry::new(state.path().join("sessions.json"));
+        let jobs = Arc::new(JobManager::new(Duration::from_secs(60)));
+        let server = Outpost::new(hosts.clone(), jobs, Claude::new(hosts, registry));
+        let stop = CancellationToken::new();
+        let connection = server.for_connection(Principal::anonymous(), stop.clone());
+        let closed = connection.closed.clone();
+        let clone = connection.clone();
+        drop(connection);
+        assert!(
+            !closed.is_cancelled(),
+            "a clone still serves the connection"
+        );
+        drop(clone);
+        assert!(closed.is_cancelled());
+        assert!(!stop.is_cancelled(), "the server goes on");
+        // The server's own stop closes every connection too.
+        let connection = server.for_connection(Principal::anonymous(), stop.clone());
+        stop.cancel();
+        assert!(connection.closed.is_cancelled());
     }
 }

@@ -110,14 +110,18 @@ async def ws_session(ws):
     return reply["result"]
 
 
-async def ws_call(ws, id, name, arguments):
-    """Calls a tool and returns its response, skipping notifications."""
-    await ws.send(json.dumps({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                              "params": {"name": name, "arguments": arguments}}))
+async def ws_request(ws, id, method, params):
+    """Sends a request and returns its response, skipping notifications."""
+    await ws.send(json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
     while True:
         message = json.loads(await ws.recv())
         if message.get("id") == id:
             return message
+
+
+async def ws_call(ws, id, name, arguments):
+    """Calls a tool and returns its response, skipping notifications."""
+    return await ws_request(ws, id, "tools/call", {"name": name, "arguments": arguments})
 
 
 def auth_header(token):

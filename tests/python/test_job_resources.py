@@ -12,7 +12,7 @@ from mcp.shared.exceptions import MCPError
 from websockets.asyncio.client import connect
 
 from conftest import BIN, HANG_GUARD, data
-from network import Served, auth_header, generate_token, write_secret, ws_call, ws_session
+from network import Served, auth_header, generate_token, write_secret, ws_call, ws_request, ws_session
 
 # The legacy subscribe calls are what 2025-11-25 clients send; the SDK warns that 2026-07-28 replaced them.
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")]
@@ -161,14 +161,6 @@ async def test_a_2026_client_listens_for_updates_of_its_job(env, tmp_path):
                     if "status: exited" in await read(session, uri):
                         break
         assert "done" in await read(session, uri)
-
-
-async def ws_request(ws, id, method, params):
-    await ws.send(json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-    while True:
-        message = json.loads(await ws.recv())
-        if message.get("id") == id:
-            return message
 
 
 async def test_over_the_network_a_principal_sees_and_reads_only_its_own_jobs(env, tmp_path):

@@ -1,9 +1,13 @@
 """SEP-2663 tasks (`io.modelcontextprotocol/tasks`): remote_exec as a task mapped onto a job, raw JSON-RPC over stdio."""
+import json
 import time
 
 import pytest
+from websockets.asyncio.client import connect
 
 from conftest import HANG_GUARD, RawServer, wait_dead_sync
+from network import Served, auth_header, generate_token, initialize_message, write_secret, ws_request
+from test_claude import claude_env  # noqa: F401 (a fixture)
 
 TASKS = "io.modelcontextprotocol/tasks"
 
@@ -86,3 +90,50 @@ def test_a_client_without_the_extension_sees_no_task(raw):
     assert "resultType" not in reply["result"]
     refused = raw.request("tasks/get", {"taskId": "job-1-000000000000"})
     assert refused["error"]["code"] == -32021, refused
+
+
+def test_a_claude_turn_runs_as_a_task_and_completes_with_its_session(claude_env):
+    env, _, project, _ = claude_env
+    server = RawServer(env)
+    try:
+        initialize(server, {TASKS: {}})
+        reply = server.request("tools/call", {"name": "spawn_claude", "arguments": {
+            "prompt": "hello task", "host": "gpu", "cwd": str(project)}})
+        task = reply["result"]
+        assert task["resultType"] == "task" and task["status"] == "working", reply
+        done = task_until(server, task["taskId"], lambda r: r["status"] != "working")
+        assert done["status"] == "completed", done
+        structured = done["result"]["structuredContent"]
+        assert structured["status"] == "completed" and structured["session_id"], structured
+        assert structured["result"].startswith("hello from fake claude: hello task")
+        assert done["result"]["isError"] is False
+    finally:
+        server.close()
+
+
+@pytest.mark.anyio
+async def test_another_principals_task_is_an_unknown_task(env, tmp_path):
+    secret = write_secret(tmp_path)
+    tokens = {who: generate_token(env, secret, "--subject", who) for who in ("ana", "bob")}
+    hello = initialize_message()
+    hello["params"]["protocolVersion"] = "2025-11-25"
+    hello["params"]["capabilities"] = {"extensions": {TASKS: {}}}
+    with Served(env, tmp_path, "--websocket", "--port", "0", "--jwt-secret-file", str(secret)) as served:
+        async with connect(served.url, additional_headers=auth_header(tokens["ana"]), proxy=None) as ana, \
+                connect(served.url, additional_headers=auth_header(tokens["bob"]), proxy=None) as bob:
+            for ws in (ana, bob):
+                await ws.send(json.dumps(hello))
+                assert "result" in json.loads(await ws.recv())
+                await ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            started = await ws_request(ana, 1, "tools/call", {
+                "name": "remote_exec", "arguments": {"command": "sleep 300"}})
+            task = started["result"]["taskId"]
+            never = "job-1-000000000000"
+            for method in ("tasks/get", "tasks/cancel"):
+                theirs = await ws_request(bob, 2, method, {"taskId": task})
+                unknown = await ws_request(bob, 2, method, {"taskId": never})
+                assert json.dumps(theirs).replace(task, never) == json.dumps(unknown), (theirs, unknown)
+                assert theirs["error"]["code"] == -32602
+            mine = await ws_request(ana, 3, "tasks/get", {"taskId": task})
+            assert mine["result"]["status"] == "working", "bob's cancel did nothing"
+            assert "error" not in await ws_request(ana, 4, "tasks/cancel", {"taskId": task})
