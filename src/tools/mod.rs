@@ -1,5 +1,6 @@
 //! The MCP server: its identity, its tools, and the state they share (hosts and jobs).
 
+mod ask;
 mod claude;
 mod claude_job;
 mod exec;
