@@ -28,6 +28,18 @@ pub enum JobStatus {
     TimedOut,
 }
 
+impl JobStatus {
+    /// The status as results name it (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Exited => "exited",
+            Self::Killed => "killed",
+            Self::TimedOut => "timed_out",
+        }
+    }
+}
+
 /// How a job stands or ended: the fields every job-related result shares.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Outcome {
@@ -47,6 +59,9 @@ pub struct Outcome {
     pub kill_unconfirmed: Option<String>,
 }
 
+/// How many times [`Job::read_newest`] moves its start to fit its budget.
+const FIT_ATTEMPTS: usize = 8;
+
 /// What a job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -55,6 +70,16 @@ pub enum JobKind {
     Exec,
     /// A Claude Code turn (`spawn_claude`).
     Claude,
+}
+
+impl JobKind {
+    /// The kind as results name it (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Claude => "claude",
+        }
+    }
 }
 
 /// What a job was started with.
@@ -219,6 +244,22 @@ impl Job {
     pub fn read_log(&self, offset: u64, max: usize) -> LogRead {
         let state = self.state();
         state.log.read(offset, max, state.finished.is_none())
+    }
+
+    /// The newest output up to `end` that fits `budget` (bytes of JSON text, escapes included):
+    /// the start moves on by what did not fit, a few times, as escapes make text longer than
+    /// bytes.
+    pub fn read_newest(&self, end: u64, budget: usize) -> LogRead {
+        let mut start = end.saturating_sub(budget as u64);
+        let mut read = self.read_log(start, budget);
+        for _ in 0..FIT_ATTEMPTS {
+            if read.next_offset >= end {
+                break;
+            }
+            start += end - read.next_offset;
+            read = self.read_log(start, budget);
+        }
+        read
     }
 
     /// Marks a reader that will read from `offset` next, within `wait` plus the follow grace:
@@ -400,4 +441,24 @@ pub(super) async fn drive(job: Arc<Job>, mut process: Process) {
         }
     }
     tracing::debug!(job = %job.id, status = ?job.outcome().status, "job finished");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_serde_names() {
+        for status in [
+            JobStatus::Running,
+            JobStatus::Exited,
+            JobStatus::Killed,
+            JobStatus::TimedOut,
+        ] {
+            assert_eq!(serde_json::json!(status), status.as_str());
+        }
+        for kind in [JobKind::Exec, JobKind::Claude] {
+            assert_eq!(serde_json::json!(kind), kind.as_str());
+        }
+    }
 }

@@ -111,12 +111,6 @@ impl JobManager {
         self.jobs().remove(id);
     }
 
-    /// Whether a job of that id is kept, whoever started it: for a filter whose caller's jobs
-    /// are picked out later.
-    pub fn holds(&self, id: &str) -> bool {
-        self.jobs().contains_key(id)
-    }
-
     /// Number of jobs still running.
     pub fn running(&self) -> usize {
         self.jobs().values().filter(|j| !j.is_finished()).count()

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::Outpost;
-use super::claude_job::{Tap, events_so_far};
+use super::claude_job::Tap;
 use super::foreground::Waited;
 use super::guard;
 use super::reply::{failed_with, failure, seconds, success};
@@ -136,8 +136,8 @@ impl Outpost {
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let background = params.background;
-        let detach_after = match self.detach_after(params.detach_after_secs) {
-            Ok(detach_after) => detach_after,
+        let detach_at = match self.detach_at(params.detach_after_secs) {
+            Ok(detach_at) => detach_at,
             Err(e) => return failure(&e),
         };
         let request = match self.turn_request(params) {
@@ -167,16 +167,15 @@ impl Outpost {
             Ok(started) => started,
             Err(e) => return failure(&e),
         };
-        match self.wait_foreground(&job, detach_after, &context).await {
+        match self.wait_foreground(&job, detach_at, &context).await {
             Waited::Finished => {}
             Waited::Cancelled(answer) => return answer,
             Waited::Detached => {
                 result.session_id = job.session_id().or(result.session_id);
-                result.events = Some(events_so_far(
-                    &job,
-                    self.hosts.config().exec.output_limit_bytes,
-                ));
-                result.next = Some(super::exec::follow_up(&job));
+                let budget = self.hosts.config().exec.output_limit_bytes;
+                let events = job.read_newest(job.log_end(), budget);
+                result.next = Some(super::exec::follow_up(&job, events.next_offset));
+                result.events = Some(events.text);
                 let text = format!("Claude is still working on {} as {}", job.host, job.id);
                 return success(&result, text);
             }

@@ -75,13 +75,6 @@ impl Outpost {
     }
 }
 
-/// The newest events of a running turn's job, within `budget` bytes.
-pub(super) fn events_so_far(job: &Job, budget: usize) -> String {
-    let end = job.log_end();
-    let from = end.saturating_sub(budget as u64);
-    job.read_log(from, budget).text
-}
-
 async fn run(claude: Arc<Claude>, request: TurnRequest, job: Arc<Job>, tap: Option<Tap>) {
     let (events, mut received) = mpsc::unbounded_channel::<Value>();
     let cancel = job.kill_token();

@@ -93,8 +93,8 @@ impl Outpost {
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let background = params.background;
-        let detach_after = match self.detach_after(params.detach_after_secs) {
-            Ok(detach_after) => detach_after,
+        let detach_at = match self.detach_at(params.detach_after_secs) {
+            Ok(detach_at) => detach_at,
             Err(e) => return failure(&e),
         };
         let named_timeout = params.timeout_secs.is_some();
@@ -113,7 +113,7 @@ impl Outpost {
             let text = format!("started in the background as {} on {}", job.id, job.host);
             return success(&result, text);
         }
-        match self.wait_foreground(&job, detach_after, &context).await {
+        match self.wait_foreground(&job, detach_at, &context).await {
             Waited::Finished => {}
             Waited::Cancelled(answer) => return answer,
             Waited::Detached => {
@@ -192,6 +192,8 @@ impl Outpost {
     /// The result for `job` as it stands. A finished foreground job whose output fit and whose
     /// kill (if any) is confirmed is forgotten; otherwise `job_output` can still tell about it.
     pub(super) fn exec_result(&self, job: &Job, background: bool) -> ExecResult {
+        // Taken first: output arriving while the rest is read is after the offset `next` gives.
+        let end = job.log_end();
         let rendered = job.rendered();
         let outcome = job.outcome();
         let keep = background || rendered.truncated || outcome.kill_unconfirmed.is_some();
@@ -207,17 +209,17 @@ impl Outpost {
             stderr: rendered.stderr,
             truncated: rendered.truncated,
             job_id: keep.then(|| job.id.clone()),
-            next: outcome_running.then(|| follow_up(job)),
+            next: outcome_running.then(|| follow_up(job, end)),
         }
     }
 }
 
-/// The sentence that tells the model how to follow a running job.
-pub(super) fn follow_up(job: &Job) -> String {
+/// The sentence that tells the model how to follow a running job whose output up to `offset`
+/// it has seen.
+pub(super) fn follow_up(job: &Job, offset: u64) -> String {
     format!(
-        "Still running: call job_output with job_id {} and offset {} (wait_secs up to {}) until status is not running, or job_kill to stop it.",
+        "Still running: call job_output with job_id {} and offset {offset} (wait_secs up to {}) while status is running or more is true, or job_kill to stop it.",
         job.id,
-        job.log_end(),
         super::jobs::MAX_WAIT_SECS
     )
 }

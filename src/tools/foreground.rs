@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use rmcp::model::{CallToolResult, ContentBlock, LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer};
@@ -28,43 +30,49 @@ pub enum Waited {
 }
 
 impl Outpost {
-    /// The detach delay a call asks for (`None`: the config's `exec.detach_after_secs`); `None`
-    /// back means never.
-    pub(super) fn detach_after(&self, asked: Option<f64>) -> Result<Option<Duration>> {
-        let max = self.hosts.config().exec.max_timeout_secs;
-        match asked {
-            Some(0.0) => Ok(None),
-            Some(secs) => seconds("detach_after_secs", secs, max).map(Some),
-            None => match self.hosts.config().exec.detach_after_secs {
-                0 => Ok(None),
-                secs => Ok(Some(Duration::from_secs(secs))),
-            },
-        }
+    /// When a call that began now detaches, from the delay it asks for (`None`: the config's
+    /// `exec.detach_after_secs`); `None` back means never. Counted from the call's start, so
+    /// connecting counts against the client's patience too.
+    pub(super) fn detach_at(&self, asked: Option<f64>) -> Result<Option<Instant>> {
+        let exec = &self.hosts.config().exec;
+        let delay = match asked {
+            Some(0.0) => None,
+            Some(secs) => Some(seconds("detach_after_secs", secs, exec.max_timeout_secs)?),
+            None => {
+                (exec.detach_after_secs > 0).then(|| Duration::from_secs(exec.detach_after_secs))
+            }
+        };
+        Ok(delay.map(|delay| Instant::now() + delay))
     }
 
     /// Waits for `job` on behalf of the call of `context`, reporting progress (heartbeats
-    /// included) to it.
+    /// included) to it. A cancel counts before anything else, and a job found finished when
+    /// the detach comes is finished, not detached.
     pub(super) async fn wait_foreground(
         &self,
         job: &Arc<Job>,
-        detach_after: Option<Duration>,
+        detach_at: Option<Instant>,
         context: &RequestContext<RoleServer>,
     ) -> Waited {
         let detach = async {
-            match detach_after {
-                Some(delay) => tokio::time::sleep(delay).await,
+            match detach_at {
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
         let token = context.meta.get_progress_token();
         tokio::select! {
+            biased;
+            _ = context.ct.cancelled() => Waited::Cancelled(self.cancel(job).await),
             _ = progress::report(job, token, &context.peer) => Waited::Finished,
             _ = detach => {
+                if job.is_finished() {
+                    return Waited::Finished;
+                }
                 tracing::info!(job = %job.id, "detached: the call returns, the job goes on");
                 self.notify_when_done(job, &context.peer);
                 Waited::Detached
             }
-            _ = context.ct.cancelled() => Waited::Cancelled(self.cancel(job).await),
         }
     }
 
@@ -91,7 +99,7 @@ impl Outpost {
     pub(super) fn notify_when_done(&self, job: &Arc<Job>, peer: &Peer<RoleServer>) {
         let (job, peer, closed) = (job.clone(), peer.clone(), self.closed.clone());
         let wanted = self.wants_log(LoggingLevel::Info);
-        tokio::spawn(async move {
+        self.connection_tasks.spawn(async move {
             tokio::select! {
                 _ = job.finished() => {}
                 _ = closed.cancelled() => return,

@@ -93,7 +93,7 @@ fn spawn_claude_result(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 impl Outpost {
     #[tool(
         title = "Job output",
-        description = "Status and output of a remote_exec or spawn_claude job from an offset. While status is running, call again with next_offset; wait_secs (up to 50) long-polls.",
+        description = "Status and output of a remote_exec or spawn_claude job from an offset. While status is running or more is true, call again with next_offset; wait_secs (up to 50) long-polls.",
         output_schema = schema_for_output::<JobOutputResult>(),
         annotations(
             title = "Job output",
@@ -131,12 +131,15 @@ impl Outpost {
             .max_bytes
             .unwrap_or(self.hosts.config().exec.output_limit_bytes)
             .clamp(1, MAX_PAGE_BYTES);
+        // The state first: a job that ends meanwhile says `running` with `more` still to come,
+        // never `exited` with output missing from the page.
+        let state = view(&job);
         let read = job.read_log(params.offset, max);
         if params.follow {
             job.follow(read.next_offset, Duration::ZERO);
         }
         let result = JobOutputResult {
-            job: view(&job),
+            job: state,
             more: read.next_offset < job.log_end(),
             output: read.text,
             offset: read.offset,
@@ -145,9 +148,9 @@ impl Outpost {
             claude: job.detail(),
         };
         let text = format!(
-            "{} {:?}{}; output {}..{}{}\n{}",
+            "{} {}{}; output {}..{}{}\n{}",
             result.job.job_id,
-            result.job.outcome.status,
+            result.job.outcome.status.as_str(),
             result
                 .job
                 .outcome
@@ -192,8 +195,10 @@ impl Outpost {
         let result = view(&job);
         let outcome = &result.outcome;
         let headline = format!(
-            "{} on {} is {:?}",
-            result.job_id, result.host, outcome.status
+            "{} on {} is {}",
+            result.job_id,
+            result.host,
+            outcome.status.as_str()
         );
         match outcome.kill_unconfirmed {
             None => success(&result, headline),

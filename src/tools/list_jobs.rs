@@ -151,11 +151,11 @@ fn listing_text(jobs: &[JobSummary], omitted: usize) -> String {
             (None, None) => String::new(),
         };
         text.push_str(&format!(
-            "\n{} {:?} on {}: {:?}{ended}, started {}, {} ms: {}",
+            "\n{} {} on {}: {}{ended}, started {}, {} ms: {}",
             job.job_id,
-            job.kind,
+            job.kind.as_str(),
             job.host,
-            job.status,
+            job.status.as_str(),
             job.started_at,
             job.duration_ms,
             job.command

@@ -36,6 +36,7 @@ use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{RoleServer, ServerHandler, tool_handler};
 
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Principal;
 use crate::claude::Claude;
@@ -65,6 +66,9 @@ pub struct Outpost {
     log_level: Arc<AtomicU8>,
     /// This connection's `resources/subscribe` subscriptions.
     subscriptions: Arc<watch::Subscriptions>,
+    /// Tasks working for this connection after its calls returned (end-of-job messages); they
+    /// stop when `closed` is cancelled.
+    connection_tasks: TaskTracker,
     /// Cancels `closed` when the last clone of a connection's service is dropped (an HTTP
     /// session that ended), so what the connection started for itself ends with it.
     _connection: Option<Arc<DropGuard>>,
@@ -85,6 +89,7 @@ impl Outpost {
             closed: CancellationToken::new(),
             log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
             subscriptions: Arc::default(),
+            connection_tasks: TaskTracker::new(),
             _connection: None,
             tool_router: portable(
                 Self::exec_tools()
@@ -115,6 +120,7 @@ impl Outpost {
             closed,
             log_level: Arc::new(AtomicU8::new(DEFAULT_LOG_RANK)),
             subscriptions: Arc::default(),
+            connection_tasks: TaskTracker::new(),
             ..self.clone()
         }
     }

@@ -49,7 +49,8 @@ where
     let mut sent_end = job.log_end();
     let mut next_allowed = started;
     let mut quiet_until = started + HEARTBEAT;
-    loop {
+    // Checked after subscribing: an end before it would never be told.
+    while !job.is_finished() {
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() || job.is_finished() {
@@ -118,6 +119,30 @@ mod tests {
             follow_grace: Duration::from_secs(2),
             hold_for_first_reader: false,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_that_ended_before_the_report_began_is_reported_at_once() {
+        let jobs = JobManager::new(Duration::from_secs(60));
+        let job = jobs.start_task(spec(), |_| async {}).unwrap();
+        job.record_line("all done");
+        job.finish_with(JobStatus::Exited, serde_json::Value::Null);
+        let sent = Mutex::new(Vec::new());
+        let started = Instant::now();
+        beat(&job, |_, message| {
+            sent.lock().unwrap().push(message);
+            async {}
+        })
+        .await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no heartbeat was waited for"
+        );
+        assert!(
+            sent.lock().unwrap().is_empty(),
+            "the output was there before"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,8 +7,7 @@ use rmcp::model::{ErrorData, Resource, ResourceContents, ResourceTemplate};
 
 use super::Outpost;
 use crate::auth::Principal;
-use crate::jobs::{Job, JobKind, JobStatus, Outcome};
-use crate::output::LogRead;
+use crate::jobs::{Job, JobStatus, Outcome};
 
 /// What every job resource's URI starts with; the job id follows.
 const URI_PREFIX: &str = "outpost://jobs/";
@@ -59,8 +58,8 @@ impl Outpost {
                     .with_title(title(job))
                     .with_description(format!(
                         "{} {} job on {}: {}",
-                        status_word(outcome.status),
-                        kind_word(job.kind),
+                        outcome.status.as_str(),
+                        job.kind.as_str(),
                         job.host,
                         exit_words(&outcome)
                     ))
@@ -97,7 +96,7 @@ fn render(job: &Job, budget: usize) -> String {
     let outcome = job.outcome();
     let mut text = String::new();
     let _ = writeln!(text, "job_id: {}", job.id);
-    let _ = writeln!(text, "kind: {}", kind_word(job.kind));
+    let _ = writeln!(text, "kind: {}", job.kind.as_str());
     let _ = writeln!(text, "host: {}", job.host);
     let _ = writeln!(text, "command: {}", job.command);
     let _ = writeln!(
@@ -105,7 +104,7 @@ fn render(job: &Job, budget: usize) -> String {
         "started_at: {}",
         humantime::format_rfc3339_seconds(job.started_at)
     );
-    let _ = writeln!(text, "status: {}", status_word(outcome.status));
+    let _ = writeln!(text, "status: {}", outcome.status.as_str());
     let _ = writeln!(text, "{}", exit_words(&outcome));
     if let Some(session) = job.session_id() {
         let _ = writeln!(text, "session_id: {session}");
@@ -117,7 +116,7 @@ fn render(job: &Job, budget: usize) -> String {
         let _ = writeln!(text, "result: {detail}");
     }
     let end = job.log_end();
-    let read = newest_output(job, end, budget);
+    let read = job.read_newest(end, budget);
     let _ = write!(
         text,
         "--- output, bytes {}..{} of {end}",
@@ -138,43 +137,12 @@ fn render(job: &Job, budget: usize) -> String {
     text
 }
 
-/// The newest output up to `end` that fits `budget` (bytes of JSON text, escapes included):
-/// the start moves on by what did not fit, a few times, as escapes make text longer than bytes.
-fn newest_output(job: &Job, end: u64, budget: usize) -> LogRead {
-    let mut start = end.saturating_sub(budget as u64);
-    let mut read = job.read_log(start, budget);
-    for _ in 0..FIT_ATTEMPTS {
-        if read.next_offset >= end {
-            break;
-        }
-        start += end - read.next_offset;
-        read = job.read_log(start, budget);
-    }
-    read
-}
-
 fn title(job: &Job) -> String {
     let mut command: String = job.command.chars().take(TITLE_COMMAND_CHARS).collect();
     if command.len() < job.command.len() {
         command.push('…');
     }
-    format!("{} on {}: {command}", kind_word(job.kind), job.host)
-}
-
-fn kind_word(kind: JobKind) -> &'static str {
-    match kind {
-        JobKind::Exec => "exec",
-        JobKind::Claude => "claude",
-    }
-}
-
-fn status_word(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Running => "running",
-        JobStatus::Exited => "exited",
-        JobStatus::Killed => "killed",
-        JobStatus::TimedOut => "timed_out",
-    }
+    format!("{} on {}: {command}", job.kind.as_str(), job.host)
 }
 
 /// The exit code or signal and the run time, as a line of text.

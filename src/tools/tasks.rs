@@ -131,7 +131,9 @@ impl Outpost {
         if !job.is_finished() {
             return TaskPayload::Working;
         }
-        if job.outcome().status == JobStatus::Killed {
+        // Killed and gone: cancelled. A kill in doubt is a result that says so (as job_kill's).
+        let outcome = job.outcome();
+        if outcome.status == JobStatus::Killed && outcome.kill_unconfirmed.is_none() {
             return TaskPayload::Cancelled;
         }
         let result = match job.kind {

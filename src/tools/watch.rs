@@ -125,14 +125,15 @@ impl Outpost {
         self.subscriptions.remove(uri);
     }
 
-    /// The part of a `subscriptions/listen` filter outpost serves: resources of jobs it holds
-    /// (whose owner `listen` checks, as the filter comes without the caller).
+    /// The part of a `subscriptions/listen` filter outpost serves: every job resource URI,
+    /// whether or not such a job is held (saying so would let anyone probe ids: the filter comes
+    /// without the caller, so `listen` picks out the caller's own jobs).
     pub(super) fn job_subscription_filter(
         &self,
         requested: &SubscriptionFilter,
     ) -> SubscriptionFilter {
         let uris = (requested.resource_subscriptions.iter().flatten())
-            .filter(|uri| job_id_of(uri).is_some_and(|id| self.jobs.holds(id)))
+            .filter(|uri| job_id_of(uri).is_some())
             .cloned();
         SubscriptionFilter::builder()
             .resource_subscriptions(uris)
