@@ -18,6 +18,15 @@ pub enum PermissionMode {
 }
 
 impl PermissionMode {
+    /// Whether Claude asks before some tool uses in `mode` (`None`: its default mode): it is
+    /// then started with `--permission-prompt-tool stdio`, so outpost can ask a person.
+    pub fn prompts(mode: Option<Self>) -> bool {
+        matches!(
+            mode,
+            None | Some(Self::Default | Self::AcceptEdits | Self::Plan)
+        )
+    }
+
     fn flag_value(self) -> &'static str {
         match self {
             PermissionMode::Default => "default",
@@ -158,6 +167,9 @@ pub fn arguments(start: &Start, options: &LaunchOptions) -> Vec<String> {
     }
     if let Some(mode) = options.permission_mode {
         flag("--permission-mode", mode.flag_value());
+    }
+    if PermissionMode::prompts(options.permission_mode) {
+        flag("--permission-prompt-tool", "stdio");
     }
     if let Some(turns) = options.max_turns {
         flag("--max-turns", &turns.to_string());

@@ -2,6 +2,7 @@
 //! closed when idle; each turn recorded in the session registry.
 
 pub mod launch;
+pub mod permission;
 mod placement;
 mod pulls;
 pub mod registry;
@@ -43,6 +44,9 @@ pub struct TurnRequest {
     pub fork: bool,
     pub options: LaunchOptions,
     pub timeout: Duration,
+    /// Where Claude's permission prompts go for a person to decide; without it they are denied
+    /// (saying nobody could be asked).
+    pub approvals: Option<mpsc::UnboundedSender<permission::Approval>>,
 }
 
 /// How a turn went, and where.
@@ -253,6 +257,7 @@ impl Claude {
         let turn = Turn {
             prompt: &request.prompt,
             events,
+            approvals: request.approvals.as_ref(),
             cancel,
             deadline: Instant::now() + request.timeout,
             grace: self.grace(),

@@ -1,14 +1,16 @@
 //! One live Claude Code process in stream-json mode, serving one turn at a time.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::launch::{LaunchOptions, NOT_FOUND_MARKER};
+use super::permission::{self, Approval, Decision, PermissionRequest};
 use super::stream::{self, Line, TurnResult};
 use crate::error::{Error, Result};
 use crate::transport::{
@@ -44,6 +46,8 @@ pub struct Turn<'a> {
     pub prompt: &'a str,
     /// Every parsed stdout line of the turn, in order.
     pub events: &'a mpsc::UnboundedSender<Value>,
+    /// Where permission prompts go to be decided; `None`: they are denied.
+    pub approvals: Option<&'a mpsc::UnboundedSender<Approval>>,
     /// Cancelled when the caller gives up: the turn is interrupted.
     pub cancel: &'a CancellationToken,
     pub deadline: Instant,
@@ -69,10 +73,13 @@ pub struct Worker {
     stderr_tail: Vec<u8>,
     exit: Option<ExitStatus>,
     interrupts: u64,
+    /// Tools a person allowed for the rest of this process's life ("allow this tool").
+    allowed_tools: HashSet<String>,
 }
 
 enum Step {
     Line(Option<Value>),
+    Decided(Decision),
     Interrupt(Interrupt),
     GiveUp,
 }
@@ -102,6 +109,7 @@ impl Worker {
             stderr_tail: Vec::new(),
             exit: None,
             interrupts: 0,
+            allowed_tools: HashSet::new(),
         })
     }
 
@@ -130,8 +138,19 @@ impl Worker {
         let mut interrupted = None;
         let mut give_up_at: Option<Instant> = None;
         let mut last_message_id = None;
+        // The permission prompt Claude waits on, and where its decision comes from.
+        let mut waiting: Option<(PermissionRequest, oneshot::Receiver<Decision>)> = None;
         loop {
+            let decided = async {
+                match waiting.as_mut() {
+                    Some((_, decision)) => decision.await.unwrap_or_else(|_| {
+                        Decision::Deny("outpost stopped waiting for a decision".to_owned())
+                    }),
+                    None => std::future::pending().await,
+                }
+            };
             let step = tokio::select! {
+                decision = decided => Step::Decided(decision),
                 line = self.next_line() => Step::Line(line),
                 _ = turn.cancel.cancelled(), if interrupted.is_none() => Step::Interrupt(Interrupt::Cancelled),
                 _ = tokio::time::sleep_until(turn.deadline), if interrupted.is_none() => Step::Interrupt(Interrupt::TimedOut),
@@ -139,7 +158,17 @@ impl Worker {
             };
             match step {
                 Step::Line(None) => return Err(self.failure()),
+                Step::Decided(decision) => {
+                    if let Some((request, _)) = waiting.take() {
+                        self.answer(&request, &decision).await;
+                    }
+                }
                 Step::Line(Some(event)) => {
+                    if let Some(request) = PermissionRequest::from_line(&event) {
+                        let _ = turn.events.send(event);
+                        waiting = self.ask(request, turn.approvals).await;
+                        continue;
+                    }
                     let line = stream::classify(&event);
                     if event["type"] == "assistant"
                         && let Some(id) = event["message"]["id"].as_str()
@@ -161,6 +190,8 @@ impl Worker {
                 Step::Interrupt(why) => {
                     tracing::info!(session = %self.session_id, ?why, "interrupting the turn");
                     interrupted = Some(why);
+                    // A prompt still open is moot: Claude drops the tool use when interrupted.
+                    waiting = None;
                     give_up_at = Some(Instant::now() + turn.grace);
                     self.interrupts += 1;
                     let request =
@@ -178,6 +209,41 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Takes a permission prompt: answered at once for a tool allowed for the process, or
+    /// when there is nobody to ask; otherwise handed over, and the decision to wait for back.
+    async fn ask(
+        &mut self,
+        request: PermissionRequest,
+        approvals: Option<&mpsc::UnboundedSender<Approval>>,
+    ) -> Option<(PermissionRequest, oneshot::Receiver<Decision>)> {
+        if self.allowed_tools.contains(&request.tool_name) {
+            self.answer(&request, &Decision::Allow).await;
+            return None;
+        }
+        let (decide, decision) = oneshot::channel();
+        let approval = Approval {
+            request: request.clone(),
+            decide,
+        };
+        match approvals.map(|approvals| approvals.send(approval)) {
+            Some(Ok(())) => Some((request, decision)),
+            _ => {
+                let why = "outpost has nobody to ask for this turn; allow the tool with allowed_tools or permission_mode";
+                self.answer(&request, &Decision::Deny(why.to_owned())).await;
+                None
+            }
+        }
+    }
+
+    /// Answers a permission prompt; "allow this tool" is remembered for the process.
+    async fn answer(&mut self, request: &PermissionRequest, decision: &Decision) {
+        if *decision == Decision::AllowTool {
+            self.allowed_tools.insert(request.tool_name.clone());
+        }
+        tracing::info!(session = %self.session_id, tool = %request.tool_name, ?decision, "permission prompt answered");
+        self.write(&permission::response(request, decision)).await;
     }
 
     /// A `result` ends the turn; one saying the session does not exist is an error.

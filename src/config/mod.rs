@@ -103,6 +103,9 @@ pub struct ClaudeSettings {
     pub default_timeout_secs: u64,
     /// Seconds an interrupted turn gets to stop before its process is killed.
     pub interrupt_grace_secs: u64,
+    /// Seconds a permission prompt of a remote Claude (or a confirmation) waits for a person
+    /// before it is denied.
+    pub approval_timeout_secs: u64,
     /// Local environment variables passed to Claude on every host (e.g. `ANTHROPIC_API_KEY`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forward_env: Vec<String>,
@@ -115,6 +118,7 @@ impl Default for ClaudeSettings {
             max_processes_per_host: 4,
             default_timeout_secs: 1800,
             interrupt_grace_secs: 5,
+            approval_timeout_secs: 300,
             forward_env: Vec::new(),
         }
     }

@@ -57,6 +57,9 @@ pub struct Outcome {
     /// the process may still be running. Absent when the whole process tree is known to be gone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_unconfirmed: Option<String>,
+    /// While the job waits for a person's approval: what for (a Claude tool use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval: Option<String>,
 }
 
 /// How many times [`Job::read_newest`] moves its start to fit its budget.
@@ -116,6 +119,8 @@ struct JobState {
     kill_state: Option<watch::Receiver<KillState>>,
     /// The Claude session a `claude` job's turn belongs to, once known.
     session_id: Option<String>,
+    /// What the job waits for a person to approve, if it does.
+    awaiting: Option<String>,
 }
 
 /// A command under way or done. Shared by the manager, the task that drives it and the tools.
@@ -167,6 +172,7 @@ impl Job {
                 }),
                 kill_state: None,
                 session_id: None,
+                awaiting: None,
             }),
             changed: watch::Sender::new(0),
             follower_moved: Notify::new(),
@@ -216,6 +222,7 @@ impl Job {
             timed_out: state.status == JobStatus::TimedOut,
             duration_ms: duration.as_millis().min(u64::MAX as u128) as u64,
             kill_unconfirmed,
+            awaiting_approval: state.awaiting.clone(),
         }
     }
 
@@ -344,6 +351,12 @@ impl Job {
     /// Records the Claude session of a `claude` job (the first one told is kept).
     pub fn set_session_id(&self, id: &str) {
         self.state().session_id.get_or_insert_with(|| id.to_owned());
+    }
+
+    /// Marks the job as waiting for a person's approval of `what` (`None`: no longer).
+    pub fn set_awaiting(&self, what: Option<String>) {
+        self.state().awaiting = what;
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// The Claude session of a `claude` job, once known.

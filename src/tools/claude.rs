@@ -167,7 +167,11 @@ impl Outpost {
             Ok(started) => started,
             Err(e) => return failure(&e),
         };
-        match self.wait_foreground(&job, detach_at, &context).await {
+        let waited = tokio::select! {
+            waited = self.wait_foreground(&job, detach_at, &context) => waited,
+            never = self.serve_approvals(&job, &context.peer, true) => match never {},
+        };
+        match waited {
             Waited::Finished => {}
             Waited::Cancelled(answer) => return answer,
             Waited::Detached => {
@@ -226,6 +230,7 @@ impl Outpost {
                 append_system_prompt: params.append_system_prompt,
             },
             timeout,
+            approvals: None,
         })
     }
 }

@@ -3,12 +3,14 @@
 //! raw events as debug log messages when its client asked for them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::{Peer, RoleServer};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Outpost;
+use super::approvals::decide_prompts;
 use super::claude::{SpawnClaudeResult, TurnStatus, result_of};
 use crate::auth::Principal;
 use crate::claude::{Claude, Interrupt, TurnRequest, stream};
@@ -55,9 +57,18 @@ impl Outpost {
         };
         let claude = self.claude.clone();
         let session_id = request.session_id.clone().filter(|_| !request.fork);
-        let job = self
-            .jobs
-            .start_task(spec, move |job| run(claude, request, job, tap))?;
+        let (prompts, asked) = mpsc::unbounded_channel();
+        request.approvals = Some(prompts);
+        let approvals = self.approvals.clone();
+        let place = match &cwd {
+            Some(cwd) => format!("{host} in {cwd}"),
+            None => host.clone(),
+        };
+        let timeout = Duration::from_secs(self.hosts.config().claude.approval_timeout_secs);
+        let job = self.jobs.start_task(spec, move |job| async move {
+            let decide = decide_prompts(approvals, job.clone(), place, timeout, asked);
+            tokio::join!(run(claude, request, job, tap), decide);
+        })?;
         let result = SpawnClaudeResult {
             session_id,
             host,

@@ -113,6 +113,11 @@ impl Outpost {
             Ok(job) => job,
             Err(e) => return failure(&e),
         };
+        // A turn waiting for a person's approval asks this client's user, if it can.
+        tokio::select! {
+            () = self.ask_once(&job, &context.peer, false) => {}
+            _ = context.ct.cancelled() => return failure(&Error::Cancelled),
+        }
         let wait = long_poll(params.wait_secs);
         if params.follow {
             job.follow(params.offset, wait.unwrap_or_default());
@@ -124,6 +129,7 @@ impl Outpost {
                 _ = tokio::time::sleep(wait) => {}
                 // Heartbeats while nothing comes (it ends with the job, as the wait does).
                 _ = super::progress::report(&job, token, &context.peer) => {}
+                never = self.serve_approvals(&job, &context.peer, false) => match never {},
                 _ = context.ct.cancelled() => return failure(&Error::Cancelled),
             }
         }

@@ -76,6 +76,9 @@ pub struct JobSummary {
     /// Why a kill of this job is not confirmed (the process may still run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_unconfirmed: Option<String>,
+    /// What the job waits for a person to approve (a Claude tool use), while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval: Option<String>,
 }
 
 /// Result of `list_jobs`.
@@ -138,6 +141,7 @@ fn summary(job: &Job) -> JobSummary {
         signal: outcome.signal,
         session_id: job.session_id(),
         kill_unconfirmed: outcome.kill_unconfirmed,
+        awaiting_approval: outcome.awaiting_approval,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The MCP server: its identity, its tools, and the state they share (hosts and jobs).
 
+mod approvals;
 mod ask;
 mod claude;
 mod claude_job;
@@ -57,6 +58,8 @@ pub struct Outpost {
     hosts: Arc<Hosts>,
     jobs: Arc<JobManager>,
     claude: Arc<Claude>,
+    /// Remote Claude's permission prompts waiting for a person, shared by every connection.
+    approvals: Arc<approvals::Approvals>,
     policy: Arc<CallPolicy>,
     /// Who this connection's calls are attributed to (HTTP requests may carry their own).
     principal: Principal,
@@ -84,6 +87,7 @@ impl Outpost {
             hosts,
             jobs,
             claude,
+            approvals: Arc::default(),
             policy: Arc::new(CallPolicy::default()),
             principal: Principal::stdio(),
             closed: CancellationToken::new(),

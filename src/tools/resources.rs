@@ -21,9 +21,6 @@ pub(super) fn job_id_of(uri: &str) -> Option<&str> {
     uri.strip_prefix(URI_PREFIX)
 }
 
-/// How many times reading the newest output moves its start to make it fit the budget.
-const FIT_ATTEMPTS: usize = 8;
-
 /// The resource URI of job `id`.
 pub(super) fn job_uri(id: &str) -> String {
     format!("{URI_PREFIX}{id}")

@@ -1,0 +1,183 @@
+//! Remote Claude's permission prompts on their way to a person. A turn's open prompt waits here
+//! until a call from a client that can ask its user takes it — the call that started the turn,
+//! or later a `job_output` of its job — or until `claude.approval_timeout_secs` has passed.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rmcp::{Peer, RoleServer};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Outpost;
+use super::ask::{self, Answer, Question};
+use crate::claude::permission::{Approval, Decision, PermissionRequest};
+use crate::jobs::Job;
+
+/// A prompt waiting for a person.
+pub struct Open {
+    request: PermissionRequest,
+    /// Where the turn's job is and works: shown to the person.
+    place: String,
+    deadline: Instant,
+    decide: oneshot::Sender<Decision>,
+}
+
+/// The open prompts of every job, by job id (Claude waits on one prompt at a time).
+#[derive(Default)]
+pub struct Approvals {
+    open: Mutex<HashMap<String, Open>>,
+}
+
+impl Approvals {
+    fn open(&self) -> MutexGuard<'_, HashMap<String, Open>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the open prompt of `job_id`, to ask about it; nobody else can meanwhile.
+    fn take(&self, job_id: &str) -> Option<Open> {
+        self.open().remove(job_id)
+    }
+
+    fn is_open(&self, job_id: &str) -> bool {
+        self.open().contains_key(job_id)
+    }
+
+    /// Leaves `open` for a call to take (again, after one could not get an answer).
+    fn offer(&self, job_id: &str, open: Open) {
+        self.open().insert(job_id.to_owned(), open);
+    }
+}
+
+/// Decides the prompts of one turn's job as they come: each waits in `approvals` for a person
+/// until `timeout`; a prompt nobody took by then is denied, saying so. The job shows what it
+/// waits for meanwhile. Returns when the turn sends no more.
+pub async fn decide_prompts(
+    approvals: Arc<Approvals>,
+    job: Arc<Job>,
+    place: String,
+    timeout: Duration,
+    mut prompts: mpsc::UnboundedReceiver<Approval>,
+) {
+    while let Some(Approval { request, decide }) = prompts.recv().await {
+        let (answer, decision) = oneshot::channel();
+        let deadline = Instant::now() + timeout;
+        let what = format!("{}: {}", request.tool_name, request.what());
+        let open = Open {
+            request,
+            place: place.clone(),
+            deadline,
+            decide: answer,
+        };
+        approvals.offer(&job.id, open);
+        job.set_awaiting(Some(what.clone()));
+        job.record_line(&format!("waiting for approval: {what}"));
+        let decision = match tokio::time::timeout_at(deadline, decision).await {
+            Ok(Ok(decision)) => decision,
+            _ => {
+                approvals.take(&job.id);
+                Decision::Deny(format!(
+                    "nobody approved it within {} s (claude.approval_timeout_secs): no client able to ask its user answered",
+                    timeout.as_secs()
+                ))
+            }
+        };
+        job.set_awaiting(None);
+        job.record_line(&match &decision {
+            Decision::Allow => format!("approved: {what}"),
+            Decision::AllowTool => format!("approved for the session: {what}"),
+            Decision::Deny(why) => format!("denied: {what} ({why})"),
+        });
+        let _ = decide.send(decision);
+    }
+}
+
+impl Outpost {
+    /// Asks the person behind `peer` about every prompt `job` opens, until the job ends. The
+    /// call that started the turn (`starter`) denies at once what its client cannot ask about;
+    /// another call leaves such prompts for a client that can.
+    pub(super) async fn serve_approvals(
+        &self,
+        job: &Job,
+        peer: &Peer<RoleServer>,
+        starter: bool,
+    ) -> Infallible {
+        if !starter && !ask::can_ask(peer) {
+            return std::future::pending().await;
+        }
+        let mut changes = job.subscribe();
+        while !job.is_finished() {
+            if self.approvals.is_open(&job.id) {
+                self.ask_once(job, peer, starter).await;
+            }
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+        std::future::pending().await
+    }
+
+    /// Asks about `job`'s open prompt, if any, and passes on the decision; a prompt the client
+    /// could not answer goes back for another client until its deadline.
+    pub(super) async fn ask_once(&self, job: &Job, peer: &Peer<RoleServer>, starter: bool) {
+        let Some(open) = self.approvals.take(&job.id) else {
+            return;
+        };
+        if !ask::can_ask(peer) {
+            if starter {
+                let why = "the MCP client cannot ask its user (no elicitation support); allow the tool with allowed_tools or permission_mode, or use a client that supports elicitation";
+                let _ = open.decide.send(Decision::Deny(why.to_owned()));
+            } else {
+                self.approvals.offer(&job.id, open);
+            }
+            return;
+        }
+        let question = question(&open);
+        let left = open.deadline.saturating_duration_since(Instant::now());
+        let decision = match ask::ask(peer, &question, left).await {
+            Answer::Chose { choice, note } => match choice.as_str() {
+                "allow" => Decision::Allow,
+                "allow_tool" => Decision::AllowTool,
+                _ => Decision::Deny(note.unwrap_or_else(|| "denied by the user".to_owned())),
+            },
+            Answer::Declined => Decision::Deny("the user declined".to_owned()),
+            Answer::Unanswered(why) if Instant::now() >= open.deadline => {
+                Decision::Deny(format!("nobody approved it in time: {why}"))
+            }
+            Answer::Unanswered(why) => {
+                tracing::info!(job = %job.id, %why, "permission prompt not answered; left for another client");
+                self.approvals.offer(&job.id, open);
+                return;
+            }
+        };
+        let _ = open.decide.send(decision);
+    }
+}
+
+/// What the person is asked about a prompt.
+fn question(open: &Open) -> Question {
+    let request = &open.request;
+    let mut message = format!(
+        "Claude on {} wants to use {}:\n{}",
+        open.place,
+        request.tool_name,
+        request.what()
+    );
+    if let Some(description) = &request.description {
+        message.push_str(&format!("\n({description})"));
+    }
+    Question {
+        message,
+        choices: vec![
+            ("allow", "Allow once".to_owned()),
+            (
+                "allow_tool",
+                format!("Allow {} for the rest of this session", request.tool_name),
+            ),
+            ("deny", "Deny".to_owned()),
+        ],
+        note: Some("Reason (told to Claude when you deny)"),
+    }
+}
