@@ -62,6 +62,23 @@ pub enum Error {
     InvalidArgument { field: &'static str, reason: String },
 
     #[error(
+        "`{principal}` may not use host `{host}`, so nothing was run; its hosts are: {allowed}. Name one of them as `host`, or ask the server's operator to widen `serve.principals.{principal}.hosts` or the token's `hosts`"
+    )]
+    HostOutOfScope {
+        principal: String,
+        host: String,
+        allowed: String,
+    },
+
+    #[error(
+        "session `{session_id}` was started by another principal, so `{principal}` may not resume, fork or sync it: see `list_sessions` for yours, or start a new session without `session_id`"
+    )]
+    NotYourSession {
+        principal: String,
+        session_id: String,
+    },
+
+    #[error(
         "no job `{0}`: it never existed here, or it finished long enough ago to be dropped (jobs live in this server's memory and are lost on restart)"
     )]
     UnknownJob(String),

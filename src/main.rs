@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use outpost::audit::AuditChoice;
+use outpost::auth::Scope;
 use outpost::auth::jwt::mint;
 use outpost::bridge::ConnectOptions;
 use outpost::cli::exec::ExecRequest;
@@ -14,6 +16,7 @@ use outpost::cli::remote::{self, AddRemote};
 use outpost::config::Config;
 use outpost::hosts::Hosts;
 use outpost::serve::{ListenOptions, Protocol, serve_network};
+use outpost::tools::Outpost;
 
 /// An MCP server that puts remote machines at an AI assistant's fingertips.
 #[derive(Debug, Parser)]
@@ -99,9 +102,23 @@ struct ServeArgs {
     http: bool,
     #[command(flatten)]
     listen: Option<ListenOptions>,
-    /// Append one JSON line per tool call to this file (default: `audit.path` of the config).
+    /// Append one JSON line per tool call to this file (default: `audit.path` of the config;
+    /// on the network, else `$XDG_STATE_HOME/outpost/audit/audit.log`).
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
+    /// Keep no audit log, even on the network.
+    #[arg(long, conflicts_with = "audit_log")]
+    no_audit_log: bool,
+}
+
+impl ServeArgs {
+    fn audit(&self) -> AuditChoice {
+        match (&self.audit_log, self.no_audit_log) {
+            (_, true) => AuditChoice::Off,
+            (Some(path), false) => AuditChoice::File(path.clone()),
+            (None, false) => AuditChoice::Configured,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,7 +137,31 @@ enum AuthCommand {
         /// File holding the HS256 secret (default: $OUTPOST_JWT_SECRET, then `serve.jwt.secret_file`).
         #[arg(long, value_name = "FILE")]
         jwt_secret_file: Option<PathBuf>,
+        /// Only these hosts and groups (comma-separated; the `hosts` claim). Default: any.
+        #[arg(long, value_delimiter = ',', num_args = 1)]
+        hosts: Option<Vec<String>>,
+        /// Only these tools (comma-separated; the `tools` claim). Default: any.
+        #[arg(long, value_delimiter = ',', num_args = 1)]
+        tools: Option<Vec<String>>,
     },
+}
+
+/// The `hosts` and `tools` claims of a new token, checked: no empty names, only real tools.
+fn token_scope(hosts: Option<Vec<String>>, tools: Option<Vec<String>>) -> anyhow::Result<Scope> {
+    for (flag, names) in [("--hosts", &hosts), ("--tools", &tools)] {
+        anyhow::ensure!(
+            names.iter().flatten().all(|n| !n.trim().is_empty()),
+            "{flag} holds an empty name: list names separated by commas, e.g. `{flag} a,b`"
+        );
+    }
+    let known = Outpost::tool_names();
+    if let Some(unknown) = tools.iter().flatten().find(|t| !known.contains(t)) {
+        anyhow::bail!(
+            "--tools: `{unknown}` is not a tool; the tools are: {}",
+            known.join(", ")
+        );
+    }
+    Ok(Scope::new(hosts.as_deref(), tools.as_deref()))
 }
 
 fn main() -> ExitCode {
@@ -138,6 +179,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let path = cli.config.unwrap_or_else(Config::default_path);
     let config = Config::load(&path)?;
+    config.check_principal_tools(&path, &Outpost::tool_names())?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         // Background children of local commands whose shell has ended are reaped here.
@@ -145,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         let hosts = Arc::new(Hosts::new(config));
         match cli.command {
             None | Some(Command::Mcp { command: None }) => {
-                outpost::serve::serve_stdio(hosts, None).await?;
+                outpost::serve::serve_stdio(hosts, AuditChoice::Configured).await?;
                 Ok(0)
             }
             Some(Command::Mcp {
@@ -167,11 +209,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         subject,
                         audience,
                         jwt_secret_file,
+                        hosts: host_claim,
+                        tools,
                     },
             }) => {
+                let scope = token_scope(host_claim, tools)?;
                 let jwt = &hosts.config().serve.jwt;
                 let file = jwt_secret_file.as_deref();
-                println!("{}", mint(jwt, file, &subject, expires, audience)?);
+                let token = mint(jwt, file, &subject, expires, audience, &scope)?;
+                println!("{token}");
                 Ok(0)
             }
             Some(Command::Remote { command }) => run_remote(&path, &hosts, command).await,
@@ -214,11 +260,12 @@ async fn serve(hosts: Arc<Hosts>, args: ServeArgs) -> anyhow::Result<()> {
                 args.listen.is_none(),
                 "--host, --port, --path and --auth need --websocket or --http"
             );
-            return Ok(outpost::serve::serve_stdio(hosts, args.audit_log).await?);
+            return Ok(outpost::serve::serve_stdio(hosts, args.audit()).await?);
         }
     };
+    let audit = args.audit();
     let listen = args.listen.unwrap_or_default();
-    Ok(serve_network(hosts, protocol, listen, args.audit_log).await?)
+    Ok(serve_network(hosts, protocol, listen, audit).await?)
 }
 
 /// `outpost remote ...`: edits go to the config file at `path`; `test` exits 1 when a step fails.

@@ -1,10 +1,12 @@
 //! The audit log: one JSON line per tool call (who, what, where, outcome), secrets redacted, rotated by size.
 
+mod decision;
 mod redact;
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +15,10 @@ use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
 use serde::Serialize;
 
+pub use decision::{Decision, Verdict};
 pub use redact::{REDACTED, Redactor};
+
+use decision::DecisionRecord;
 
 use crate::config::AuditSettings;
 use crate::error::{Error, Result};
@@ -44,6 +49,40 @@ pub struct AuditRecord {
     pub duration_ms: u64,
 }
 
+/// What the command line says about the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AuditChoice {
+    /// As the config says (`audit`), with its defaults.
+    #[default]
+    Configured,
+    /// `--audit-log FILE`: this file, whatever the config says.
+    File(PathBuf),
+    /// `--no-audit-log`: none.
+    Off,
+}
+
+/// `$XDG_STATE_HOME/outpost/audit/audit.log`: where the log goes when nothing names a file.
+pub fn default_path() -> PathBuf {
+    crate::config::state_dir().join("audit/audit.log")
+}
+
+/// The file to audit to, if any: the flag's, else the config's when not turned off; a network
+/// server (or `enabled: true`) keeps one at the default path when none is named.
+pub fn path_in_force(
+    settings: &AuditSettings,
+    choice: &AuditChoice,
+    network: bool,
+) -> Option<PathBuf> {
+    match (choice, settings.enabled) {
+        (AuditChoice::Off, _) | (AuditChoice::Configured, Some(false)) => None,
+        (AuditChoice::File(path), _) => Some(path.clone()),
+        (AuditChoice::Configured, enabled) => match &settings.path {
+            Some(path) => Some(path.clone()),
+            None => (enabled == Some(true) || network).then(default_path),
+        },
+    }
+}
+
 /// An open audit log. Writes are small and synchronous; a failed write is logged, never fatal.
 pub struct AuditLog {
     file: Mutex<FileRotate<AppendCount>>,
@@ -64,7 +103,13 @@ impl AuditLog {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        std::fs::create_dir_all(parent).map_err(cannot)?;
+        // Directories it creates are the owner's alone; existing ones are left as they are.
+        let mut directory = std::fs::DirBuilder::new();
+        directory
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(cannot)?;
         // Fail here, with a message, rather than on the first write.
         let mut options = OpenOptions::new();
         options.append(true).create(true).mode(0o600);
@@ -91,8 +136,22 @@ impl AuditLog {
         }
     }
 
+    /// Appends the record of `decision`, its texts redacted and cut.
+    pub fn decision(&self, decision: &Decision<'_>) {
+        self.write(&DecisionRecord {
+            time: now(),
+            event: "decision",
+            principal: decision.principal.to_string(),
+            host: decision.host.map(str::to_owned),
+            what: self.excerpt(decision.what),
+            decision: decision.verdict,
+            decided_by: decision.decided_by.to_owned(),
+            reason: decision.reason.map(|reason| self.excerpt(reason)),
+        });
+    }
+
     /// Appends one record as a JSON line.
-    pub fn write(&self, record: &AuditRecord) {
+    pub fn write(&self, record: &impl Serialize) {
         let mut line = match serde_json::to_vec(record) {
             Ok(line) => line,
             Err(e) => return tracing::warn!(error = %e, "cannot encode an audit record"),
@@ -141,6 +200,7 @@ mod tests {
             path: Some(path.clone()),
             max_bytes: 1024,
             keep: 2,
+            ..AuditSettings::default()
         };
         let log = AuditLog::open(&settings, vec![]).unwrap().unwrap();
         for i in 0..40 {
@@ -161,6 +221,55 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn network_servers_audit_by_default_and_off_means_off() {
+        let default = AuditSettings::default();
+        let configured = AuditChoice::Configured;
+        assert_eq!(
+            path_in_force(&default, &configured, true),
+            Some(default_path())
+        );
+        assert_eq!(path_in_force(&default, &configured, false), None);
+        let off = AuditSettings {
+            enabled: Some(false),
+            path: Some("/x/a.log".into()),
+            ..default.clone()
+        };
+        assert_eq!(path_in_force(&off, &configured, true), None);
+        let flag = AuditChoice::File("/y/b.log".into());
+        assert_eq!(path_in_force(&off, &flag, false), Some("/y/b.log".into()));
+        let named = AuditSettings {
+            path: Some("/x/a.log".into()),
+            ..default.clone()
+        };
+        assert_eq!(
+            path_in_force(&named, &configured, false),
+            Some("/x/a.log".into())
+        );
+        assert_eq!(path_in_force(&named, &AuditChoice::Off, true), None);
+        let on = AuditSettings {
+            enabled: Some(true),
+            ..default
+        };
+        assert_eq!(path_in_force(&on, &configured, false), Some(default_path()));
+    }
+
+    #[test]
+    fn the_directories_it_creates_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/audit/audit.log");
+        let settings = AuditSettings {
+            path: Some(path.clone()),
+            ..AuditSettings::default()
+        };
+        AuditLog::open(&settings, vec![]).unwrap().unwrap();
+        for private in [path.parent().unwrap(), &dir.path().join("state")] {
+            let mode = std::fs::metadata(private).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", private.display());
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::{Principal, Scope};
 use crate::config::JwtSettings;
 use crate::error::{Error, Result};
 
@@ -28,6 +29,12 @@ pub struct Claims {
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// Hosts and groups the holder may name (absent: any). Intersected with `serve.principals`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// Tools the holder may call (absent: any). Intersected with `serve.principals`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
 }
 
 /// Checks bearer tokens against one key with one pinned algorithm.
@@ -75,25 +82,31 @@ impl Verifier {
         Ok(Self { key, validation })
     }
 
-    /// The token's subject when the token is valid now. The reason for a refusal is for the
-    /// server's own debug log only, never for the client.
-    pub fn verify(&self, token: &str) -> std::result::Result<String, String> {
+    /// The token's subject, limited to the hosts and tools it claims, when the token is valid
+    /// now. A `hosts` or `tools` claim that is not a list of strings makes the token invalid.
+    /// The reason for a refusal is for the server's own debug log only, never for the client.
+    pub fn verify(&self, token: &str) -> std::result::Result<Principal, String> {
         match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
-            Ok(data) if !data.claims.sub.is_empty() => Ok(data.claims.sub),
+            Ok(data) if !data.claims.sub.is_empty() => {
+                let claims = data.claims;
+                let scope = Scope::new(claims.hosts.as_deref(), claims.tools.as_deref());
+                Ok(Principal::network(&claims.sub, scope))
+            }
             Ok(_) => Err("empty subject".to_owned()),
             Err(e) => Err(format!("{:?}", e.kind())),
         }
     }
 }
 
-/// A new HS256 token for `subject`, valid for `lifetime`, with the configured issuer and the
-/// given (or configured) audience.
+/// A new HS256 token for `subject`, valid for `lifetime`, with the configured issuer, the
+/// given (or configured) audience, and `scope` as its `hosts` and `tools` claims.
 pub fn mint(
     settings: &JwtSettings,
     secret_file: Option<&Path>,
     subject: &str,
     lifetime: Duration,
     audience: Option<String>,
+    scope: &Scope,
 ) -> Result<String> {
     if settings.public_key_file.is_some() && secret_file.is_none() {
         return Err(auth_error(
@@ -117,6 +130,8 @@ pub fn mint(
         exp: now.saturating_add(lifetime.as_secs()),
         iss: settings.issuer.clone(),
         aud: audience.or_else(|| settings.audience.clone()),
+        hosts: scope.hosts.as_ref().map(|h| h.iter().cloned().collect()),
+        tools: scope.tools.as_ref().map(|t| t.iter().cloned().collect()),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -230,13 +245,26 @@ mod tests {
         }
     }
 
+    /// An unlimited token for `ana`, valid for a minute.
+    fn ana_for_a_minute(settings: &JwtSettings) -> String {
+        mint(
+            settings,
+            None,
+            "ana",
+            Duration::from_secs(60),
+            None,
+            &Scope::default(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn minted_tokens_verify_and_tampered_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings_with_secret(&dir);
         let verifier = Verifier::from_settings(&settings, None).unwrap();
-        let token = mint(&settings, None, "ana", Duration::from_secs(60), None).unwrap();
-        assert_eq!(verifier.verify(&token).unwrap(), "ana");
+        let token = ana_for_a_minute(&settings);
+        assert_eq!(verifier.verify(&token).unwrap().as_str(), "ana");
         let mut tampered = token.clone();
         tampered.pop();
         tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
@@ -251,7 +279,7 @@ mod tests {
         settings.audience = Some("build-box".into());
         settings.issuer = Some("outpost".into());
         let verifier = Verifier::from_settings(&settings, None).unwrap();
-        let good = mint(&settings, None, "ana", Duration::from_secs(60), None).unwrap();
+        let good = ana_for_a_minute(&settings);
         assert!(verifier.verify(&good).is_ok());
         let wrong = mint(
             &settings,
@@ -259,15 +287,16 @@ mod tests {
             "ana",
             Duration::from_secs(60),
             Some("other".into()),
+            &Scope::default(),
         );
         assert!(verifier.verify(&wrong.unwrap()).is_err());
         let mut no_issuer = settings.clone();
         no_issuer.issuer = None;
-        let unissued = mint(&no_issuer, None, "ana", Duration::from_secs(60), None).unwrap();
+        let unissued = ana_for_a_minute(&no_issuer);
         assert!(verifier.verify(&unissued).is_err());
         let mut no_audience = settings.clone();
         no_audience.audience = None;
-        let unaddressed = mint(&no_audience, None, "ana", Duration::from_secs(60), None).unwrap();
+        let unaddressed = ana_for_a_minute(&no_audience);
         assert!(verifier.verify(&unaddressed).is_err());
     }
 
@@ -276,15 +305,59 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings_with_secret(&dir);
         let verifier = Verifier::from_settings(&settings, None).unwrap();
-        let longest = mint(&settings, None, "ana", MAX_LIFETIME, None).unwrap();
-        assert_eq!(verifier.verify(&longest).unwrap(), "ana");
+        let longest = mint(
+            &settings,
+            None,
+            "ana",
+            MAX_LIFETIME,
+            None,
+            &Scope::default(),
+        )
+        .unwrap();
+        assert_eq!(verifier.verify(&longest).unwrap().as_str(), "ana");
         let ten_years = humantime::parse_duration("10y").unwrap();
-        assert!(mint(&settings, None, "ana", ten_years, None).is_ok());
+        assert!(mint(&settings, None, "ana", ten_years, None, &Scope::default()).is_ok());
         for lifetime in ["1000000y", "10y 1s", "0s"] {
             let lifetime = humantime::parse_duration(lifetime).unwrap();
-            let e = mint(&settings, None, "ana", lifetime, None).unwrap_err();
+            let e = mint(&settings, None, "ana", lifetime, None, &Scope::default()).unwrap_err();
             assert!(e.to_string().contains("at most 10y (3652 days)"), "{e}");
         }
+    }
+
+    #[test]
+    fn scope_claims_round_trip_and_malformed_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_with_secret(&dir);
+        let verifier = Verifier::from_settings(&settings, None).unwrap();
+        let scope = Scope::new(Some(&["gpu1".into(), "gpu2".into()]), Some(&[]));
+        let token = mint(
+            &settings,
+            None,
+            "ana",
+            Duration::from_secs(60),
+            None,
+            &scope,
+        )
+        .unwrap();
+        assert_eq!(verifier.verify(&token).unwrap().claimed(), Some(&scope));
+        let unlimited = mint(
+            &settings,
+            None,
+            "ana",
+            Duration::from_secs(60),
+            None,
+            &Scope::default(),
+        );
+        let claimed = verifier.verify(&unlimited.unwrap()).unwrap();
+        assert!(claimed.claimed().unwrap().is_unlimited());
+        let secret = std::fs::read(settings.secret_file.as_ref().unwrap()).unwrap();
+        let malformed = serde_json::json!({"sub": "ana", "exp": u32::MAX, "hosts": "gpu1"});
+        let key = EncodingKey::from_secret(secret.trim_ascii());
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &malformed, &key).unwrap();
+        assert!(
+            verifier.verify(&token).is_err(),
+            "a claim that is not a list fails closed"
+        );
     }
 
     #[test]

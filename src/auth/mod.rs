@@ -1,25 +1,48 @@
 //! Who is calling: the principal of a connection, and the bearer-token check that establishes it.
 
 pub mod jwt;
+mod scope;
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 pub use jwt::Verifier;
+pub use scope::Scope;
 
 /// The caller a tool call is attributed to: a JWT `sub`, or `stdio`, or `anonymous` when a
 /// network server runs without authentication.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Principal(Arc<str>);
+///
+/// Two principals are the same caller when their names are, and both are local or both come
+/// over the network: the scope a token carries does not change who owns a job or whose rate
+/// limit a call counts against.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    name: Arc<str>,
+    /// `None` for the local client (stdio); over the network, the limit its token claims.
+    network: Option<Arc<Scope>>,
+}
 
 impl Principal {
+    /// A network caller whose token set no limit.
     pub fn new(name: &str) -> Self {
-        Self(Arc::from(name))
+        Self::network(name, Scope::default())
     }
 
-    /// The local client of `outpost mcp serve` on stdio.
+    /// A network caller limited to `claimed` by its token.
+    pub fn network(name: &str, claimed: Scope) -> Self {
+        Self {
+            name: Arc::from(name),
+            network: Some(Arc::new(claimed)),
+        }
+    }
+
+    /// The local client of `outpost mcp serve` on stdio: never limited, sees every session.
     pub fn stdio() -> Self {
-        Self::new("stdio")
+        Self {
+            name: Arc::from("stdio"),
+            network: None,
+        }
     }
 
     /// Any client of a network server started with `--auth none`.
@@ -28,13 +51,38 @@ impl Principal {
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
+    }
+
+    /// Whether this is the local client rather than a network one.
+    pub fn is_local(&self) -> bool {
+        self.network.is_none()
+    }
+
+    /// The limit the token claims (`None` for the local client).
+    pub fn claimed(&self) -> Option<&Scope> {
+        self.network.as_deref()
+    }
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.is_local() == other.is_local()
+    }
+}
+
+impl Eq for Principal {}
+
+impl Hash for Principal {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.is_local().hash(state);
     }
 }
 
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
@@ -72,7 +120,7 @@ impl Authenticator {
             return Err(Refused::NoToken);
         };
         match verifier.verify(token) {
-            Ok(subject) => Ok(Principal::new(&subject)),
+            Ok(principal) => Ok(principal),
             Err(reason) => {
                 tracing::debug!(%reason, "refused a bearer token");
                 Err(Refused::BadToken)
@@ -104,5 +152,14 @@ mod tests {
     #[test]
     fn no_auth_admits_everyone_as_anonymous() {
         assert_eq!(Authenticator::None.admit(None), Ok(Principal::anonymous()));
+    }
+
+    #[test]
+    fn principals_are_the_same_by_name_and_origin_whatever_their_scope() {
+        let limited = Principal::network("ana", Scope::new(Some(&["gpu".into()]), None));
+        assert_eq!(limited, Principal::new("ana"));
+        assert_ne!(Principal::new("stdio"), Principal::stdio());
+        assert!(Principal::stdio().claimed().is_none());
+        assert_eq!(limited.claimed().unwrap().hosts.as_ref().unwrap().len(), 1);
     }
 }

@@ -47,6 +47,8 @@ pub struct TurnRequest {
     /// Where Claude's permission prompts go for a person to decide; without it they are denied
     /// (saying nobody could be asked).
     pub approvals: Option<mpsc::UnboundedSender<permission::Approval>>,
+    /// The network principal a new session (or fork) belongs to; `None` for the local client.
+    pub owner: Option<String>,
 }
 
 /// How a turn went, and where.
@@ -217,7 +219,7 @@ impl Claude {
             guard.worker = Some(worker);
         }
         drop(picked);
-        self.mark_running(&start, &host, cwd.as_deref());
+        self.mark_running(&start, &host, cwd.as_deref(), request.owner.as_deref());
         let (mut report, settle_on, slot) = self
             .run_turn(guard, &key, &request, &start, &events, &cancel, warm)
             .await?;
@@ -286,7 +288,7 @@ impl Claude {
             interrupted: end.interrupted,
             sync: None,
         };
-        self.record_turn(&report, alive);
+        self.record_turn(&report, alive, request.owner.as_deref());
         let mut slot = guard;
         if alive {
             if worker.session_id == key {
@@ -398,9 +400,9 @@ impl Claude {
         let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
     }
 
-    fn mark_running(&self, start: &Start, host: &str, cwd: Option<&str>) {
+    fn mark_running(&self, start: &Start, host: &str, cwd: Option<&str>, owner: Option<&str>) {
         let (id, create) = match start {
-            Start::New(id) => (id, Some(new_record(id, host, cwd.unwrap_or("~")))),
+            Start::New(id) => (id, Some(new_record(id, host, cwd.unwrap_or("~"), owner))),
             Start::Resume(id) => (id, None),
             Start::Fork(_) => return,
         };
@@ -411,8 +413,8 @@ impl Claude {
         });
     }
 
-    fn record_turn(&self, report: &TurnReport, alive: bool) {
-        let mut create = new_record(&report.session_id, &report.host, &report.cwd);
+    fn record_turn(&self, report: &TurnReport, alive: bool, owner: Option<&str>) {
+        let mut create = new_record(&report.session_id, &report.host, &report.cwd, owner);
         create.forked_from = report.forked_from.clone();
         self.registry.update(&report.session_id, Some(create), |r| {
             r.host = report.host.clone();
@@ -445,7 +447,7 @@ impl Claude {
     }
 }
 
-fn new_record(id: &str, host: &str, cwd: &str) -> SessionRecord {
+fn new_record(id: &str, host: &str, cwd: &str, owner: Option<&str>) -> SessionRecord {
     let now = registry::now();
     SessionRecord {
         session_id: id.to_owned(),
@@ -460,6 +462,7 @@ fn new_record(id: &str, host: &str, cwd: &str) -> SessionRecord {
         total_cost_usd: 0.0,
         forked_from: None,
         server_pid: Some(std::process::id()),
+        owner: owner.map(str::to_owned),
     }
 }
 

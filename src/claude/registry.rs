@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::{lock, write_atomic};
+use crate::auth::Principal;
 
 /// Sessions remembered at most; the least recently used are forgotten first.
 const MAX_SESSIONS: usize = 500;
@@ -54,6 +55,17 @@ pub struct SessionRecord {
     /// pid of the outpost server holding its process, while running or warm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_pid: Option<u32>,
+    /// The network principal (JWT `sub`) that started it; absent for the local client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl SessionRecord {
+    /// Whether `principal` may see and resume it: the local client sees every session, a
+    /// network principal only those it started.
+    pub fn belongs_to(&self, principal: &Principal) -> bool {
+        principal.is_local() || self.owner.as_deref() == Some(principal.as_str())
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -79,10 +91,7 @@ impl Registry {
 
     /// `$XDG_STATE_HOME/outpost/sessions.json` (or the platform's equivalent).
     pub fn default_path() -> PathBuf {
-        dirs::state_dir()
-            .or_else(dirs::data_local_dir)
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join("outpost/sessions.json")
+        crate::config::state_dir().join("sessions.json")
     }
 
     /// One session's record, if known.
@@ -193,6 +202,7 @@ mod tests {
             total_cost_usd: 0.0,
             forked_from: None,
             server_pid: Some(std::process::id()),
+            owner: None,
         }
     }
 
@@ -217,6 +227,24 @@ mod tests {
         assert_eq!(all[1].status, SessionStatus::Warm);
         assert_eq!(registry.get("a").unwrap().turns, 2);
         assert!(registry.get("c").is_none());
+    }
+
+    #[test]
+    fn sessions_belong_to_the_network_principal_that_started_them() {
+        let mut ana = record("a", "2026-01-01T00:00:00Z");
+        ana.owner = Some("ana".into());
+        assert!(ana.belongs_to(&Principal::new("ana")));
+        assert!(!ana.belongs_to(&Principal::new("bob")));
+        assert!(
+            ana.belongs_to(&Principal::stdio()),
+            "the local client sees all"
+        );
+        let local = record("b", "2026-01-01T00:00:00Z");
+        assert!(
+            !local.belongs_to(&Principal::new("stdio")),
+            "a token named stdio is not it"
+        );
+        assert!(local.belongs_to(&Principal::stdio()));
     }
 
     #[test]

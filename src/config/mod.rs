@@ -21,7 +21,7 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 }
 
 pub use remote::{HostKeyPolicy, PortOrAddress, RemoteConfig, RemoteKind, TunnelConfig};
-pub use serve::{AuditSettings, JwtSettings, ServeSettings};
+pub use serve::{AuditSettings, JwtSettings, PrincipalSettings, ServeSettings};
 
 /// The whole config file. Every field is optional; no file at all means defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -57,6 +57,15 @@ pub struct Config {
     /// The audit log of tool calls.
     #[serde(skip_serializing_if = "is_default")]
     pub audit: AuditSettings,
+}
+
+/// Where outpost keeps its state (the session registry, the audit log):
+/// `$XDG_STATE_HOME/outpost` (or the platform's equivalent).
+pub fn state_dir() -> std::path::PathBuf {
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join("outpost")
 }
 
 impl Config {

@@ -1,5 +1,6 @@
 //! Config for serving outpost over the network (`outpost mcp serve --websocket|--http`) and the audit log.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
@@ -30,6 +31,23 @@ pub struct ServeSettings {
     /// rebinding); loopback names and the bound address are always allowed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
+    /// What each network principal (JWT `sub`, or `anonymous` without authentication) may
+    /// reach. A token's own `hosts`/`tools` claims limit it further. The stdio client is never
+    /// limited.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub principals: BTreeMap<String, PrincipalSettings>,
+}
+
+/// The hosts and tools one principal may use; an absent list means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrincipalSettings {
+    /// Hosts and groups it may name (a group also allows each of its members).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// Tools it may see and call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
 }
 
 impl Default for ServeSettings {
@@ -42,6 +60,7 @@ impl Default for ServeSettings {
             calls_per_minute: 120,
             idle_timeout_secs: 600,
             allowed_hosts: Vec::new(),
+            principals: BTreeMap::new(),
         }
     }
 }
@@ -79,11 +98,16 @@ impl Default for JwtSettings {
     }
 }
 
-/// The audit log: one JSON line per tool call.
+/// The audit log: one JSON line per tool call and per decision a person (or a timeout) made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditSettings {
-    /// File to append to (created 0600); no audit log when unset. `--audit-log` overrides it.
+    /// Whether to keep one. Default: on when serving on the network (`--websocket`/`--http`),
+    /// off on stdio unless `path` is set. `false` turns it off everywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// File to append to (created 0600, its directory 0700). Default:
+    /// `$XDG_STATE_HOME/outpost/audit/audit.log`. `--audit-log` overrides it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// Rotate once the file has grown past this many bytes (at least 1024).
@@ -95,6 +119,7 @@ pub struct AuditSettings {
 impl Default for AuditSettings {
     fn default() -> Self {
         Self {
+            enabled: None,
             path: None,
             max_bytes: 10 << 20,
             keep: 5,

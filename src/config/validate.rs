@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Config, LOCAL, RemoteKind};
+use super::{Config, LOCAL, PrincipalSettings, RemoteKind};
 use crate::error::{Error, Result};
 
 impl Config {
@@ -44,6 +44,31 @@ impl Config {
         for (name, members) in &self.groups {
             self.check_group(name, members)
                 .map_err(|message| invalid(format!("groups.{name}"), message))?;
+        }
+        for (name, principal) in &self.serve.principals {
+            check_principal(name, principal).map_err(|(field, message)| {
+                invalid(format!("serve.principals.{name}{field}"), message)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `serve.principals` names only tools in `known` (the tools layer knows them).
+    pub fn check_principal_tools(&self, path: &Path, known: &[String]) -> Result<()> {
+        for (name, principal) in &self.serve.principals {
+            let tools = principal.tools.iter().flatten();
+            if let Some(unknown) = tools.into_iter().find(|t| !known.contains(t)) {
+                return Err(Error::ConfigInvalid {
+                    path: path.to_owned(),
+                    line: 0,
+                    column: 0,
+                    field: format!("serve.principals.{name}.tools"),
+                    message: format!(
+                        "`{unknown}` is not a tool; the tools are: {}",
+                        known.join(", ")
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -94,6 +119,25 @@ impl Config {
     }
 }
 
+/// A principal's name and its lists hold no empty names: (field suffix, message) otherwise.
+fn check_principal(
+    name: &str,
+    principal: &PrincipalSettings,
+) -> std::result::Result<(), (String, String)> {
+    if name.trim().is_empty() {
+        return Err((
+            String::new(),
+            "a principal needs a name (its JWT `sub`)".into(),
+        ));
+    }
+    for (field, names) in [("hosts", &principal.hosts), ("tools", &principal.tools)] {
+        if names.iter().flatten().any(|n| n.trim().is_empty()) {
+            return Err((format!(".{field}"), "holds an empty name; remove it".into()));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +185,29 @@ mod tests {
             assert!(msg.starts_with("config file /etc/o.json: "), "{msg}");
             assert!(msg.contains(expected), "{msg}");
         }
+    }
+
+    #[test]
+    fn principals_name_real_tools_and_no_empty_names() {
+        let path = Path::new("/etc/o.json");
+        let text = r#"{"serve": {"principals": {"ana": {"hosts": ["gpu", " "]}}}}"#;
+        let msg = Config::parse(text, path).unwrap_err().to_string();
+        assert!(
+            msg.contains("serve.principals.ana.hosts: holds an empty name"),
+            "{msg}"
+        );
+        let text = r#"{"serve": {"principals": {"ana": {"tools": ["list_jobs", "rm"]}}}}"#;
+        let config = Config::parse(text, path).unwrap();
+        let known = ["list_jobs".to_owned(), "job_output".to_owned()];
+        let msg = config.check_principal_tools(path, &known).unwrap_err();
+        let msg = msg.to_string();
+        assert!(msg.starts_with("config file /etc/o.json: "), "{msg}");
+        assert!(
+            msg.contains("serve.principals.ana.tools: `rm` is not a tool; the tools are: list_jobs, job_output"),
+            "{msg}"
+        );
+        let fine = r#"{"serve": {"principals": {"bob": {"tools": ["job_output"]}}}}"#;
+        let fine = Config::parse(fine, path).unwrap();
+        fine.check_principal_tools(path, &known).unwrap();
     }
 }

@@ -246,7 +246,8 @@ impl Hosts {
         )))
     }
 
-    fn names(&self) -> Vec<String> {
+    /// The name of every host [`Hosts::list`] shows.
+    pub fn names(&self) -> Vec<String> {
         self.list().into_iter().map(|h| h.name).collect()
     }
 

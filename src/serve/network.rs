@@ -15,6 +15,7 @@ use super::admission::{Admission, Standing};
 use super::gate::Gate;
 use super::state::{ServerState, StateOptions};
 use super::termination;
+use crate::audit::AuditChoice;
 use crate::auth::{Authenticator, Verifier};
 use crate::config::ServeSettings;
 use crate::error::{Error, Result};
@@ -105,7 +106,7 @@ pub async fn serve_network(
     hosts: Arc<Hosts>,
     protocol: Protocol,
     listen: ListenOptions,
-    audit_path: Option<PathBuf>,
+    audit: AuditChoice,
 ) -> Result<()> {
     let settings = hosts.config().serve.clone();
     let termination = termination();
@@ -117,7 +118,8 @@ pub async fn serve_network(
         .local_addr()
         .map_err(|e| Error::Serve(e.to_string()))?;
     let options = StateOptions {
-        audit_path,
+        audit,
+        network: true,
         calls_per_minute: settings.calls_per_minute,
         jwt_secret_file: listen.jwt_secret_file.clone(),
     };

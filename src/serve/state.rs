@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditChoice, AuditLog, path_in_force};
 use crate::auth::jwt;
 use crate::claude::Claude;
 use crate::claude::registry::Registry;
@@ -19,8 +19,10 @@ use crate::transport::KillPolicy;
 /// How calls are audited and limited.
 #[derive(Debug, Default, Clone)]
 pub struct StateOptions {
-    /// Audit log file, overriding `audit.path` of the config.
-    pub audit_path: Option<PathBuf>,
+    /// The audit log the command line asks for (`--audit-log`, `--no-audit-log`).
+    pub audit: AuditChoice,
+    /// Serving on the network: the audit log is then on unless turned off.
+    pub network: bool,
     /// Tool calls per minute per principal; 0: no limit.
     pub calls_per_minute: u32,
     /// The `--jwt-secret-file` given, whose content is redacted from the audit log.
@@ -42,9 +44,7 @@ impl ServerState {
         let config = hosts.config();
         let settings = config.exec.clone();
         let mut audit_settings = config.audit.clone();
-        if options.audit_path.is_some() {
-            audit_settings.path = options.audit_path;
-        }
+        audit_settings.path = path_in_force(&config.audit, &options.audit, options.network);
         let mut secrets = forwarded_values(config);
         let flag = options.jwt_secret_file.as_deref();
         secrets.extend(jwt::known_secrets(&config.serve.jwt, flag));

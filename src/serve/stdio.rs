@@ -21,9 +21,9 @@ const STDOUT_PIPE_BYTES: i32 = 1 << 20;
 
 /// Serves MCP on stdin/stdout until stdin closes or SIGTERM/SIGINT arrives; then kills every
 /// running process tree and returns. Calls are audited as `stdio` when an audit log is set.
-pub async fn serve_stdio(hosts: Arc<Hosts>, audit_path: Option<std::path::PathBuf>) -> Result<()> {
+pub async fn serve_stdio(hosts: Arc<Hosts>, audit: crate::audit::AuditChoice) -> Result<()> {
     let options = StateOptions {
-        audit_path,
+        audit,
         ..StateOptions::default()
     };
     let state = ServerState::new(hosts, options)?;

@@ -17,6 +17,7 @@ use super::claude_job::Tap;
 use super::foreground::Waited;
 use super::guard;
 use super::reply::{failed_with, failure, seconds, success};
+use crate::auth::Principal;
 use crate::claude::launch::{LaunchOptions, PermissionMode};
 use crate::claude::stream::TurnResult;
 use crate::claude::{Interrupt, TurnReport, TurnRequest, TurnSync};
@@ -140,11 +141,11 @@ impl Outpost {
             Ok(detach_at) => detach_at,
             Err(e) => return failure(&e),
         };
-        let request = match self.turn_request(params) {
+        let owner = guard::principal_of(&context, &self.principal);
+        let request = match self.turn_request(params, &owner) {
             Ok(request) => request,
             Err(e) => return failure(&e),
         };
-        let owner = guard::principal_of(&context, &self.principal);
         if background {
             return match self.start_claude_job(request, owner, None) {
                 Ok((job, result)) => {
@@ -197,7 +198,12 @@ impl Outpost {
 }
 
 impl Outpost {
-    pub(super) fn turn_request(&self, params: SpawnClaudeParams) -> Result<TurnRequest> {
+    /// The turn `params` ask for, on behalf of `owner`.
+    pub(super) fn turn_request(
+        &self,
+        params: SpawnClaudeParams,
+        owner: &Principal,
+    ) -> Result<TurnRequest> {
         if params.prompt.trim().is_empty() {
             return Err(Error::InvalidArgument {
                 field: "prompt",
@@ -231,6 +237,7 @@ impl Outpost {
             },
             timeout,
             approvals: None,
+            owner: (!owner.is_local()).then(|| owner.to_string()),
         })
     }
 }

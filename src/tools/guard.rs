@@ -12,7 +12,7 @@ use rmcp::service::RequestContext;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditLog, AuditRecord, millis, now};
+use crate::audit::{AuditLog, AuditRecord, Decision, millis, now};
 use crate::auth::Principal;
 
 /// JSON-RPC error code of a call refused by the rate limit.
@@ -55,6 +55,14 @@ impl CallPolicy {
                 None,
             )
         })
+    }
+
+    /// Writes the audit record of a decision (who allowed or denied what), when there is an
+    /// audit log.
+    pub fn record_decision(&self, decision: &Decision<'_>) {
+        if let Some(audit) = &self.audit {
+            audit.decision(decision);
+        }
     }
 
     /// Writes the audit record of one finished call, when there is an audit log.
@@ -188,6 +196,64 @@ mod tests {
         };
         result.structured_content = structured;
         Ok(CallToolResponse::Complete(result))
+    }
+
+    #[test]
+    fn decisions_are_recorded_with_who_decided() {
+        use crate::audit::Verdict;
+        use crate::config::AuditSettings;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let settings = AuditSettings {
+            path: Some(path.clone()),
+            ..AuditSettings::default()
+        };
+        let audit = AuditLog::open(&settings, vec!["hunter2-secret".into()]).unwrap();
+        let policy = CallPolicy::new(audit, 0);
+        let ana = Principal::new("ana");
+        policy.record_decision(&Decision {
+            principal: &ana,
+            host: Some("gpu1"),
+            what: "claude tool Bash: curl -H hunter2-secret x",
+            verdict: Verdict::Denied,
+            decided_by: "ana",
+            reason: Some("not that"),
+        });
+        policy.record_decision(&Decision {
+            principal: &ana,
+            host: None,
+            what: "command: reboot",
+            verdict: Verdict::Unanswered,
+            decided_by: "timeout",
+            reason: None,
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let first = &lines[0];
+        assert_eq!(first["event"], "decision");
+        assert_eq!(first["principal"], "ana");
+        assert_eq!(first["host"], "gpu1");
+        assert_eq!(first["what"], "claude tool Bash: curl -H [REDACTED] x");
+        assert_eq!(first["decision"], "denied");
+        assert_eq!(first["decided_by"], "ana");
+        assert_eq!(first["reason"], "not that");
+        assert!(first["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(lines[1]["decision"], "unanswered");
+        assert_eq!(lines[1]["decided_by"], "timeout");
+        assert!(lines[1].get("host").is_none() && lines[1].get("reason").is_none());
+        // Without an audit log there is nothing to write to, and nothing fails.
+        CallPolicy::default().record_decision(&Decision {
+            principal: &ana,
+            host: None,
+            what: "x",
+            verdict: Verdict::Allowed,
+            decided_by: "ana",
+            reason: None,
+        });
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! Tool `list_hosts`: every host name a call can use, with its kind and state.
+//! Tool `list_hosts`: every host name the caller can use, with its kind and state.
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::model::CallToolResult;
-use rmcp::{tool, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, tool, tool_router};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::Outpost;
 use super::reply::success;
+use super::{Outpost, guard};
 use crate::hosts::HostEntry;
 
 /// Result of `list_hosts`.
@@ -32,10 +33,13 @@ impl Outpost {
             open_world_hint = false
         )
     )]
-    async fn list_hosts(&self) -> CallToolResult {
+    async fn list_hosts(&self, context: RequestContext<RoleServer>) -> CallToolResult {
+        let limits = self.limits(&guard::principal_of(&context, &self.principal));
+        let mut hosts = self.hosts.list();
+        hosts.retain(|h| limits.allows_host(&self.hosts, &h.name));
         let result = HostList {
             default_host: self.hosts.effective_name(None),
-            hosts: self.hosts.list(),
+            hosts,
         };
         let text = result
             .hosts

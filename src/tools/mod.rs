@@ -13,6 +13,7 @@ mod list_jobs;
 mod progress;
 mod reply;
 mod resources;
+mod scope;
 mod sessions;
 mod sync;
 mod tasks;
@@ -28,9 +29,9 @@ use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, CustomRequest, CustomResult,
     ErrorData, GetTaskParams, GetTaskResult, Implementation, ListResourceTemplatesResult,
-    ListResourcesResult, LoggingLevel, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    ListResourcesResult, ListToolsResult, LoggingLevel, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
     UnsubscribeRequestParams,
 };
 use rmcp::service::{RequestContext, SubscriptionContext};
@@ -95,16 +96,24 @@ impl Outpost {
             subscriptions: Arc::default(),
             connection_tasks: TaskTracker::new(),
             _connection: None,
-            tool_router: portable(
-                Self::exec_tools()
-                    + Self::job_tools()
-                    + Self::list_job_tools()
-                    + Self::host_tools()
-                    + Self::claude_tools()
-                    + Self::session_tools()
-                    + Self::sync_tools(),
-            ),
+            tool_router: portable(Self::router()),
         }
+    }
+
+    fn router() -> ToolRouter<Self> {
+        Self::exec_tools()
+            + Self::job_tools()
+            + Self::list_job_tools()
+            + Self::host_tools()
+            + Self::claude_tools()
+            + Self::session_tools()
+            + Self::sync_tools()
+    }
+
+    /// The name of every tool (what `serve.principals` and token scopes may name).
+    pub fn tool_names() -> Vec<String> {
+        let tools = Self::router().list_all();
+        tools.into_iter().map(|t| t.name.into_owned()).collect()
     }
 
     /// The same service with calls audited and limited by `policy`.
@@ -188,25 +197,17 @@ impl ServerHandler for Outpost {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if !self.tool_router.has_route(&request.name) {
-            let known: Vec<String> = self.tools().iter().map(|t| t.name.to_string()).collect();
-            return Err(ErrorData::invalid_params(
-                format!(
-                    "unknown tool `{}`; the tools are: {}",
-                    request.name,
-                    known.join(", ")
-                ),
-                None,
-            ));
+        let principal = guard::principal_of(&context, &self.principal);
+        let limits = self.limits(&principal);
+        if !self.tool_router.has_route(&request.name) || !limits.allows_tool(&request.name) {
+            return Err(self.unknown_tool(&request.name, &limits));
         }
-        let facts = guard::CallFacts::of(
-            guard::principal_of(&context, &self.principal),
-            &request,
-            &context,
-        );
-        let result = match self.policy.admit(&facts.principal) {
-            Err(refused) => Err(refused),
-            Ok(()) => match self.call_as_task(&request, &context).await {
+        let facts = guard::CallFacts::of(principal, &request, &context);
+        let refused = self.out_of_scope(&facts.principal, &limits, &request);
+        let result = match (self.policy.admit(&facts.principal), refused) {
+            (Err(limited), _) => Err(limited),
+            (Ok(()), Some(refused)) => Ok(CallToolResponse::Complete(refused)),
+            (Ok(()), None) => match self.call_as_task(&request, &context).await {
                 Some(task) => Ok(task),
                 None => {
                     let call = self
@@ -218,6 +219,15 @@ impl ServerHandler for Outpost {
         };
         self.policy.record(&facts, &result);
         result
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let principal = guard::principal_of(&context, &self.principal);
+        Ok(self.tool_list(&self.limits(&principal)))
     }
 
     #[allow(deprecated)]

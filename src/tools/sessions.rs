@@ -1,4 +1,4 @@
-//! Tool `list_sessions`: the Claude sessions outpost has run, from the session registry.
+//! Tool `list_sessions`: the caller's Claude sessions outpost has run, from the session registry.
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
@@ -8,8 +8,8 @@ use rmcp::{RoleServer, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Outpost;
 use super::reply::{failure, success};
+use super::{Outpost, guard};
 use crate::claude::Wanted;
 use crate::claude::registry::SessionRecord;
 
@@ -57,12 +57,15 @@ impl Outpost {
         Parameters(params): Parameters<ListSessionsParams>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let principal = guard::principal_of(&context, &self.principal);
+        let limits = self.limits(&principal);
         let sessions: Vec<SessionRecord> = self
             .claude
             .registry()
             .all()
             .into_iter()
             .filter(|r| params.host.as_ref().is_none_or(|h| *h == r.host))
+            .filter(|r| self.shows_session(&principal, &limits, r))
             .take(params.limit.unwrap_or(DEFAULT_LIMIT))
             .collect();
         // The session files of what is listed are here once their pulls have ended.

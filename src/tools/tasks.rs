@@ -61,7 +61,7 @@ impl Outpost {
     }
 
     fn start_claude_task(&self, params: SpawnClaudeParams, owner: Principal) -> Result<Arc<Job>> {
-        let request = self.turn_request(params)?;
+        let request = self.turn_request(params, &owner)?;
         let (job, _) = self.start_claude_job(request, owner, None)?;
         Ok(job)
     }
