@@ -145,6 +145,14 @@ impl Outpost {
             Err(e) => return failure(&e),
         };
         let owner = guard::principal_of(&context, &self.principal);
+        tokio::select! {
+            cleared = self.clear_claude_turn(&context.peer, &owner, &request) => {
+                if let Err(e) = cleared {
+                    return failure(&e);
+                }
+            }
+            _ = context.ct.cancelled() => return failure(&Error::Cancelled),
+        }
         if background {
             return match self.start_claude_job(request, owner, None) {
                 Ok((job, result)) => {
