@@ -195,6 +195,67 @@ pub enum Error {
 
     #[error("the server is shutting down")]
     ShuttingDown,
+
+    #[error(
+        "host key of `{}` is not known, so nothing was run. Its {} key has fingerprint {}. strict_host_key_checking is `ask`, but nobody confirmed it: {}. If that is the right key, trust it with:\n  {}\nor set `strict_host_key_checking: \"accept-new\"` for this remote",
+        .0.host, .0.algorithm, .0.fingerprint, .0.why, .0.command
+    )]
+    HostKeyToConfirm(Box<UnknownHostKey>),
+
+    #[error(
+        "the {algorithm} host key {fingerprint} of `{host}` was declined by the person asked; nothing was run and {known_hosts} is unchanged. Check the fingerprint with the host's administrator before trusting it"
+    )]
+    HostKeyDeclined {
+        host: String,
+        algorithm: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
+
+    #[error(
+        "{what} on `{host}` is refused by the deny pattern `{pattern}` of `{field}` in {file}; nothing was run. Deny patterns guard against mistakes; if this one is wrong, change `{field}` there"
+    )]
+    PolicyDenied {
+        what: String,
+        host: String,
+        pattern: String,
+        field: String,
+        file: String,
+    },
+
+    #[error(
+        "{what} on `{host}` needs a person's confirmation ({why}) and was not run: {answer}. To run it without asking, change `{field}` there"
+    )]
+    NotConfirmed {
+        what: String,
+        host: String,
+        /// Which policy wants it, and in which file.
+        why: String,
+        field: String,
+        answer: String,
+    },
+}
+
+/// A host key not in known_hosts yet, under `strict_host_key_checking: ask`: what the person is
+/// shown, and what recording it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownHostKey {
+    /// The host name as the call gave it.
+    pub host: String,
+    /// Name and port the key is recorded under.
+    pub key_host: String,
+    pub key_port: u16,
+    pub known_hosts: PathBuf,
+    /// e.g. `ssh-ed25519`.
+    pub algorithm: String,
+    /// OpenSSH's `SHA256:...`.
+    pub fingerprint: String,
+    /// The key in OpenSSH format.
+    pub key: String,
+    /// The shell command that trusts it by hand.
+    pub command: String,
+    /// Why nobody confirmed it (when the error reaches the caller).
+    pub why: String,
 }
 
 impl Error {

@@ -60,6 +60,8 @@ impl Config {
             message: strip_position(&e.to_string()),
         })?;
         config.validate(path)?;
+        let mut config = config;
+        config.origin = super::Origin(Some(path.to_owned()));
         Ok(config)
     }
 

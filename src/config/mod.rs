@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod file;
+mod policy;
 mod remote;
 mod serve;
 mod validate;
@@ -20,6 +21,7 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
+pub use policy::{CommandPolicy, Confirm, ConfirmMode, EffectivePolicy, Level, Verdict};
 pub use remote::{HostKeyPolicy, PortOrAddress, RemoteConfig, RemoteKind, TunnelConfig};
 pub use serve::{AuditSettings, JwtSettings, PrincipalSettings, ServeSettings};
 
@@ -38,7 +40,10 @@ pub struct Config {
     pub remotes: BTreeMap<String, RemoteConfig>,
     /// Host groups: a call naming the group runs on its least busy healthy member.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub groups: BTreeMap<String, Vec<String>>,
+    pub groups: BTreeMap<String, GroupConfig>,
+    /// Command policy on every host (groups and remotes may add their own).
+    #[serde(skip_serializing_if = "is_default")]
+    pub policy: CommandPolicy,
     /// Limits for running commands.
     #[serde(skip_serializing_if = "is_default")]
     pub exec: ExecConfig,
@@ -57,6 +62,71 @@ pub struct Config {
     /// The audit log of tool calls.
     #[serde(skip_serializing_if = "is_default")]
     pub audit: AuditSettings,
+    /// The file this config was read from (not part of the file).
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// Where a config was read from, for messages that tell which file to change. Not part of the
+/// config's value: two configs read from different files compare equal.
+#[derive(Debug, Clone, Default)]
+pub struct Origin(Option<std::path::PathBuf>);
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Origin {
+    /// The file, or where it would be by default.
+    pub fn display(&self) -> String {
+        match &self.0 {
+            Some(path) => path.display().to_string(),
+            None => "outpost's config file".to_owned(),
+        }
+    }
+}
+
+/// A host group: its members, or its members and its command policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GroupConfig {
+    /// The members, in order.
+    Members(Vec<String>),
+    /// The members and the group's command policy.
+    WithPolicy(GroupWithPolicy),
+}
+
+/// A group with a command policy of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupWithPolicy {
+    /// The members, in order.
+    pub members: Vec<String>,
+    /// Command policy for commands on any member, however the call names it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub policy: CommandPolicy,
+}
+
+impl GroupConfig {
+    pub fn members(&self) -> &[String] {
+        match self {
+            GroupConfig::Members(members) => members,
+            GroupConfig::WithPolicy(group) => &group.members,
+        }
+    }
+
+    pub fn policy(&self) -> &CommandPolicy {
+        static NONE: CommandPolicy = CommandPolicy {
+            confirm: None,
+            deny: Vec::new(),
+        };
+        match self {
+            GroupConfig::Members(_) => &NONE,
+            GroupConfig::WithPolicy(group) => &group.policy,
+        }
+    }
 }
 
 /// Where outpost keeps its state (the session registry, the audit log):
@@ -112,8 +182,8 @@ pub struct ClaudeSettings {
     pub default_timeout_secs: u64,
     /// Seconds an interrupted turn gets to stop before its process is killed.
     pub interrupt_grace_secs: u64,
-    /// Seconds a permission prompt of a remote Claude (or a confirmation) waits for a person
-    /// before it is denied.
+    /// Seconds a question to the person (a remote Claude's permission prompt, a command to
+    /// confirm, an unknown host key) waits for an answer before it counts as unanswered: denied.
     pub approval_timeout_secs: u64,
     /// Local environment variables passed to Claude on every host (e.g. `ANTHROPIC_API_KEY`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -139,12 +209,17 @@ impl Default for ClaudeSettings {
 pub struct SshSettings {
     /// Seconds a connection with no command running stays open.
     pub idle_timeout_secs: u64,
+    /// Host-key policy of every SSH host whose remote entry and `~/.ssh/config` set none
+    /// (`~/.ssh/config` aliases too): `yes` (default), `accept-new` or `ask`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict_host_key_checking: Option<HostKeyPolicy>,
 }
 
 impl Default for SshSettings {
     fn default() -> Self {
         Self {
             idle_timeout_secs: 600,
+            strict_host_key_checking: None,
         }
     }
 }

@@ -43,7 +43,8 @@ pub struct RemoteConfig {
     /// ssh: private key file to authenticate with (default: ssh-agent, then ~/.ssh/id_*).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_file: Option<PathBuf>,
-    /// ssh: host-key policy: `yes` (default: unknown keys refused) or `accept-new` (record unknown keys).
+    /// ssh: host-key policy: `yes` (unknown keys refused), `accept-new` (recorded) or `ask` (a
+    /// person confirms them). Default: `~/.ssh/config`'s, else `ssh.strict_host_key_checking`, else `yes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict_host_key_checking: Option<HostKeyPolicy>,
     /// docker: container name or id. kubernetes: container in the pod (`-c`).
@@ -97,6 +98,9 @@ pub struct RemoteConfig {
     /// `outpost mcp connect --remote NAME`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tunnels: Vec<TunnelConfig>,
+    /// Command policy on this host (with the global one's and its groups' `deny`).
+    #[serde(default, skip_serializing_if = "super::is_default")]
+    pub policy: super::CommandPolicy,
 }
 
 /// What to do with a host key that is not in known_hosts yet. A changed key is always refused.
@@ -107,6 +111,8 @@ pub enum HostKeyPolicy {
     Yes,
     /// Record unknown keys in known_hosts and go on.
     AcceptNew,
+    /// Ask the person through the MCP client (elicitation); record the key if they accept.
+    Ask,
 }
 
 /// A local port forwarded to a port reachable from an SSH host, over its pooled connection.

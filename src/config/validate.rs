@@ -41,14 +41,33 @@ impl Config {
             self.check_via(name)
                 .map_err(|message| invalid(format!("remotes.{name}.via"), message))?;
         }
-        for (name, members) in &self.groups {
-            self.check_group(name, members)
+        for (name, group) in &self.groups {
+            self.check_group(name, group.members())
                 .map_err(|message| invalid(format!("groups.{name}"), message))?;
         }
         for (name, principal) in &self.serve.principals {
             check_principal(name, principal).map_err(|(field, message)| {
                 invalid(format!("serve.principals.{name}{field}"), message)
             })?;
+        }
+        let policies = std::iter::once(("policy".to_owned(), &self.policy))
+            .chain(
+                self.groups
+                    .iter()
+                    .map(|(name, g)| (format!("groups.{name}.policy"), g.policy())),
+            )
+            .chain(
+                self.remotes
+                    .iter()
+                    .map(|(name, r)| (format!("remotes.{name}.policy"), &r.policy)),
+            );
+        for (field, policy) in policies {
+            if let Some((at, message)) = policy.invalid_patterns().into_iter().next() {
+                return Err(invalid(
+                    format!("{field}.{at}"),
+                    format!("not a valid regular expression: {message}"),
+                ));
+            }
         }
         Ok(())
     }

@@ -54,7 +54,7 @@ pub struct Picked {
 impl Hosts {
     /// The members of group `name`, if it is one.
     pub fn group(&self, name: &str) -> Option<&[String]> {
-        self.config.groups.get(name).map(Vec::as_slice)
+        self.config.groups.get(name).map(|g| g.members())
     }
 
     /// Whether `name` names a host (not a group) this server can run on.

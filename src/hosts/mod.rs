@@ -16,6 +16,7 @@ use crate::transport::{
 };
 
 mod groups;
+mod host_keys;
 
 pub use groups::{MemberEntry, Picked};
 
@@ -137,7 +138,17 @@ impl Hosts {
         }
         let known =
             remote.is_some() || self.ssh_aliases.iter().any(|a| a == name) || name.contains('@');
-        known.then(|| SshTarget::resolve(name, remote, self.ssh_config.as_ref(), &self.home))
+        let key_policy = self.config.ssh.strict_host_key_checking;
+        let key_policy = key_policy.unwrap_or(crate::config::HostKeyPolicy::Yes);
+        known.then(|| {
+            SshTarget::resolve(
+                name,
+                remote,
+                self.ssh_config.as_ref(),
+                &self.home,
+                key_policy,
+            )
+        })
     }
 
     /// The directory a call without `cwd` runs in on `name`, if configured.
@@ -193,10 +204,10 @@ impl Hosts {
 
     /// The transport for host `name` (not a group: see [`Hosts::pick`]).
     pub fn resolve(&self, name: &str) -> Result<Transport> {
-        if let Some(members) = self.config.groups.get(name) {
+        if let Some(group) = self.config.groups.get(name) {
             return Err(Error::IsGroup {
                 group: name.to_owned(),
-                members: members.join(", "),
+                members: group.members().join(", "),
             });
         }
         Ok(Transport::new(
@@ -264,8 +275,8 @@ impl Hosts {
                 hosts.push(self.entry(alias, HostSource::SshConfig, &default));
             }
         }
-        for (name, members) in &self.config.groups {
-            hosts.push(self.group_entry(name, members, &default));
+        for (name, group) in &self.config.groups {
+            hosts.push(self.group_entry(name, group.members(), &default));
         }
         hosts
     }

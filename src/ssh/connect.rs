@@ -11,7 +11,7 @@ use russh::keys::{self, HashAlg, PrivateKeyWithHashAlg, PublicKey};
 
 use super::target::SshTarget;
 use crate::config::HostKeyPolicy;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UnknownHostKey};
 
 /// An authenticated connection, and the connection it tunnels through (kept open with it).
 pub struct Connection {
@@ -72,20 +72,23 @@ impl HostKeyCheck {
         match keys::check_known_hosts_path(&t.key_host, t.key_port, key, &t.known_hosts) {
             Ok(true) => Ok(()),
             Ok(false) if t.host_key_policy == HostKeyPolicy::AcceptNew => {
-                keys::known_hosts::learn_known_hosts_path(
-                    &t.key_host,
-                    t.key_port,
-                    key,
-                    &t.known_hosts,
-                )
-                .map_err(|e| {
-                    t.connect_error(format!(
-                        "cannot record the new host key in {}: {e}",
-                        t.known_hosts.display()
-                    ))
-                })?;
+                learn(&t.key_host, t.key_port, key, &t.known_hosts)
+                    .map_err(|reason| t.connect_error(reason))?;
                 tracing::warn!(host = %t.name, %fingerprint, "recorded a new host key (accept-new)");
                 Ok(())
+            }
+            Ok(false) | Err(keys::Error::IO(_)) if t.host_key_policy == HostKeyPolicy::Ask => {
+                Err(Error::HostKeyToConfirm(Box::new(UnknownHostKey {
+                    host: t.name.clone(),
+                    key_host: t.key_host.clone(),
+                    key_port: t.key_port,
+                    known_hosts: t.known_hosts.clone(),
+                    algorithm: key.algorithm().to_string(),
+                    fingerprint,
+                    key: key.to_openssh().unwrap_or_default(),
+                    command: trust_command(t, key),
+                    why: "only an MCP client that supports elicitation is asked".to_owned(),
+                })))
             }
             Ok(false) | Err(keys::Error::IO(_)) => Err(Error::HostKeyUnknown {
                 host: t.name.clone(),
@@ -103,6 +106,38 @@ impl HostKeyCheck {
             Err(e) => Err(t.connect_error(format!("cannot read {}: {e}", t.known_hosts.display()))),
         }
     }
+}
+
+/// Records `key` for `host:port` in the known_hosts file at `path`, as `accept-new` does.
+fn learn(
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+    path: &std::path::Path,
+) -> std::result::Result<(), String> {
+    keys::known_hosts::learn_known_hosts_path(host, port, key, path)
+        .map_err(|e| format!("cannot record the new host key in {}: {e}", path.display()))
+}
+
+/// Records a key a person confirmed (`strict_host_key_checking: ask`), exactly as `accept-new`
+/// records one.
+pub fn record_confirmed_key(unknown: &UnknownHostKey) -> Result<()> {
+    let failed = |reason: String| Error::SshConnect {
+        host: unknown.host.clone(),
+        addr: format!("{}:{}", unknown.key_host, unknown.key_port),
+        reason,
+    };
+    let key = PublicKey::from_openssh(&unknown.key)
+        .map_err(|e| failed(format!("cannot read back the confirmed host key: {e}")))?;
+    learn(
+        &unknown.key_host,
+        unknown.key_port,
+        &key,
+        &unknown.known_hosts,
+    )
+    .map_err(failed)?;
+    tracing::warn!(host = %unknown.host, fingerprint = %unknown.fingerprint, "recorded a host key a person confirmed");
+    Ok(())
 }
 
 /// The host as known_hosts writes it: `name`, or `[name]:port` off port 22.
@@ -206,8 +241,10 @@ async fn open_stream(target: &SshTarget) -> Result<(Box<dyn Stream>, Option<Box<
             Ok((Box::new(tcp), None))
         }
         Some(jump) => {
-            let (via, _) = connect_timed(jump).await.map_err(|e| {
-                target.connect_error(format!("through ProxyJump `{}`: {e}", jump.name))
+            let (via, _) = connect_timed(jump).await.map_err(|e| match e {
+                // The jump host's own key, for the person to confirm.
+                e @ Error::HostKeyToConfirm(_) => e,
+                e => target.connect_error(format!("through ProxyJump `{}`: {e}", jump.name)),
             })?;
             let channel = via
                 .channel_open_direct_tcpip(

@@ -38,14 +38,16 @@ const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 
 impl SshTarget {
     /// Resolves `name`: an outpost remote (if given), an ~/.ssh/config alias, or `user@host[:port]`.
+    /// `key_policy` is the host-key policy where neither the remote nor ~/.ssh/config sets one.
     pub fn resolve(
         name: &str,
         remote: Option<&RemoteConfig>,
         ssh_config: Option<&ssh2_config::SshConfig>,
         home: &Path,
+        key_policy: HostKeyPolicy,
     ) -> Self {
-        let (mut target, hops) = Self::resolve_hop(name, remote, ssh_config, home);
-        target.jump = jump_chain(&hops, ssh_config, home);
+        let (mut target, hops) = Self::resolve_hop(name, remote, ssh_config, home, key_policy);
+        target.jump = jump_chain(&hops, ssh_config, home, key_policy);
         target
     }
 
@@ -55,6 +57,7 @@ impl SshTarget {
         remote: Option<&RemoteConfig>,
         ssh_config: Option<&ssh2_config::SshConfig>,
         home: &Path,
+        key_policy: HostKeyPolicy,
     ) -> (Self, Vec<String>) {
         let (spec_user, spec_host, spec_port) = split_destination(match remote {
             Some(remote) => &remote.host,
@@ -108,11 +111,14 @@ impl SshTarget {
                     .to_ascii_lowercase()
                     .as_str()
                 {
+                    "yes" => Some(HostKeyPolicy::Yes),
                     "accept-new" => Some(HostKeyPolicy::AcceptNew),
+                    "ask" => Some(HostKeyPolicy::Ask),
+                    // `no`/`off` (accept anything, even a changed key): never followed.
                     _ => None,
                 }
             })
-            .unwrap_or(HostKeyPolicy::Yes);
+            .unwrap_or(key_policy);
         let keepalive_max = unknown("serveralivecountmax")
             .and_then(|v| v.parse().ok())
             .unwrap_or(3);
@@ -170,10 +176,11 @@ fn jump_chain(
     hops: &[String],
     ssh_config: Option<&ssh2_config::SshConfig>,
     home: &Path,
+    key_policy: HostKeyPolicy,
 ) -> Option<Box<SshTarget>> {
     let mut via: Option<Box<SshTarget>> = None;
     for hop in hops.iter().filter(|h| !h.eq_ignore_ascii_case("none")) {
-        let (mut target, _) = SshTarget::resolve_hop(hop, None, ssh_config, home);
+        let (mut target, _) = SshTarget::resolve_hop(hop, None, ssh_config, home, key_policy);
         target.jump = via;
         via = Some(Box::new(target));
     }
@@ -232,19 +239,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ssh_config_fields_are_honoured() {
-        let text = "Host gpu\n  HostName 10.1.2.3\n  User alice\n  Port 2200\n  IdentityFile ~/.ssh/gpu_key\n  IdentitiesOnly yes\n  HostKeyAlias gpu-alias\n  UserKnownHostsFile ~/.ssh/kh2\n  StrictHostKeyChecking accept-new\n  ConnectTimeout 4\n  ServerAliveInterval 7\n  ServerAliveCountMax 5\n";
-        let home = Path::new("/home/alice");
-        let config = ssh2_config::SshConfig::default()
+    fn ssh_config(text: &str, home: &Path) -> ssh2_config::SshConfig {
+        ssh2_config::SshConfig::default()
             .home_dir(home)
             .parse(
                 &mut text.as_bytes(),
                 ssh2_config::ParseRule::ALLOW_UNKNOWN_FIELDS
                     | ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS,
             )
-            .unwrap();
-        let t = SshTarget::resolve("gpu", None, Some(&config), home);
+            .unwrap()
+    }
+
+    #[test]
+    fn ssh_config_fields_are_honoured() {
+        let text = "Host gpu\n  HostName 10.1.2.3\n  User alice\n  Port 2200\n  IdentityFile ~/.ssh/gpu_key\n  IdentitiesOnly yes\n  HostKeyAlias gpu-alias\n  UserKnownHostsFile ~/.ssh/kh2\n  StrictHostKeyChecking accept-new\n  ConnectTimeout 4\n  ServerAliveInterval 7\n  ServerAliveCountMax 5\n";
+        let home = Path::new("/home/alice");
+        let config = ssh_config(text, home);
+        let t = SshTarget::resolve("gpu", None, Some(&config), home, HostKeyPolicy::Yes);
         assert_eq!(
             (t.hostname.as_str(), t.port, t.user.as_str()),
             ("10.1.2.3", 2200, "alice")
@@ -277,11 +288,33 @@ mod tests {
             ..RemoteConfig::default()
         };
         let home = Path::new("/h");
-        let t = SshTarget::resolve("work", Some(&remote), None, home);
+        let t = SshTarget::resolve("work", Some(&remote), None, home, HostKeyPolicy::Yes);
         assert_eq!(
             (t.hostname.as_str(), t.port, t.user.as_str()),
             ("gpu", 2022, "bob")
         );
         assert_eq!(t.identity_files[0], PathBuf::from("/h/.ssh/id_ed25519"));
+    }
+
+    #[test]
+    fn host_key_policy_remote_then_ssh_config_then_the_global_default() {
+        let text = "Host asks\n  StrictHostKeyChecking ask\nHost strict\n  StrictHostKeyChecking yes\nHost lax\n  StrictHostKeyChecking no\n";
+        let home = Path::new("/h");
+        let config = ssh_config(text, home);
+        let policy = |name: &str, remote: Option<&RemoteConfig>| {
+            SshTarget::resolve(name, remote, Some(&config), home, HostKeyPolicy::Ask)
+                .host_key_policy
+        };
+        assert_eq!(policy("strict", None), HostKeyPolicy::Yes);
+        assert_eq!(policy("asks", None), HostKeyPolicy::Ask);
+        // `no` is never followed: the global default applies.
+        assert_eq!(policy("lax", None), HostKeyPolicy::Ask);
+        assert_eq!(policy("other", None), HostKeyPolicy::Ask);
+        let remote = RemoteConfig {
+            host: "strict".into(),
+            strict_host_key_checking: Some(HostKeyPolicy::AcceptNew),
+            ..RemoteConfig::default()
+        };
+        assert_eq!(policy("x", Some(&remote)), HostKeyPolicy::AcceptNew);
     }
 }

@@ -146,6 +146,14 @@ impl Outpost {
             Ok(request) => request,
             Err(e) => return failure(&e),
         };
+        tokio::select! {
+            cleared = self.clear_claude_turn(&context.peer, &owner, &request) => {
+                if let Err(e) = cleared {
+                    return failure(&e);
+                }
+            }
+            _ = context.ct.cancelled() => return failure(&Error::Cancelled),
+        }
         if background {
             return match self.start_claude_job(request, owner, None) {
                 Ok((job, result)) => {

@@ -7,13 +7,14 @@ use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
-use rmcp::{RoleServer, tool, tool_router};
+use rmcp::{Peer, RoleServer, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Outpost;
 use super::foreground::Waited;
 use super::guard;
+use super::policy::Action;
 use super::reply::{failed_with, failure, seconds, success};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
@@ -100,7 +101,7 @@ impl Outpost {
         let named_timeout = params.timeout_secs.is_some();
         let owner = guard::principal_of(&context, &self.principal);
         let job = tokio::select! {
-            started = self.start_exec(params, owner) => match started {
+            started = self.start_exec(params, owner, &context.peer) => match started {
                 Ok(job) => job,
                 Err(e) => return failure(&e),
             },
@@ -146,6 +147,7 @@ impl Outpost {
         &self,
         params: RemoteExecParams,
         owner: Principal,
+        peer: &Peer<RoleServer>,
     ) -> Result<std::sync::Arc<Job>> {
         let settings = &self.hosts.config().exec;
         let timeout = match params.timeout_secs {
@@ -162,6 +164,12 @@ impl Outpost {
             });
         }
         let name = self.hosts.effective_name(params.host.as_deref());
+        let cwd = params.cwd.clone().or_else(|| self.hosts.workspace(&name));
+        let action = Action::Command {
+            command: &params.command,
+            cwd: cwd.as_deref(),
+        };
+        self.clear_to_run(peer, &owner, &name, action).await?;
         let stdin = params.stdin.map(String::into_bytes);
         let spec = |host: &str| CommandSpec {
             command: params.command.clone(),

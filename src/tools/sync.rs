@@ -66,8 +66,9 @@ impl Outpost {
             Ok(request) => request,
             Err(e) => return failure(&e),
         };
+        let owner = super::guard::principal_of(&context, &self.principal);
         let report = tokio::select! {
-            report = self.sync_after_pulls(&request, &context.ct) => report,
+            report = self.cleared_sync(&request, &owner, &context) => report,
             // Dropping the sync kills its writers before they rename: nothing half-written remains.
             _ = context.ct.cancelled() => return failure(&Error::Cancelled),
         };
@@ -87,6 +88,17 @@ impl Outpost {
 }
 
 impl Outpost {
+    /// Runs `request` once the policy (a push) and the host's key are cleared.
+    async fn cleared_sync(
+        &self,
+        request: &SyncRequest,
+        owner: &crate::auth::Principal,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<SyncReport> {
+        self.clear_sync(&context.peer, owner, request).await?;
+        self.sync_after_pulls(request, &context.ct).await
+    }
+
     /// Runs `request` once the pulls of that project still under way after turns have ended
     /// (bounded): a sync asked for right after a turn then sees that turn.
     async fn sync_after_pulls(

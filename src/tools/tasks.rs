@@ -43,14 +43,17 @@ impl Outpost {
                 let mut params: RemoteExecParams = serde_json::from_value(arguments).ok()?;
                 params.background = true;
                 tokio::select! {
-                    started = self.start_exec(params, owner) => started,
+                    started = self.start_exec(params, owner, &context.peer) => started,
                     // Connecting can take up to the connect timeout; a cancel must not wait for it.
                     _ = context.ct.cancelled() => Err(Error::Cancelled),
                 }
             }
             "spawn_claude" => {
                 let params: SpawnClaudeParams = serde_json::from_value(arguments).ok()?;
-                self.start_claude_task(params, owner)
+                tokio::select! {
+                    started = self.start_claude_task(params, owner, &context.peer) => started,
+                    _ = context.ct.cancelled() => Err(Error::Cancelled),
+                }
             }
             _ => return None,
         };
@@ -60,8 +63,14 @@ impl Outpost {
         })
     }
 
-    fn start_claude_task(&self, params: SpawnClaudeParams, owner: Principal) -> Result<Arc<Job>> {
+    async fn start_claude_task(
+        &self,
+        params: SpawnClaudeParams,
+        owner: Principal,
+        peer: &rmcp::Peer<RoleServer>,
+    ) -> Result<Arc<Job>> {
         let request = self.turn_request(params, &owner)?;
+        self.clear_claude_turn(peer, &owner, &request).await?;
         let (job, _) = self.start_claude_job(request, owner, None)?;
         Ok(job)
     }
