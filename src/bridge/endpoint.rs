@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -209,12 +208,9 @@ fn authority(url: &str) -> Result<(String, u16), String> {
 
 /// A failed TLS handshake explained: an untrusted certificate will not fix itself by waiting.
 fn tls_error(address: &str, e: std::io::Error) -> Failure {
-    let inner = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
-    if let Some(rustls::Error::InvalidCertificate(why)) = inner {
+    if let Some(why) = crate::tls::untrusted_certificate(&e) {
         return Failure {
-            reason: format!(
-                "the certificate of {address} is not trusted ({why:?}): pass --ca FILE with the CA that signed it (or the server's own certificate when self-signed), and use the host name the certificate names"
-            ),
+            reason: format!("the certificate of {address} is not trusted: {why}"),
             refused: true,
         };
     }

@@ -13,7 +13,7 @@ use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 
-pub use client::connector;
+pub use client::{connector, untrusted_certificate};
 pub use server::acceptor;
 
 use crate::error::{Error, Result};

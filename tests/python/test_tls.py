@@ -34,8 +34,9 @@ KEY_FORMATS = {
 }
 
 
-def self_signed(directory, name="server", key_format="ec-pkcs8"):
-    """A throwaway self-signed certificate for 127.0.0.1 and localhost: (cert.pem, key.pem)."""
+def self_signed(directory, name="server", key_format="ec-pkcs8", ca=False, names=("localhost", "127.0.0.1")):
+    """A throwaway self-signed certificate for `names`: (cert.pem, key.pem). `ca`: marked as a CA
+    certificate, as `openssl req -x509` makes them by default."""
     make_key, private_format = KEY_FORMATS[key_format]
     key = make_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -44,14 +45,20 @@ def self_signed(directory, name="server", key_format="ec-pkcs8"):
         x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([san(name) for name in names]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .sign(key, hashes.SHA256()))
     cert_path, key_path = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, private_format, serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def san(name):
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def trusting(cert):
@@ -155,28 +162,43 @@ async def bridge(env, errlog, *args):
             yield session
 
 
-async def test_the_bridge_reaches_a_wss_server_trusting_its_ca_and_refuses_another(env, tmp_path, secret, pair):
+async def test_the_bridge_reaches_a_wss_server_trusting_its_certificate(env, tmp_path, secret, pair):
     token = generate_token(env, secret, "--subject", "laptop")
-    bridge_env = dict(env, OUTPOST_TOKEN=token)
-    stranger, _ = self_signed(tmp_path, name="stranger")
     with Served(env, tmp_path, "--websocket", "--port", "0", "--jwt-secret-file", str(secret),
                 *tls_args(pair)) as server:
         with open(tmp_path / "bridge.log", "w+") as errlog:
-            async with bridge(bridge_env, errlog, "--url", server.url, "--token-env", "OUTPOST_TOKEN",
-                              "--ca", str(pair[0])) as session:
+            async with bridge(dict(env, OUTPOST_TOKEN=token), errlog, "--url", server.url,
+                              "--token-env", "OUTPOST_TOKEN", "--ca", str(pair[0])) as session:
                 with anyio.fail_after(HANG_GUARD):
                     await session.initialize()
                     result = await session.call_tool("remote_exec", {"host": "local", "command": "echo bridged"})
                 assert not result.is_error, text(result)
                 assert data(result)["stdout"] == "bridged\n"
-        with open(tmp_path / "wrong.log", "w+") as errlog:
-            async with bridge(bridge_env, errlog, "--url", server.url, "--token-env", "OUTPOST_TOKEN",
-                              "--ca", str(stranger)) as session:
+
+
+UNTRUSTED = {
+    "another CA": ({}, "UnknownIssuer: pass --ca FILE with the CA that signed it"),
+    "a CA as the server's certificate": ({"ca": True}, "-addext basicConstraints=critical,CA:FALSE"),
+    "another name": ({"names": ("buildbox",)}, "connect with a host name the certificate names"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNTRUSTED))
+async def test_the_bridge_refuses_a_certificate_it_cannot_trust_saying_why(env, tmp_path, secret, pair, case):
+    options, expected = UNTRUSTED[case]
+    served = self_signed(tmp_path, name="served", **options) if options else pair
+    trusted = self_signed(tmp_path, name="stranger")[0] if not options else served[0]
+    token = generate_token(env, secret, "--subject", "laptop")
+    with Served(env, tmp_path, "--websocket", "--port", "0", "--jwt-secret-file", str(secret),
+                *tls_args(served)) as server:
+        with open(tmp_path / "bridge.log", "w+") as errlog:
+            async with bridge(dict(env, OUTPOST_TOKEN=token), errlog, "--url", server.url,
+                              "--token-env", "OUTPOST_TOKEN", "--ca", str(trusted)) as session:
                 with anyio.fail_after(HANG_GUARD), pytest.raises(Exception) as refused:
                     await session.initialize()
         message = str(refused.value)
-        assert "is not trusted" in message and "--ca FILE" in message, message
-        assert server.text().count("WebSocket connection opened") == 1, "only the trusting bridge got in"
+        assert "is not trusted" in message and expected in message, message
+        assert "WebSocket connection opened" not in server.text()
 
 
 def test_the_bridge_refuses_ca_with_plain_ws_and_http_urls(env, tmp_path, pair):
