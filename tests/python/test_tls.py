@@ -174,6 +174,13 @@ async def test_the_bridge_reaches_a_wss_server_trusting_its_certificate(env, tmp
                     result = await session.call_tool("remote_exec", {"host": "local", "command": "echo bridged"})
                 assert not result.is_error, text(result)
                 assert data(result)["stdout"] == "bridged\n"
+            # Without --ca, the system's roots: here the store SSL_CERT_FILE names.
+            system = dict(env, OUTPOST_TOKEN=token, SSL_CERT_FILE=str(pair[0]))
+            async with bridge(system, errlog, "--url", server.url, "--token-env", "OUTPOST_TOKEN") as session:
+                with anyio.fail_after(HANG_GUARD):
+                    await session.initialize()
+                    result = await session.call_tool("remote_exec", {"host": "local", "command": "echo system"})
+                assert data(result)["stdout"] == "system\n"
 
 
 UNTRUSTED = {
@@ -201,12 +208,17 @@ async def test_the_bridge_refuses_a_certificate_it_cannot_trust_saying_why(env, 
         assert "WebSocket connection opened" not in server.text()
 
 
-def test_the_bridge_refuses_ca_with_plain_ws_and_http_urls(env, tmp_path, pair):
+def test_the_bridge_refuses_ca_with_plain_urls_and_wss_without_any_roots(env, tmp_path, pair):
     for url, expected in (("ws://127.0.0.1:1/mcp", "--ca is for wss:// URLs"),
                           ("https://127.0.0.1:1/mcp", "give the ws:// or wss:// URL")):
         out = subprocess.run([BIN, "mcp", "connect", "--url", url, "--ca", str(pair[0])], env=env,
                              capture_output=True, text=True, timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
         assert out.returncode != 0 and expected in out.stderr, out.stderr
+    no_roots = dict(env, SSL_CERT_FILE=str(tmp_path / "missing.pem"), SSL_CERT_DIR=str(tmp_path / "none"))
+    out = subprocess.run([BIN, "mcp", "connect", "--url", "wss://127.0.0.1:1/mcp"], env=no_roots,
+                         capture_output=True, text=True, timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
+    assert out.returncode != 0 and "no trusted root certificates found on this system" in out.stderr, out.stderr
+    assert "pass --ca FILE" in out.stderr, out.stderr
 
 
 async def test_bearer_tokens_in_plain_text_off_loopback_need_insecure_no_tls(env, tmp_path, secret, pair):
