@@ -58,6 +58,17 @@ pub enum Error {
     #[error("cannot serve: {0}")]
     Serve(String),
 
+    /// A certificate or key file given with `flag` that cannot be used.
+    #[error("{flag} {}: {problem}", path.display())]
+    TlsFile {
+        flag: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+
+    #[error("TLS: {0}")]
+    Tls(String),
+
     #[error("invalid argument `{field}`: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
 

@@ -22,6 +22,7 @@ pub mod schema;
 pub mod serve;
 pub mod ssh;
 pub mod sync;
+pub mod tls;
 pub mod tools;
 pub mod transport;
 pub mod tunnel;

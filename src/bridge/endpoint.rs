@@ -1,12 +1,14 @@
-//! Where `outpost mcp connect` reaches the remote server: a `ws://` URL, or a remote's serve
-//! port through an SSH tunnel (direct-tcpip) on the pooled connection; and the bearer token.
+//! Where `outpost mcp connect` reaches the remote server: a `ws://` or `wss://` URL (TLS checked
+//! against the system's roots or `--ca`), or a remote's serve port through an SSH tunnel
+//! (direct-tcpip) on the pooled connection; and the bearer token.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
@@ -15,6 +17,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::hosts::Hosts;
 use crate::ssh::pool::Lease;
+use crate::tls::Io;
 
 /// Default port of `outpost mcp serve --websocket`.
 pub const DEFAULT_PORT: u16 = 8001;
@@ -22,10 +25,6 @@ pub const DEFAULT_PORT: u16 = 8001;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest message accepted from the server.
 const MAX_MESSAGE: usize = 64 << 20;
-
-/// A byte stream a WebSocket can run on: a TCP socket or an SSH channel.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// An open WebSocket to the server. Dropping it closes the socket (and frees the tunnel's
 /// channel slot).
@@ -59,10 +58,13 @@ impl From<String> for Failure {
 }
 
 /// Where the server is.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Endpoint {
-    /// `ws://host:port/path`.
-    Url(String),
+    /// `ws://host:port/path`, or `wss://` with the TLS client that checks the server.
+    Url {
+        url: String,
+        tls: Option<TlsConnector>,
+    },
     /// `ws://127.0.0.1:port/path` as seen from remote `host`, through SSH.
     Tunnel {
         host: String,
@@ -98,7 +100,7 @@ impl Endpoint {
     /// What to show in messages: the URL, or `remote NAME port N`.
     pub fn describe(&self) -> String {
         match self {
-            Self::Url(url) => url.clone(),
+            Self::Url { url, .. } => url.clone(),
             Self::Tunnel { host, port, path } => format!("{host}:{port}{path} (through SSH)"),
         }
     }
@@ -142,16 +144,23 @@ impl Endpoint {
         hosts: &Arc<Hosts>,
     ) -> Result<(String, Box<dyn Io>, Option<Lease>), Failure> {
         match self {
-            Self::Url(url) => {
-                let address = authority(url).map_err(|reason| Failure {
+            Self::Url { url, tls } => {
+                let (host, port) = authority(url).map_err(|reason| Failure {
                     reason,
                     refused: true,
                 })?;
+                let address = format!("{host}:{port}");
                 let tcp = TcpStream::connect(&address)
                     .await
                     .map_err(|e| format!("cannot connect to {address}: {e}"))?;
                 let _ = tcp.set_nodelay(true);
-                Ok((url.clone(), Box::new(tcp), None))
+                let Some(tls) = tls else {
+                    return Ok((url.clone(), Box::new(tcp), None));
+                };
+                let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                    .map_err(|e| format!("bad host name in {url}: {e}"))?;
+                let stream = (tls.connect(name, tcp).await).map_err(|e| tls_error(&address, e))?;
+                Ok((url.clone(), Box::new(stream), None))
             }
             Self::Tunnel { host, port, path } => {
                 let target = hosts
@@ -173,19 +182,39 @@ impl Endpoint {
     }
 }
 
-/// `host:port` of a `ws://` URL (port 80 when it names none).
-fn authority(url: &str) -> Result<String, String> {
+/// Whether `url` is a `wss://` URL (else a `ws://` one); any other scheme is refused.
+pub fn is_secure(url: &str) -> Result<bool, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     match uri.scheme_str() {
-        Some("ws") => {}
-        Some("wss") => return Err("wss:// is not supported: reach the server through SSH with --remote, or put a TLS proxy on the client side".to_owned()),
-        _ => return Err(format!("{url} is not a ws:// URL")),
+        Some("ws") => Ok(false),
+        Some("wss") => Ok(true),
+        Some("http" | "https") => Err(format!(
+            "{url}: outpost mcp connect speaks WebSocket: give the ws:// or wss:// URL of a server started with --websocket"
+        )),
+        _ => Err(format!("{url} is not a ws:// or wss:// URL")),
     }
+}
+
+/// Host and port of a `ws://` or `wss://` URL (port 80 or 443 when it names none).
+fn authority(url: &str) -> Result<(String, u16), String> {
+    let default = if is_secure(url)? { 443 } else { 80 };
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     let host = uri
         .host()
         .filter(|host| !host.is_empty())
         .ok_or_else(|| format!("{url} names no host"))?;
-    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
+    Ok((host.to_owned(), uri.port_u16().unwrap_or(default)))
+}
+
+/// A failed TLS handshake explained: an untrusted certificate will not fix itself by waiting.
+fn tls_error(address: &str, e: std::io::Error) -> Failure {
+    if let Some(why) = crate::tls::untrusted_certificate(&e) {
+        return Failure {
+            reason: format!("the certificate of {address} is not trusted: {why}"),
+            refused: true,
+        };
+    }
+    format!("TLS handshake with {address} failed: {e} (does the server run with --tls-cert? a server without it needs ws://)").into()
 }
 
 /// A refused upgrade explained without echoing anything secret.
@@ -212,10 +241,16 @@ mod tests {
 
     #[test]
     fn authorities_of_urls() {
-        assert_eq!(authority("ws://h:9/mcp").unwrap(), "h:9");
-        assert_eq!(authority("ws://h/mcp").unwrap(), "h:80");
-        assert_eq!(authority("ws://[::1]:8001/mcp").unwrap(), "[::1]:8001");
-        assert!(authority("wss://h/mcp").unwrap_err().contains("--remote"));
-        assert!(authority("http://h/mcp").is_err());
+        let pair = |url| authority(url).unwrap();
+        assert_eq!(pair("ws://h:9/mcp"), ("h".to_owned(), 9));
+        assert_eq!(pair("ws://h/mcp"), ("h".to_owned(), 80));
+        assert_eq!(pair("wss://h/mcp"), ("h".to_owned(), 443));
+        assert_eq!(pair("ws://[::1]:8001/mcp"), ("[::1]".to_owned(), 8001));
+        assert!(
+            authority("https://h/mcp")
+                .unwrap_err()
+                .contains("--websocket")
+        );
+        assert!(authority("ftp://h/mcp").is_err());
     }
 }

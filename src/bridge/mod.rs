@@ -4,7 +4,7 @@
 mod endpoint;
 mod session;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
 pub use endpoint::{DEFAULT_PORT, Endpoint, TokenSource};
-use endpoint::{Failure, Link};
+use endpoint::{Failure, Link, is_secure};
 use session::{ClientMessage, Session};
 
 use crate::error::{Error, Result};
@@ -35,7 +35,7 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(15);
 /// `outpost mcp connect` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectOptions {
-    /// The server's WebSocket URL, e.g. ws://buildbox:8001/mcp.
+    /// The server's WebSocket URL, e.g. ws://buildbox:8001/mcp, or wss:// for TLS.
     #[arg(long, conflicts_with = "remote", required_unless_present = "remote")]
     pub url: Option<String>,
     /// Reach `outpost mcp serve --websocket` on this remote through an SSH tunnel.
@@ -53,12 +53,19 @@ pub struct ConnectOptions {
     /// File holding the bearer token (read again on every reconnect).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// With a wss:// URL: trust the CA certificates in this PEM file (or the server's own
+    /// self-signed certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "url")]
+    pub ca: Option<PathBuf>,
 }
 
 /// Bridges stdin/stdout to the server until stdin closes.
 pub async fn run_bridge(hosts: Arc<Hosts>, options: ConnectOptions) -> Result<()> {
     let endpoint = match (&options.url, &options.remote) {
-        (Some(url), _) => Endpoint::Url(url.clone()),
+        (Some(url), _) => Endpoint::Url {
+            url: url.clone(),
+            tls: tls_client(url, options.ca.as_deref())?,
+        },
         (None, Some(remote)) => Endpoint::Tunnel {
             host: remote.clone(),
             port: options.port.unwrap_or_else(|| {
@@ -90,6 +97,18 @@ pub async fn run_bridge(hosts: Arc<Hosts>, options: ConnectOptions) -> Result<()
         connected_at: Instant::now(),
     };
     bridge.run().await
+}
+
+/// The TLS client for a `wss://` URL, trusting `ca` or the system's roots.
+fn tls_client(url: &str, ca: Option<&Path>) -> Result<Option<tokio_rustls::TlsConnector>> {
+    let secure = is_secure(url).map_err(Error::Serve)?;
+    match (secure, ca) {
+        (true, ca) => Ok(Some(crate::tls::connector(ca)?)),
+        (false, Some(_)) => Err(Error::Tls(format!(
+            "--ca is for wss:// URLs; {url} is plain ws://: use wss:// (the server needs --tls-cert) or drop --ca"
+        ))),
+        (false, None) => Ok(None),
+    }
 }
 
 /// The remote's configured tunnels, for as long as the bridge runs. A tunnel whose port is in

@@ -69,7 +69,7 @@ impl HttpService {
     /// while this one has not yet authenticated.
     pub async fn serve_connection(self, accepted: Accepted, shared: Arc<Shared>) {
         let Accepted {
-            tcp,
+            stream,
             peer,
             standing,
         } = accepted;
@@ -86,7 +86,7 @@ impl HttpService {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout);
-        let connection = builder.serve_connection(TokioIo::new(tcp), service);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::select! {
             ended = connection => if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");

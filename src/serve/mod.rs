@@ -10,6 +10,7 @@ mod lines;
 pub mod network;
 mod state;
 mod stdio;
+mod tls;
 mod websocket;
 mod ws_transport;
 

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +21,7 @@ use crate::auth::{Authenticator, Verifier};
 use crate::config::ServeSettings;
 use crate::error::{Error, Result};
 use crate::hosts::Hosts;
+use crate::tls::Io;
 
 /// How long connections get to finish once every process is dead.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -54,6 +56,15 @@ pub struct ListenOptions {
     /// Allow `--auth none` on a non-loopback address.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Serve over TLS (wss://, https://) with this PEM certificate chain, server's first.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, RSA or EC) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow bearer tokens in plain text (no --tls-cert) on a non-loopback address.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_no_tls: bool,
 }
 
 impl Default for ListenOptions {
@@ -66,6 +77,9 @@ impl Default for ListenOptions {
             auth: None,
             jwt_secret_file: None,
             insecure_no_auth: false,
+            tls_cert: None,
+            tls_key: None,
+            insecure_no_tls: false,
         }
     }
 }
@@ -77,9 +91,10 @@ pub enum Protocol {
     StreamableHttp,
 }
 
-/// One accepted TCP connection and its standing under the connection cap (freed on drop).
+/// One accepted connection (TLS already set up when served with it) and its standing under
+/// the connection cap (freed on drop).
 pub struct Accepted {
-    pub tcp: TcpStream,
+    pub stream: Box<dyn Io>,
     pub peer: SocketAddr,
     pub standing: Standing,
 }
@@ -113,6 +128,7 @@ pub async fn serve_network(
     tokio::pin!(termination);
     let loopback = is_loopback(&listen.host).await?;
     let auth = authenticator(&listen, &settings, loopback)?;
+    let tls = tls_acceptor(&listen, &auth, loopback)?;
     let listener = bind(&listen).await?;
     let bound = listener
         .local_addr()
@@ -133,9 +149,11 @@ pub async fn serve_network(
         stop: CancellationToken::new(),
         settings,
     });
-    let scheme = match protocol {
-        Protocol::WebSocket => "ws",
-        Protocol::StreamableHttp => "http",
+    let scheme = match (protocol, tls.is_some()) {
+        (Protocol::WebSocket, false) => "ws",
+        (Protocol::WebSocket, true) => "wss",
+        (Protocol::StreamableHttp, false) => "http",
+        (Protocol::StreamableHttp, true) => "https",
     };
     // Tests and scripts read this line to learn the port.
     eprintln!("outpost: serving MCP on {scheme}://{bound}{}", listen.path);
@@ -159,16 +177,21 @@ pub async fn serve_network(
         };
         let _ = tcp.set_nodelay(true);
         let standing = admission.arrive();
-        let accepted = Accepted {
-            tcp,
-            peer,
-            standing,
-        };
-        let shared = shared.clone();
-        match &http {
-            Some(http) => tracker.spawn(http.clone().serve_connection(accepted, shared)),
-            None => tracker.spawn(super::websocket::serve_connection(accepted, shared)),
-        };
+        let (shared, tls, http) = (shared.clone(), tls.clone(), http.clone());
+        tracker.spawn(async move {
+            let Some(stream) = super::tls::secure(tcp, tls, &standing, &shared).await else {
+                return tracing::debug!(%peer, "closed before the TLS handshake completed");
+            };
+            let accepted = Accepted {
+                stream,
+                peer,
+                standing,
+            };
+            match http {
+                Some(http) => http.serve_connection(accepted, shared).await,
+                None => super::websocket::serve_connection(accepted, shared).await,
+            }
+        });
     }
     drop(listener);
     tracing::info!("stopping: cancelling running calls");
@@ -227,6 +250,31 @@ fn authenticator(
             Ok(Authenticator::None)
         }
     }
+}
+
+/// The TLS acceptor of `--tls-cert`/`--tls-key`; without them, bearer tokens would cross the
+/// network in plain text, which off loopback needs `--insecure-no-tls`.
+fn tls_acceptor(
+    listen: &ListenOptions,
+    auth: &Authenticator,
+    loopback: bool,
+) -> Result<Option<TlsAcceptor>> {
+    if let (Some(cert), Some(key)) = (&listen.tls_cert, &listen.tls_key) {
+        return Ok(Some(crate::tls::acceptor(cert, key)?));
+    }
+    let tokens = matches!(auth, Authenticator::Jwt(_));
+    if tokens && !loopback && !listen.insecure_no_tls {
+        return Err(Error::Serve(format!(
+            "refusing to serve {} with bearer tokens in plain text: use --tls-cert FILE --tls-key FILE, bind 127.0.0.1, or pass --insecure-no-tls",
+            listen.host
+        )));
+    }
+    if tokens && !loopback {
+        tracing::warn!(
+            "no TLS: bearer tokens and everything else cross the network in plain text; prefer --tls-cert and --tls-key"
+        );
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ const SUBPROTOCOL: &str = "mcp";
 #[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
 pub async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
     let Accepted {
-        tcp,
+        stream,
         peer,
         standing,
     } = accepted;
@@ -44,7 +44,7 @@ pub async fn serve_connection(accepted: Accepted, shared: Arc<Shared>) {
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config));
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
     let socket = tokio::select! {
         finished = tokio::time::timeout(shared.header_timeout(), handshake) => match finished {
             Ok(Ok(socket)) => socket,

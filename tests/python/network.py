@@ -133,6 +133,19 @@ def process_running(marker: str) -> bool:
     return any(marker in line and "ps -ww" not in line for line in listing.splitlines())
 
 
+def closed_by_server(sock) -> bool:
+    """Reads until the server closes `sock` (whatever it sent first); False if it stays open."""
+    sock.settimeout(HANG_GUARD)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
 def wait_until(predicate, limit=HANG_GUARD):
     deadline = time.monotonic() + limit
     while not predicate():
@@ -141,4 +154,4 @@ def wait_until(predicate, limit=HANG_GUARD):
 
 
 __all__ = ["SECRET", "TRACE_ALL", "NO_TOKEN_CHALLENGE", "BAD_TOKEN_CHALLENGE", "challenge_for", "host_port", "Served", "free_port", "write_secret", "generate_token", "ws_session", "ws_call",
-           "auth_header", "process_running", "wait_until", "initialize_message"]
+           "auth_header", "closed_by_server", "process_running", "wait_until", "initialize_message"]

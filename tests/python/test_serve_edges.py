@@ -13,8 +13,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from websockets.asyncio.client import connect
 
 from conftest import HANG_GUARD, data
-from network import (Served, auth_header, generate_token, host_port, initialize_message, write_secret, ws_call,
-                     ws_session)
+from network import (Served, auth_header, closed_by_server, generate_token, host_port, initialize_message,
+                     write_secret, ws_call, ws_session)
 
 pytestmark = pytest.mark.anyio
 
@@ -27,19 +27,6 @@ IDLE = 3 * SLOTS
 def write_config(env, config):
     with open(env["OUTPOST_CONFIG"], "w") as f:
         json.dump(config, f)
-
-
-def closed_by_server(sock) -> bool:
-    """Reads until the server closes `sock` (whatever it sent first); False if it stays open."""
-    sock.settimeout(HANG_GUARD)
-    try:
-        while sock.recv(4096):
-            pass
-        return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 @contextlib.asynccontextmanager
