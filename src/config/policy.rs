@@ -114,6 +114,15 @@ impl Config {
 }
 
 impl EffectivePolicy {
+    /// One level alone: `policy`, set at `field`.
+    pub fn single(field: String, policy: &CommandPolicy) -> Self {
+        let levels = vec![Level {
+            field,
+            policy: policy.clone(),
+        }];
+        Self { levels }
+    }
+
     /// The verdict on running `command`: refused when any level's `deny` matches; else
     /// confirmed when the deciding `confirm` says so. The most specific level that sets
     /// `confirm` decides; several groups at the same level decide together (any `always`, else
@@ -159,15 +168,15 @@ impl EffectivePolicy {
         Verdict::Run
     }
 
-    /// The levels that decide `confirm`: the remote's when it sets it, else the groups' that
-    /// set it, else the global one.
+    /// The levels that decide `confirm`: a principal's own (alone in its policy), else the
+    /// remote's when it sets it, else the groups' that set it, else the global one.
     fn deciding_tier(&self) -> Vec<&Level> {
         let sets = |l: &&Level| l.policy.confirm.is_some();
         let tier = |prefix: &str| -> Vec<&Level> {
             let levels = self.levels.iter().filter(|l| l.field.starts_with(prefix));
             levels.filter(sets).collect()
         };
-        for prefix in ["remotes.", "groups.", "policy"] {
+        for prefix in ["serve.principals.", "remotes.", "groups.", "policy"] {
             let levels = tier(prefix);
             if !levels.is_empty() {
                 return levels;

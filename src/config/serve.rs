@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::is_default;
+use super::policy::CommandPolicy;
 
 /// Authentication and limits of `outpost mcp serve --websocket` and `--http`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -48,6 +49,10 @@ pub struct PrincipalSettings {
     /// Tools it may see and call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
+    /// Its own command policy, on top of the hosts' (it can only add: its `deny` refuses, its
+    /// `confirm` asks where a host's policy would not).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub policy: CommandPolicy,
 }
 
 impl Default for ServeSettings {

@@ -60,6 +60,10 @@ impl Config {
                 self.remotes
                     .iter()
                     .map(|(name, r)| (format!("remotes.{name}.policy"), &r.policy)),
+            )
+            .chain(
+                (self.serve.principals.iter())
+                    .map(|(name, p)| (format!("serve.principals.{name}.policy"), &p.policy)),
             );
         for (field, policy) in policies {
             if let Some((at, message)) = policy.invalid_patterns().into_iter().next() {

@@ -11,8 +11,10 @@ use rmcp::{Peer, RoleServer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::Outpost;
 use super::ask::{self, Answer, Question};
+use super::{CallPolicy, Outpost};
+use crate::audit::{Decision as AuditDecision, Verdict};
+use crate::auth::Principal;
 use crate::claude::permission::{Approval, Decision, PermissionRequest};
 use crate::jobs::Job;
 
@@ -56,6 +58,7 @@ impl Approvals {
 /// waits for meanwhile. Returns when the turn sends no more.
 pub async fn decide_prompts(
     approvals: Arc<Approvals>,
+    audit: Arc<CallPolicy>,
     job: Arc<Job>,
     place: String,
     timeout: Duration,
@@ -78,10 +81,19 @@ pub async fn decide_prompts(
             Ok(Ok(decision)) => decision,
             _ => {
                 approvals.take(&job.id);
-                Decision::Deny(format!(
+                let why = format!(
                     "nobody approved it within {} s (claude.approval_timeout_secs): no client able to ask its user answered",
                     timeout.as_secs()
-                ))
+                );
+                record(
+                    &audit,
+                    &job,
+                    &what,
+                    Verdict::Unanswered,
+                    "timeout",
+                    Some(&why),
+                );
+                Decision::Deny(why)
             }
         };
         job.set_awaiting(None);
@@ -102,6 +114,7 @@ impl Outpost {
         &self,
         job: &Job,
         peer: &Peer<RoleServer>,
+        answerer: &Principal,
         starter: bool,
     ) -> Infallible {
         if !starter && !ask::can_ask(peer) {
@@ -110,7 +123,7 @@ impl Outpost {
         let mut changes = job.subscribe();
         while !job.is_finished() {
             if self.approvals.is_open(&job.id) {
-                self.ask_once(job, peer, starter).await;
+                self.ask_once(job, peer, answerer, starter).await;
             }
             if changes.changed().await.is_err() {
                 break;
@@ -121,13 +134,28 @@ impl Outpost {
 
     /// Asks about `job`'s open prompt, if any, and passes on the decision; a prompt the client
     /// could not answer goes back for another client until its deadline.
-    pub(super) async fn ask_once(&self, job: &Job, peer: &Peer<RoleServer>, starter: bool) {
+    pub(super) async fn ask_once(
+        &self,
+        job: &Job,
+        peer: &Peer<RoleServer>,
+        answerer: &Principal,
+        starter: bool,
+    ) {
         let Some(open) = self.approvals.take(&job.id) else {
             return;
         };
         if !ask::can_ask(peer) {
             if starter {
                 let why = "the MCP client cannot ask its user (no elicitation support); allow the tool with allowed_tools or permission_mode, or use a client that supports elicitation";
+                let what = open.what();
+                record(
+                    &self.policy,
+                    job,
+                    &what,
+                    Verdict::Unanswered,
+                    "no client",
+                    Some(why),
+                );
                 let _ = open.decide.send(Decision::Deny(why.to_owned()));
             } else {
                 self.approvals.offer(&job.id, open);
@@ -152,8 +180,52 @@ impl Outpost {
                 return;
             }
         };
+        let (verdict, reason) = match &decision {
+            Decision::Allow => (Verdict::Allowed, None),
+            Decision::AllowTool => (Verdict::AllowedForSession, None),
+            Decision::Deny(why) => (Verdict::Denied, Some(why.as_str())),
+        };
+        let answered_by = answerer.to_string();
+        record(
+            &self.policy,
+            job,
+            &open.what(),
+            verdict,
+            &answered_by,
+            reason,
+        );
         let _ = open.decide.send(decision);
     }
+}
+
+impl Open {
+    /// The prompt as the audit log names it.
+    fn what(&self) -> String {
+        format!(
+            "claude tool {}: {}",
+            self.request.tool_name,
+            self.request.what()
+        )
+    }
+}
+
+/// Writes a decision on one of `job`'s prompts to the audit log (its owner raised it).
+fn record(
+    audit: &CallPolicy,
+    job: &Job,
+    what: &str,
+    verdict: Verdict,
+    decided_by: &str,
+    reason: Option<&str>,
+) {
+    audit.record_decision(&AuditDecision {
+        principal: &job.owner,
+        host: Some(&job.host),
+        what,
+        verdict,
+        decided_by,
+        reason,
+    });
 }
 
 /// What the person is asked about a prompt.

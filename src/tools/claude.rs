@@ -172,13 +172,14 @@ impl Outpost {
             done,
             debug_log: self.wants_debug_log().then(|| context.peer.clone()),
         };
+        let starter = owner.clone();
         let (job, mut result) = match self.start_claude_job(request, owner, Some(tap)) {
             Ok(started) => started,
             Err(e) => return failure(&e),
         };
         let waited = tokio::select! {
             waited = self.wait_foreground(&job, detach_at, &context) => waited,
-            never = self.serve_approvals(&job, &context.peer, true) => match never {},
+            never = self.serve_approvals(&job, &context.peer, &starter, true) => match never {},
         };
         match waited {
             Waited::Finished => {}

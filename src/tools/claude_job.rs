@@ -59,14 +59,14 @@ impl Outpost {
         let session_id = request.session_id.clone().filter(|_| !request.fork);
         let (prompts, asked) = mpsc::unbounded_channel();
         request.approvals = Some(prompts);
-        let approvals = self.approvals.clone();
+        let (approvals, audit) = (self.approvals.clone(), self.policy.clone());
         let place = match &cwd {
             Some(cwd) => format!("{host} in {cwd}"),
             None => host.clone(),
         };
         let timeout = Duration::from_secs(self.hosts.config().claude.approval_timeout_secs);
         let job = self.jobs.start_task(spec, move |job| async move {
-            let decide = decide_prompts(approvals, job.clone(), place, timeout, asked);
+            let decide = decide_prompts(approvals, audit, job.clone(), place, timeout, asked);
             tokio::join!(run(claude, request, job, tap), decide);
         })?;
         let result = SpawnClaudeResult {

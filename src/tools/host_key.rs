@@ -6,6 +6,8 @@ use rmcp::{Peer, RoleServer};
 
 use super::Outpost;
 use super::ask::{self, Answer, Question};
+use crate::audit::{Decision, Verdict};
+use crate::auth::Principal;
 use crate::error::{Error, Result, UnknownHostKey};
 use crate::ssh::connect::record_confirmed_key;
 
@@ -16,6 +18,7 @@ impl Outpost {
     pub(super) async fn confirm_host_keys(
         &self,
         peer: &Peer<RoleServer>,
+        principal: &Principal,
         host: &str,
     ) -> Result<()> {
         let mut asked: Vec<String> = Vec::new();
@@ -30,13 +33,14 @@ impl Outpost {
                 return Err(Error::HostKeyToConfirm(unknown));
             }
             asked.push(id);
-            self.ask_about_key(peer, *unknown).await?;
+            self.ask_about_key(peer, principal, *unknown).await?;
         }
     }
 
     async fn ask_about_key(
         &self,
         peer: &Peer<RoleServer>,
+        principal: &Principal,
         mut unknown: UnknownHostKey,
     ) -> Result<()> {
         let question = Question {
@@ -57,7 +61,27 @@ impl Outpost {
             note: None,
         };
         let can_ask = ask::can_ask(peer);
-        match ask::ask(peer, &question, self.approval_timeout()).await {
+        let what = format!("host key {} {}", unknown.algorithm, unknown.fingerprint);
+        let by = principal.to_string();
+        let record = |verdict, decided_by: &str, reason: Option<&str>| {
+            self.policy.record_decision(&Decision {
+                principal,
+                host: Some(&unknown.host),
+                what: &what,
+                verdict,
+                decided_by,
+                reason,
+            })
+        };
+        let answer = ask::ask(peer, &question, self.approval_timeout()).await;
+        match &answer {
+            Answer::Chose { choice, .. } if choice == "trust" => {
+                record(Verdict::Allowed, &by, None)
+            }
+            Answer::Chose { .. } | Answer::Declined => record(Verdict::Denied, &by, None),
+            Answer::Unanswered(why) => record(Verdict::Unanswered, "no one", Some(why)),
+        }
+        match answer {
             Answer::Chose { choice, .. } if choice == "trust" => record_confirmed_key(&unknown),
             Answer::Chose { .. } | Answer::Declined => Err(Error::HostKeyDeclined {
                 host: unknown.host,

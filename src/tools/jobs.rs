@@ -115,7 +115,7 @@ impl Outpost {
         };
         // A turn waiting for a person's approval asks this client's user, if it can.
         tokio::select! {
-            () = self.ask_once(&job, &context.peer, false) => {}
+            () = self.ask_once(&job, &context.peer, &owner, false) => {}
             _ = context.ct.cancelled() => return failure(&Error::Cancelled),
         }
         let wait = long_poll(params.wait_secs);
@@ -129,7 +129,7 @@ impl Outpost {
                 _ = tokio::time::sleep(wait) => {}
                 // Heartbeats while nothing comes (it ends with the job, as the wait does).
                 _ = super::progress::report(&job, token, &context.peer) => {}
-                never = self.serve_approvals(&job, &context.peer, false) => match never {},
+                never = self.serve_approvals(&job, &context.peer, &owner, false) => match never {},
                 _ = context.ct.cancelled() => return failure(&Error::Cancelled),
             }
         }

@@ -6,6 +6,7 @@ use rmcp::{Peer, RoleServer};
 
 use super::Outpost;
 use super::ask::{self, Answer, Question};
+use crate::audit::{Decision, Verdict as AuditVerdict};
 use crate::auth::Principal;
 use crate::claude::TurnRequest;
 use crate::config::{Config, EffectivePolicy, Verdict};
@@ -61,14 +62,29 @@ impl Action<'_> {
     }
 }
 
-/// The policy for `principal` on `host`. The one place a per-principal policy
-/// (`serve.principals.<sub>.policy`) joins the config's levels.
-pub(super) fn effective_policy(
-    config: &Config,
-    _principal: &Principal,
-    host: &str,
-) -> EffectivePolicy {
-    config.policy_for(host)
+/// What the policies say of `action` by `principal` on `host`: the host's levels, and then a
+/// network principal's own (`serve.principals.<sub>.policy`), which can only add: its `deny`
+/// refuses, and its `confirm` asks where the host's would run.
+fn verdict(action: &Action<'_>, config: &Config, principal: &Principal, host: &str) -> Verdict {
+    let of_host = action.verdict(&config.policy_for(host));
+    let own = config
+        .serve
+        .principals
+        .get(principal.as_str())
+        .filter(|_| !principal.is_local())
+        .map(|settings| EffectivePolicy::single(principal_field(principal), &settings.policy));
+    match (of_host, own.map(|own| action.verdict(&own))) {
+        (deny @ Verdict::Deny { .. }, _) => deny,
+        (_, Some(deny @ Verdict::Deny { .. })) => deny,
+        (confirm @ Verdict::Confirm { .. }, _) => confirm,
+        (Verdict::Run, Some(mine)) => mine,
+        (run, None) => run,
+    }
+}
+
+/// Where a principal's own policy is set.
+fn principal_field(principal: &Principal) -> String {
+    format!("serve.principals.{}.policy", principal.as_str())
 }
 
 impl Outpost {
@@ -83,7 +99,7 @@ impl Outpost {
         action: Action<'_>,
     ) -> Result<()> {
         self.check_policy(peer, principal, host, &action).await?;
-        self.confirm_host_keys(peer, host).await
+        self.confirm_host_keys(peer, principal, host).await
     }
 
     /// [`Outpost::clear_to_run`] for a Claude turn, on the host it will run on (a resumed
@@ -120,7 +136,7 @@ impl Outpost {
             self.check_policy(peer, principal, &request.host, &action)
                 .await?;
         }
-        self.confirm_host_keys(peer, &request.host).await
+        self.confirm_host_keys(peer, principal, &request.host).await
     }
 
     async fn check_policy(
@@ -138,9 +154,17 @@ impl Outpost {
         };
         let mut to_confirm = Vec::new();
         for member in &members {
-            match action.verdict(&effective_policy(config, principal, member)) {
+            match verdict(action, config, principal, member) {
                 Verdict::Run => {}
                 Verdict::Deny { field, pattern } => {
+                    self.record(
+                        principal,
+                        member,
+                        action,
+                        AuditVerdict::Denied,
+                        "policy",
+                        Some(&format!("{field}: {pattern}")),
+                    );
                     return Err(Error::PolicyDenied {
                         what: action.what(),
                         host: member.clone(),
@@ -177,10 +201,27 @@ impl Outpost {
             ],
             note: None,
         };
+        let by = principal.to_string();
         let answer = match ask::ask(peer, &question, self.approval_timeout()).await {
-            Answer::Chose { choice, .. } if choice == "run" => return Ok(()),
-            Answer::Chose { .. } | Answer::Declined => "the person declined it".to_owned(),
-            Answer::Unanswered(why) => why,
+            Answer::Chose { choice, .. } if choice == "run" => {
+                self.record(principal, host, action, AuditVerdict::Allowed, &by, None);
+                return Ok(());
+            }
+            Answer::Chose { .. } | Answer::Declined => {
+                self.record(principal, host, action, AuditVerdict::Denied, &by, None);
+                "the person declined it".to_owned()
+            }
+            Answer::Unanswered(why) => {
+                self.record(
+                    principal,
+                    host,
+                    action,
+                    AuditVerdict::Unanswered,
+                    "no one",
+                    Some(&why),
+                );
+                why
+            }
         };
         Err(Error::NotConfirmed {
             what: action.what(),
@@ -193,6 +234,28 @@ impl Outpost {
             field,
             answer,
         })
+    }
+}
+
+impl Outpost {
+    /// Writes a decision on `action` to the audit log.
+    fn record(
+        &self,
+        principal: &Principal,
+        host: &str,
+        action: &Action<'_>,
+        verdict: AuditVerdict,
+        decided_by: &str,
+        reason: Option<&str>,
+    ) {
+        self.policy.record_decision(&Decision {
+            principal,
+            host: Some(host),
+            what: &action.what(),
+            verdict,
+            decided_by,
+            reason,
+        });
     }
 }
 

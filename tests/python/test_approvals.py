@@ -144,3 +144,20 @@ async def test_a_prompt_nobody_answers_is_denied_after_the_timeout(claude_env, t
     denial = out["claude"]["result"]
     assert "nobody approved it within 1 s" in denial, out
     assert len(out["claude"]["permission_denials"]) == 1
+
+
+async def test_decisions_are_written_to_the_audit_log_with_who_decided(claude_env, tmp_path):
+    env, config, project, _ = claude_env
+    log = tmp_path / "audit.log"
+    config["audit"] = {"enabled": True, "path": str(log)}
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps(config))
+    allowed, denied = tmp_path / "a", tmp_path / "d"
+    answers = iter([choose("allow"), choose("deny", "no")])
+    async with session(env, lambda params: next(answers)(params)) as s:
+        await turn(s, f"write {allowed} {denied}", project)
+    decisions = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("event") == "decision"]
+    assert [(d["what"], d["decision"], d["decided_by"], d.get("reason")) for d in decisions] == [
+        (f"claude tool Bash: touch {allowed}", "allowed", "stdio", None),
+        (f"claude tool Bash: touch {denied}", "denied", "stdio", "no"),
+    ], decisions
+    assert all(d["principal"] == "stdio" and d["host"] == "gpu" for d in decisions)

@@ -173,3 +173,29 @@ async def test_a_network_server_keeps_a_private_audit_log_by_default(env, tmp_pa
         ("ana", "remote_exec", "other", "echo refused", "error"),
     ], records
     assert "may not use host `other`" in records[1]["error"]
+
+
+async def test_a_principals_own_policy_adds_to_the_hosts_and_decisions_are_audited(env, tmp_path):
+    # ana may not run `rm` anywhere and must confirm `reboot`-like commands; bob is not limited.
+    write_config(env, {"serve": {"principals": {"ana": {"policy": {"deny": [r"^rm\b"], "confirm": ["^shutdown"]}}}}})
+    log = pathlib.Path(env["HOME"]) / ".local/state/outpost/audit/audit.log"
+    server, secret = served(env, tmp_path)
+    ana_token = generate_token(env, secret, "--subject", "ana")
+    bob_token = generate_token(env, secret, "--subject", "bob")
+    marker = tmp_path / "kept"
+    marker.touch()
+    with server:
+        async with http_session(server.url, ana_token) as ana, http_session(server.url, bob_token) as bob:
+            refused = await ana.call_tool("remote_exec", {"command": f"rm {marker}"})
+            assert refused.is_error and "serve.principals.ana.policy.deny" in text(refused), text(refused)
+            assert marker.exists()
+            # No elicitation in this client: what needs confirming does not run.
+            unconfirmed = await ana.call_tool("remote_exec", {"command": "shutdown --help >/dev/null; echo ran"})
+            assert unconfirmed.is_error and "serve.principals.ana.policy.confirm" in text(unconfirmed)
+            assert data(await bob.call_tool("remote_exec", {"command": "echo bob runs"}))["stdout"] == "bob runs\n"
+            allowed = await bob.call_tool("remote_exec", {"command": f"rm {marker}"})
+            assert not allowed.is_error and not marker.exists()
+    decisions = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("event") == "decision"]
+    assert [(d["principal"], d["decision"], d["decided_by"]) for d in decisions] == [
+        ("ana", "denied", "policy"), ("ana", "unanswered", "no one")], decisions
+    assert decisions[0]["what"] == f"the command `rm {marker}`"
