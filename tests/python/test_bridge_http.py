@@ -1,5 +1,6 @@
 """`outpost mcp connect --url http(s)://…`: the bridge speaks Streamable HTTP to a server started with
 `--http`, verifies its certificate as it does for wss://, and survives the server's restarts."""
+import json
 import subprocess
 
 import anyio
@@ -7,6 +8,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from asking import Person
 from conftest import BIN, HANG_GUARD, data, text
 from network import Served, generate_token, write_secret
 from test_bridge import bridge, echo
@@ -98,3 +100,25 @@ def test_ca_with_a_plain_http_url_is_refused_at_start(env, tmp_path):
     assert out.returncode != 0, out.stderr
     assert "--ca is for wss:// and https:// URLs; http://127.0.0.1:1/mcp is plain http://: use https://" in out.stderr, \
         out.stderr
+
+
+async def test_a_confirmation_the_server_asks_reaches_the_person_through_an_http_bridge(env, tmp_path):
+    """The server's own request (an elicitation) comes on the call's SSE stream; the answer goes back in a POST."""
+    secret = write_secret(tmp_path)
+    token = generate_token(env, secret, "--subject", "laptop")
+    (tmp_path / "config.json").write_text(json.dumps({"policy": {"confirm": "always"}}))
+    server_env = dict(env, OUTPOST_CONFIG=str(tmp_path / "config.json"))
+    marker = tmp_path / "ran"
+    person = Person("run")
+    with Served(server_env, tmp_path, "--http", "--port", "0", "--jwt-secret-file", str(secret)) as server:
+        params = StdioServerParameters(command=BIN, args=["mcp", "connect", "--url", server.url, "--token-env",
+                                                          "OUTPOST_TOKEN"], env=dict(env, OUTPOST_TOKEN=token))
+        with open(tmp_path / "bridge.log", "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as (read, write):
+                async with ClientSession(read, write, elicitation_callback=person) as session:
+                    with anyio.fail_after(HANG_GUARD):
+                        await session.initialize()
+                        result = await session.call_tool("remote_exec", {"host": "local",
+                                                                         "command": f"touch {marker}"})
+    assert not result.is_error, text(result)
+    assert marker.exists() and len(person.questions) == 1, person.questions
