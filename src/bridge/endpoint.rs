@@ -1,6 +1,7 @@
-//! Where `outpost mcp connect` reaches the remote server: a `ws://` or `wss://` URL (TLS checked
-//! against the system's roots or `--ca`), or a remote's serve port through an SSH tunnel
-//! (direct-tcpip) on the pooled connection; and the bearer token.
+//! Where `outpost mcp connect` reaches the remote server: a `ws://`/`wss://` (WebSocket) or
+//! `http://`/`https://` (Streamable HTTP) URL, TLS checked against the system's roots or `--ca`;
+//! or a remote's serve port through an SSH tunnel (direct-tcpip) on the pooled connection; and
+//! the bearer token.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,12 +10,13 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::http::HttpLink;
+use super::link::Link;
 use crate::hosts::Hosts;
 use crate::ssh::pool::Lease;
 use crate::tls::Io;
@@ -26,26 +28,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest message accepted from the server.
 const MAX_MESSAGE: usize = 64 << 20;
 
-/// An open WebSocket to the server. Dropping it closes the socket (and frees the tunnel's
-/// channel slot).
-pub struct Link {
-    pub socket: WebSocketStream<Box<dyn Io>>,
-    _lease: Option<Lease>,
-}
-
-impl Link {
-    pub async fn send(&mut self, text: String) -> Result<(), WsError> {
-        use futures::SinkExt;
-        self.socket.send(Message::text(text)).await
-    }
-}
-
 /// A failed connection attempt: why, and whether the server itself refused (a bad token or
 /// path, which waiting will not fix) rather than being unreachable.
 #[derive(Debug)]
 pub struct Failure {
     pub reason: String,
     pub refused: bool,
+}
+
+impl From<Failure> for String {
+    fn from(failure: Failure) -> Self {
+        failure.reason
+    }
 }
 
 impl From<String> for Failure {
@@ -60,17 +54,54 @@ impl From<String> for Failure {
 /// Where the server is.
 #[derive(Clone)]
 pub enum Endpoint {
-    /// `ws://host:port/path`, or `wss://` with the TLS client that checks the server.
-    Url {
-        url: String,
-        tls: Option<TlsConnector>,
-    },
+    /// A WebSocket URL.
+    WebSocket(Target),
+    /// A Streamable HTTP URL.
+    Http(Target),
     /// `ws://127.0.0.1:port/path` as seen from remote `host`, through SSH.
     Tunnel {
         host: String,
         port: u16,
         path: String,
     },
+}
+
+/// A server named by URL, and the TLS client that checks it (for `wss://` and `https://`).
+#[derive(Clone)]
+pub struct Target {
+    pub url: String,
+    host: String,
+    port: u16,
+    tls: Option<TlsConnector>,
+}
+
+impl Target {
+    /// The URL's target; `tls` is the checker for a secure scheme, `None` for a plain one.
+    pub fn new(url: &str, tls: Option<TlsConnector>) -> Result<Self, String> {
+        let (host, port) = authority(url)?;
+        Ok(Self {
+            url: url.to_owned(),
+            host,
+            port,
+            tls,
+        })
+    }
+
+    /// A new connection to the server, TLS verified when the URL is secure.
+    pub async fn dial(&self) -> Result<Box<dyn Io>, Failure> {
+        let address = format!("{}:{}", self.host, self.port);
+        let tcp = TcpStream::connect(&address)
+            .await
+            .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let name = ServerName::try_from(self.host.trim_matches(['[', ']']).to_owned())
+            .map_err(|e| format!("bad host name in {}: {e}", self.url))?;
+        let stream = (tls.connect(name, tcp).await).map_err(|e| tls_error(&address, e))?;
+        Ok(Box::new(stream))
+    }
 }
 
 /// Where the bearer token comes from; read again before every connection (so it can rotate).
@@ -100,26 +131,29 @@ impl Endpoint {
     /// What to show in messages: the URL, or `remote NAME port N`.
     pub fn describe(&self) -> String {
         match self {
-            Self::Url { url, .. } => url.clone(),
+            Self::WebSocket(target) | Self::Http(target) => target.url.clone(),
             Self::Tunnel { host, port, path } => format!("{host}:{port}{path} (through SSH)"),
         }
     }
 
-    /// Opens a WebSocket to the server, presenting the token.
+    /// Opens a link to the server, presenting the token.
     pub async fn open(&self, hosts: &Arc<Hosts>, token: &TokenSource) -> Result<Link, Failure> {
         let token = token.read().map_err(|reason| Failure {
             reason,
             refused: true,
         })?;
         let opening = async {
+            let authorization = bearer(token)?;
+            if let Self::Http(target) = self {
+                let link = HttpLink::open(target.clone(), authorization).await?;
+                return Ok(Link::Http(Box::new(link)));
+            }
             let (url, io, lease) = self.transport(hosts).await?;
             let mut request = url
                 .as_str()
                 .into_client_request()
                 .map_err(|e| format!("bad URL {url}: {e}"))?;
-            if let Some(token) = token {
-                let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
+            if let Some(value) = authorization {
                 request.headers_mut().insert(header::AUTHORIZATION, value);
             }
             let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE));
@@ -127,8 +161,8 @@ impl Endpoint {
                 tokio_tungstenite::client_async_with_config(request, io, Some(config))
                     .await
                     .map_err(handshake_error)?;
-            Ok::<_, Failure>(Link {
-                socket,
+            Ok::<_, Failure>(Link::WebSocket {
+                socket: Box::new(socket),
                 _lease: lease,
             })
         };
@@ -138,29 +172,14 @@ impl Endpoint {
         }
     }
 
-    /// The URL to ask for and the stream to ask on.
+    /// The WebSocket URL to ask for and the stream to ask on.
     async fn transport(
         &self,
         hosts: &Arc<Hosts>,
     ) -> Result<(String, Box<dyn Io>, Option<Lease>), Failure> {
         match self {
-            Self::Url { url, tls } => {
-                let (host, port) = authority(url).map_err(|reason| Failure {
-                    reason,
-                    refused: true,
-                })?;
-                let address = format!("{host}:{port}");
-                let tcp = TcpStream::connect(&address)
-                    .await
-                    .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-                let _ = tcp.set_nodelay(true);
-                let Some(tls) = tls else {
-                    return Ok((url.clone(), Box::new(tcp), None));
-                };
-                let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-                    .map_err(|e| format!("bad host name in {url}: {e}"))?;
-                let stream = (tls.connect(name, tcp).await).map_err(|e| tls_error(&address, e))?;
-                Ok((url.clone(), Box::new(stream), None))
+            Self::WebSocket(target) | Self::Http(target) => {
+                Ok((target.url.clone(), target.dial().await?, None))
             }
             Self::Tunnel { host, port, path } => {
                 let target = hosts
@@ -182,22 +201,45 @@ impl Endpoint {
     }
 }
 
-/// Whether `url` is a `wss://` URL (else a `ws://` one); any other scheme is refused.
-pub fn is_secure(url: &str) -> Result<bool, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-    match uri.scheme_str() {
-        Some("ws") => Ok(false),
-        Some("wss") => Ok(true),
-        Some("http" | "https") => Err(format!(
-            "{url}: outpost mcp connect speaks WebSocket: give the ws:// or wss:// URL of a server started with --websocket"
-        )),
-        _ => Err(format!("{url} is not a ws:// or wss:// URL")),
+/// The `Authorization` header carrying `token`.
+fn bearer(token: Option<String>) -> Result<Option<HeaderValue>, Failure> {
+    let Some(token) = token else { return Ok(None) };
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
+    Ok(Some(value))
+}
+
+/// How a URL's server is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheme {
+    /// Streamable HTTP (`http`, `https`) rather than WebSocket (`ws`, `wss`).
+    pub http: bool,
+    /// With TLS (`wss`, `https`).
+    pub secure: bool,
+}
+
+impl Scheme {
+    /// The scheme of `url`; any but `ws`, `wss`, `http` and `https` is refused.
+    pub fn of(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+        let (http, secure) = match uri.scheme_str() {
+            Some("ws") => (false, false),
+            Some("wss") => (false, true),
+            Some("http") => (true, false),
+            Some("https") => (true, true),
+            _ => {
+                return Err(format!(
+                    "{url} is not a ws://, wss://, http:// or https:// URL"
+                ));
+            }
+        };
+        Ok(Self { http, secure })
     }
 }
 
-/// Host and port of a `ws://` or `wss://` URL (port 80 or 443 when it names none).
+/// Host and port of a URL (port 80 or 443 when it names none).
 fn authority(url: &str) -> Result<(String, u16), String> {
-    let default = if is_secure(url)? { 443 } else { 80 };
+    let default = if Scheme::of(url)?.secure { 443 } else { 80 };
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     let host = uri
         .host()
@@ -214,20 +256,27 @@ fn tls_error(address: &str, e: std::io::Error) -> Failure {
             refused: true,
         };
     }
-    format!("TLS handshake with {address} failed: {e} (does the server run with --tls-cert? a server without it needs ws://)").into()
+    format!("TLS handshake with {address} failed: {e} (does the server run with --tls-cert? a server without it needs ws:// or http://)").into()
 }
 
 /// A refused upgrade explained without echoing anything secret.
 fn handshake_error(e: WsError) -> Failure {
-    let reason = match e {
-        WsError::Http(response) => match response.status() {
-            StatusCode::UNAUTHORIZED => {
-                "the server refused the token (401): check --token-env / --token-file and that it has not expired".to_owned()
-            }
-            StatusCode::NOT_FOUND => "no MCP endpoint at that path (404): check the URL's path".to_owned(),
-            status => format!("the server answered {status}"),
-        },
-        other => return other.to_string().into(),
+    match e {
+        WsError::Http(response) => refusal(response.status()),
+        other => other.to_string().into(),
+    }
+}
+
+/// The server's refusal to open a session, explained with the fix.
+pub fn refusal(status: StatusCode) -> Failure {
+    let reason = match status {
+        StatusCode::UNAUTHORIZED => {
+            "the server refused the token (401): check --token-env / --token-file and that it has not expired".to_owned()
+        }
+        StatusCode::NOT_FOUND => {
+            "no MCP endpoint at that path (404): check the URL's path".to_owned()
+        }
+        status => format!("the server answered {status}"),
     };
     Failure {
         reason,
@@ -246,11 +295,8 @@ mod tests {
         assert_eq!(pair("ws://h/mcp"), ("h".to_owned(), 80));
         assert_eq!(pair("wss://h/mcp"), ("h".to_owned(), 443));
         assert_eq!(pair("ws://[::1]:8001/mcp"), ("[::1]".to_owned(), 8001));
-        assert!(
-            authority("https://h/mcp")
-                .unwrap_err()
-                .contains("--websocket")
-        );
-        assert!(authority("ftp://h/mcp").is_err());
+        assert_eq!(pair("https://h/mcp"), ("h".to_owned(), 443));
+        assert_eq!(pair("http://h:8002/mcp"), ("h".to_owned(), 8002));
+        assert!(authority("ftp://h/mcp").unwrap_err().contains("https://"));
     }
 }

@@ -1,21 +1,23 @@
 //! `outpost mcp connect`: a stdio MCP server for the local client that forwards every message to
-//! a remote outpost over WebSocket, reconnecting with backoff and re-initializing transparently.
+//! a remote outpost over WebSocket or Streamable HTTP, reconnecting with backoff and
+//! re-initializing transparently.
 
 mod endpoint;
+mod http;
+mod link;
 mod session;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Stdout};
 use tokio::time::{Instant, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
 
 pub use endpoint::{DEFAULT_PORT, Endpoint, TokenSource};
-use endpoint::{Failure, Link, is_secure};
+use endpoint::{Failure, Scheme, Target};
+use link::{Frame, Link};
 use session::{ClientMessage, Session};
 
 use crate::error::{Error, Result};
@@ -27,7 +29,8 @@ const QUEUE_WAIT: Duration = Duration::from_secs(30);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
 /// A link up this long counts as healthy: losing it resets the backoff.
 const STABLE_LINK: Duration = Duration::from_secs(30);
-/// A server silent this long (it pings every 20 s) is taken for gone.
+/// A server silent this long (it pings every 20 s; over HTTP, keep-alives every 15 s) is taken
+/// for gone.
 const SILENCE: Duration = Duration::from_secs(65);
 /// Time the server gets to answer the replayed `initialize`.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,7 +38,8 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(15);
 /// `outpost mcp connect` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectOptions {
-    /// The server's WebSocket URL, e.g. ws://buildbox:8001/mcp, or wss:// for TLS.
+    /// The server's URL: ws://buildbox:8001/mcp (a server started with --websocket), or
+    /// http://buildbox:8000/mcp (--http); wss:// and https:// for TLS.
     #[arg(long, conflicts_with = "remote", required_unless_present = "remote")]
     pub url: Option<String>,
     /// Reach `outpost mcp serve --websocket` on this remote through an SSH tunnel.
@@ -53,8 +57,8 @@ pub struct ConnectOptions {
     /// File holding the bearer token (read again on every reconnect).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// With a wss:// URL: trust the CA certificates in this PEM file (or the server's own
-    /// self-signed certificate) instead of the system's roots.
+    /// With a wss:// or https:// URL: trust the CA certificates in this PEM file (or the
+    /// server's own self-signed certificate) instead of the system's roots.
     #[arg(long, value_name = "FILE", requires = "url")]
     pub ca: Option<PathBuf>,
 }
@@ -62,10 +66,7 @@ pub struct ConnectOptions {
 /// Bridges stdin/stdout to the server until stdin closes.
 pub async fn run_bridge(hosts: Arc<Hosts>, options: ConnectOptions) -> Result<()> {
     let endpoint = match (&options.url, &options.remote) {
-        (Some(url), _) => Endpoint::Url {
-            url: url.clone(),
-            tls: tls_client(url, options.ca.as_deref())?,
-        },
+        (Some(url), _) => url_endpoint(url, options.ca.as_deref())?,
         (None, Some(remote)) => Endpoint::Tunnel {
             host: remote.clone(),
             port: options.port.unwrap_or_else(|| {
@@ -99,16 +100,28 @@ pub async fn run_bridge(hosts: Arc<Hosts>, options: ConnectOptions) -> Result<()
     bridge.run().await
 }
 
-/// The TLS client for a `wss://` URL, trusting `ca` or the system's roots.
-fn tls_client(url: &str, ca: Option<&Path>) -> Result<Option<tokio_rustls::TlsConnector>> {
-    let secure = is_secure(url).map_err(Error::Serve)?;
-    match (secure, ca) {
-        (true, ca) => Ok(Some(crate::tls::connector(ca)?)),
-        (false, Some(_)) => Err(Error::Tls(format!(
-            "--ca is for wss:// URLs; {url} is plain ws://: use wss:// (the server needs --tls-cert) or drop --ca"
-        ))),
-        (false, None) => Ok(None),
-    }
+/// The server at `url`; a `wss://` or `https://` one checked against `ca` or the system's roots.
+fn url_endpoint(url: &str, ca: Option<&Path>) -> Result<Endpoint> {
+    let scheme = Scheme::of(url).map_err(Error::Serve)?;
+    let tls = match (scheme.secure, ca) {
+        (true, ca) => Some(crate::tls::connector(ca)?),
+        (false, Some(_)) => {
+            let (plain, secure) = if scheme.http {
+                ("http", "https")
+            } else {
+                ("ws", "wss")
+            };
+            return Err(Error::Tls(format!(
+                "--ca is for wss:// and https:// URLs; {url} is plain {plain}://: use {secure}:// (the server needs --tls-cert) or drop --ca"
+            )));
+        }
+        (false, None) => None,
+    };
+    let target = Target::new(url, tls).map_err(Error::Serve)?;
+    Ok(match scheme.http {
+        true => Endpoint::Http(target),
+        false => Endpoint::WebSocket(target),
+    })
 }
 
 /// The remote's configured tunnels, for as long as the bridge runs. A tunnel whose port is in
@@ -162,7 +175,7 @@ impl Bridge {
                     match frame {
                         Frame::Text(text) => self.on_server_text(&text).await?,
                         Frame::Control => {}
-                        Frame::Closed => self.lost("the server closed the connection").await?,
+                        Frame::Closed(why) => self.lost(&why).await?,
                     }
                 }
                 _ = sleep_until(self.next_attempt), if !connected => {
@@ -170,7 +183,8 @@ impl Bridge {
                     last_frame = Instant::now();
                 }
                 _ = expiry.tick() => {
-                    if connected && last_frame.elapsed() > SILENCE {
+                    let heartbeat = self.link.as_ref().is_some_and(Link::heartbeat);
+                    if heartbeat && last_frame.elapsed() > SILENCE {
                         self.lost("the server stopped answering").await?;
                     }
                     let errors = self.session.expire(&self.unreachable(), Instant::now());
@@ -178,8 +192,8 @@ impl Bridge {
                 }
             }
         }
-        if let Some(mut link) = self.link.take() {
-            let _ = link.socket.close(None).await;
+        if let Some(link) = self.link.take() {
+            link.close().await;
         }
         Ok(())
     }
@@ -199,8 +213,8 @@ impl Bridge {
             return Ok(());
         };
         self.session.sending(&message);
-        if let Err(e) = link.send(message.text).await {
-            return self.lost(&format!("cannot send: {e}")).await;
+        if let Err(why) = link.send(message.text).await {
+            return self.lost(&why).await;
         }
         Ok(())
     }
@@ -285,9 +299,7 @@ impl Bridge {
             return Err("no link".into());
         };
         for message in messages {
-            link.send(message.to_string())
-                .await
-                .map_err(|e| e.to_string())?;
+            link.send(message.to_string()).await?;
         }
         let deadline = Instant::now() + REPLAY_TIMEOUT;
         loop {
@@ -297,9 +309,7 @@ impl Bridge {
             let text = match frame {
                 Frame::Text(text) => text,
                 Frame::Control => continue,
-                Frame::Closed => {
-                    return Err("the server closed the connection during initialize".into());
-                }
+                Frame::Closed(why) => return Err(format!("{why} during initialize")),
             };
             let Ok(value) = serde_json::from_str::<Value>(&text) else {
                 continue;
@@ -334,24 +344,10 @@ impl Bridge {
     }
 }
 
-/// One frame from the server, as the bridge cares about it.
-enum Frame {
-    /// A JSON-RPC message.
-    Text(String),
-    /// A ping, pong or binary frame: not for the client, but proof the server is alive.
-    Control,
-    /// The link closed or failed.
-    Closed,
-}
-
-/// The next frame on the link (tungstenite answers pings by itself).
+/// The next frame on the link.
 async fn next_frame(link: &mut Option<Link>) -> Frame {
-    let Some(link) = link.as_mut() else {
-        return Frame::Closed;
-    };
-    match link.socket.next().await {
-        Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
-        Some(Ok(Message::Close(_)) | Err(_)) | None => Frame::Closed,
-        Some(Ok(_)) => Frame::Control,
+    match link.as_mut() {
+        Some(link) => link.next_frame().await,
+        None => Frame::Closed("not connected".to_owned()),
     }
 }

@@ -34,23 +34,25 @@ async def echo(session, word):
     return data(result)["stdout"].strip()
 
 
-async def test_the_bridge_survives_a_server_restart(env, tmp_path):
+@pytest.mark.parametrize("transport,scheme", [("--websocket", "ws"), ("--http", "http")])
+async def test_the_bridge_survives_a_server_restart(env, tmp_path, transport, scheme):
+    """Over HTTP, the restarted server knows nothing of the old session: the bridge opens a new one."""
     secret = write_secret(tmp_path)
     port = str(free_port())
     server_env = dict(env, RUST_LOG=TRACE_ALL)
-    serve_args = ("--websocket", "--port", port, "--jwt-secret-file", str(secret))
+    serve_args = (transport, "--port", port, "--jwt-secret-file", str(secret))
     token = generate_token(env, secret, "--subject", "laptop")
     bridge_env = dict(env, OUTPOST_TOKEN=token, RUST_LOG=TRACE_ALL)
     errlog = open(tmp_path / "bridge.log", "w+")
     first = Served(server_env, tmp_path, *serve_args).start()
     try:
-        async with bridge(bridge_env, errlog, "--url", f"ws://127.0.0.1:{port}/mcp",
+        async with bridge(bridge_env, errlog, "--url", f"{scheme}://127.0.0.1:{port}/mcp",
                           "--token-env", "OUTPOST_TOKEN") as session:
             tools = {t.name for t in (await session.list_tools()).tools}
             assert {"remote_exec", "spawn_claude"} <= tools
             assert await echo(session, "before") == "before"
 
-            marker = f"sleep 300 # bridged-{time.time_ns()}"
+            marker = f"sleep 300 # bridged-{scheme}-{time.time_ns()}"
             outcome = {}
 
             async def long_call():

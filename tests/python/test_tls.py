@@ -209,8 +209,8 @@ async def test_the_bridge_refuses_a_certificate_it_cannot_trust_saying_why(env, 
 
 
 def test_the_bridge_refuses_ca_with_plain_urls_and_wss_without_any_roots(env, tmp_path, pair):
-    for url, expected in (("ws://127.0.0.1:1/mcp", "--ca is for wss:// URLs"),
-                          ("https://127.0.0.1:1/mcp", "give the ws:// or wss:// URL")):
+    for url, expected in (("ws://127.0.0.1:1/mcp", "--ca is for wss:// and https:// URLs"),
+                          ("ftp://127.0.0.1:1/mcp", "is not a ws://, wss://, http:// or https:// URL")):
         out = subprocess.run([BIN, "mcp", "connect", "--url", url, "--ca", str(pair[0])], env=env,
                              capture_output=True, text=True, timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
         assert out.returncode != 0 and expected in out.stderr, out.stderr
