@@ -1,8 +1,12 @@
 //! One live Claude Code process in stream-json mode, serving one turn at a time.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
@@ -77,9 +81,12 @@ pub struct Worker {
     allowed_tools: HashSet<String>,
 }
 
+/// A permission prompt waiting for its decision.
+type Pending = Pin<Box<dyn Future<Output = (PermissionRequest, Decision)> + Send>>;
+
 enum Step {
     Line(Option<Value>),
-    Decided(Decision),
+    Decided(PermissionRequest, Decision),
     Interrupt(Interrupt),
     GiveUp,
 }
@@ -138,19 +145,12 @@ impl Worker {
         let mut interrupted = None;
         let mut give_up_at: Option<Instant> = None;
         let mut last_message_id = None;
-        // The permission prompt Claude waits on, and where its decision comes from.
-        let mut waiting: Option<(PermissionRequest, oneshot::Receiver<Decision>)> = None;
+        // The permission prompts Claude waits on (it may ask about several tool uses at once),
+        // each with where its decision comes from.
+        let mut waiting: FuturesUnordered<Pending> = FuturesUnordered::new();
         loop {
-            let decided = async {
-                match waiting.as_mut() {
-                    Some((_, decision)) => decision.await.unwrap_or_else(|_| {
-                        Decision::Deny("outpost stopped waiting for a decision".to_owned())
-                    }),
-                    None => std::future::pending().await,
-                }
-            };
             let step = tokio::select! {
-                decision = decided => Step::Decided(decision),
+                Some((request, decision)) = waiting.next(), if !waiting.is_empty() => Step::Decided(request, decision),
                 line = self.next_line() => Step::Line(line),
                 _ = turn.cancel.cancelled(), if interrupted.is_none() => Step::Interrupt(Interrupt::Cancelled),
                 _ = tokio::time::sleep_until(turn.deadline), if interrupted.is_none() => Step::Interrupt(Interrupt::TimedOut),
@@ -158,15 +158,13 @@ impl Worker {
             };
             match step {
                 Step::Line(None) => return Err(self.failure()),
-                Step::Decided(decision) => {
-                    if let Some((request, _)) = waiting.take() {
-                        self.answer(&request, &decision).await;
-                    }
-                }
+                Step::Decided(request, decision) => self.answer(&request, &decision).await,
                 Step::Line(Some(event)) => {
                     if let Some(request) = PermissionRequest::from_line(&event) {
                         let _ = turn.events.send(event);
-                        waiting = self.ask(request, turn.approvals).await;
+                        if let Some(pending) = self.ask(request, turn.approvals).await {
+                            waiting.push(pending);
+                        }
                         continue;
                     }
                     let line = stream::classify(&event);
@@ -191,7 +189,7 @@ impl Worker {
                     tracing::info!(session = %self.session_id, ?why, "interrupting the turn");
                     interrupted = Some(why);
                     // A prompt still open is moot: Claude drops the tool use when interrupted.
-                    waiting = None;
+                    waiting.clear();
                     give_up_at = Some(Instant::now() + turn.grace);
                     self.interrupts += 1;
                     let request =
@@ -217,7 +215,7 @@ impl Worker {
         &mut self,
         request: PermissionRequest,
         approvals: Option<&mpsc::UnboundedSender<Approval>>,
-    ) -> Option<(PermissionRequest, oneshot::Receiver<Decision>)> {
+    ) -> Option<Pending> {
         if self.allowed_tools.contains(&request.tool_name) {
             self.answer(&request, &Decision::Allow).await;
             return None;
@@ -228,7 +226,12 @@ impl Worker {
             decide,
         };
         match approvals.map(|approvals| approvals.send(approval)) {
-            Some(Ok(())) => Some((request, decision)),
+            Some(Ok(())) => Some(Box::pin(async move {
+                let decision = decision.await.unwrap_or_else(|_| {
+                    Decision::Deny("outpost stopped waiting for a decision".to_owned())
+                });
+                (request, decision)
+            })),
             _ => {
                 let why = "outpost has nobody to ask for this turn; allow the tool with allowed_tools or permission_mode";
                 self.answer(&request, &Decision::Deny(why.to_owned())).await;

@@ -71,6 +71,15 @@ impl HostKeyCheck {
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         match keys::check_known_hosts_path(&t.key_host, t.key_port, key, &t.known_hosts) {
             Ok(true) => Ok(()),
+            // Known under another key type only: a different key, never new (OpenSSH does not
+            // learn it silently either). Neither `accept-new` nor a person's yes takes it.
+            Ok(false) if let Some(line) = recorded_line(t) => Err(Error::HostKeyChanged {
+                host: t.name.clone(),
+                key_host: known_hosts_name(t),
+                fingerprint,
+                path: t.known_hosts.display().to_string(),
+                line,
+            }),
             Ok(false) if t.host_key_policy == HostKeyPolicy::AcceptNew => {
                 learn(&t.key_host, t.key_port, key, &t.known_hosts)
                     .map_err(|reason| t.connect_error(reason))?;
@@ -106,6 +115,12 @@ impl HostKeyCheck {
             Err(e) => Err(t.connect_error(format!("cannot read {}: {e}", t.known_hosts.display()))),
         }
     }
+}
+
+/// The line of known_hosts where the target already has a key (of any type), if it has one.
+fn recorded_line(t: &SshTarget) -> Option<usize> {
+    let known = keys::known_hosts::known_host_keys_path(&t.key_host, t.key_port, &t.known_hosts);
+    known.ok()?.first().map(|(line, _)| *line)
 }
 
 /// Records `key` for `host:port` in the known_hosts file at `path`, as `accept-new` does.

@@ -43,10 +43,6 @@ impl Approvals {
         self.open().remove(job_id)
     }
 
-    fn is_open(&self, job_id: &str) -> bool {
-        self.open().contains_key(job_id)
-    }
-
     /// Leaves `open` for a call to take (again, after one could not get an answer).
     fn offer(&self, job_id: &str, open: Open) {
         self.open().insert(job_id.to_owned(), open);
@@ -64,7 +60,11 @@ pub async fn decide_prompts(
     timeout: Duration,
     mut prompts: mpsc::UnboundedReceiver<Approval>,
 ) {
-    while let Some(Approval { request, decide }) = prompts.recv().await {
+    while let Some(Approval {
+        request,
+        mut decide,
+    }) = prompts.recv().await
+    {
         let (answer, decision) = oneshot::channel();
         let deadline = Instant::now() + timeout;
         let what = format!("{}: {}", request.tool_name, request.what());
@@ -77,22 +77,27 @@ pub async fn decide_prompts(
         approvals.offer(&job.id, open);
         job.set_awaiting(Some(what.clone()));
         job.record_line(&format!("waiting for approval: {what}"));
-        let decision = match tokio::time::timeout_at(deadline, decision).await {
-            Ok(Ok(decision)) => decision,
-            _ => {
+        let outcome = tokio::select! {
+            decided = decision => decided.ok(),
+            _ = tokio::time::sleep_until(deadline) => None,
+            // Claude dropped the prompt (the turn was interrupted, or it ended).
+            () = decide.closed() => {
+                approvals.take(&job.id);
+                job.set_awaiting(None);
+                job.record_line(&format!("prompt withdrawn (the turn ended): {what}"));
+                continue;
+            }
+        };
+        let decision = match outcome {
+            Some(decision) => decision,
+            None => {
                 approvals.take(&job.id);
                 let why = format!(
                     "nobody approved it within {} s (claude.approval_timeout_secs): no client able to ask its user answered",
                     timeout.as_secs()
                 );
-                record(
-                    &audit,
-                    &job,
-                    &what,
-                    Verdict::Unanswered,
-                    "timeout",
-                    Some(&why),
-                );
+                let no_one = Verdict::Unanswered;
+                record(&audit, &job, &what, no_one, "timeout", Some(&why));
                 Decision::Deny(why)
             }
         };
@@ -112,7 +117,7 @@ impl Outpost {
     /// another call leaves such prompts for a client that can.
     pub(super) async fn serve_approvals(
         &self,
-        job: &Job,
+        job: &Arc<Job>,
         peer: &Peer<RoleServer>,
         answerer: &Principal,
         starter: bool,
@@ -122,9 +127,7 @@ impl Outpost {
         }
         let mut changes = job.subscribe();
         while !job.is_finished() {
-            if self.approvals.is_open(&job.id) {
-                self.ask_once(job, peer, answerer, starter).await;
-            }
+            self.ask_once(job, peer, answerer, starter);
             if changes.changed().await.is_err() {
                 break;
             }
@@ -132,38 +135,67 @@ impl Outpost {
         std::future::pending().await
     }
 
-    /// Asks about `job`'s open prompt, if any, and passes on the decision; a prompt the client
-    /// could not answer goes back for another client until its deadline.
-    pub(super) async fn ask_once(
+    /// Asks about `job`'s open prompt, if any. The question is a task of this connection, so
+    /// it outlives the call that asked it (a detach, the end of a long-poll): the person's answer
+    /// still counts. A prompt the client could not answer, or whose connection closed, goes
+    /// back for another client until its deadline.
+    pub(super) fn ask_once(
         &self,
-        job: &Job,
+        job: &Arc<Job>,
         peer: &Peer<RoleServer>,
         answerer: &Principal,
         starter: bool,
     ) {
+        if job.is_finished() {
+            return;
+        }
         let Some(open) = self.approvals.take(&job.id) else {
             return;
         };
         if !ask::can_ask(peer) {
-            if starter {
-                let why = "the MCP client cannot ask its user (no elicitation support); allow the tool with allowed_tools or permission_mode, or use a client that supports elicitation";
-                let what = open.what();
-                record(
-                    &self.policy,
-                    job,
-                    &what,
-                    Verdict::Unanswered,
-                    "no client",
-                    Some(why),
-                );
-                let _ = open.decide.send(Decision::Deny(why.to_owned()));
-            } else {
-                self.approvals.offer(&job.id, open);
+            if !starter {
+                return self.approvals.offer(&job.id, open);
+            }
+            let why = "the MCP client cannot ask its user (no elicitation support); allow the tool with allowed_tools or permission_mode, or use a client that supports elicitation";
+            let what = open.what();
+            if open.decide.send(Decision::Deny(why.to_owned())).is_ok() {
+                let no_one = Verdict::Unanswered;
+                record(&self.policy, job, &what, no_one, "no client", Some(why));
             }
             return;
         }
-        let question = question(&open);
-        let left = open.deadline.saturating_duration_since(Instant::now());
+        let held = Held {
+            approvals: self.approvals.clone(),
+            job: job.clone(),
+            open: Some(open),
+        };
+        let (peer, answerer) = (peer.clone(), answerer.clone());
+        let (audit, closed) = (self.policy.clone(), self.closed.clone());
+        self.connection_tasks.spawn(async move {
+            tokio::select! {
+                () = held.ask(&peer, &answerer, &audit) => {}
+                // Dropping `held` offers the prompt again.
+                _ = closed.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// A prompt taken to be asked about; dropped before it is decided, it is offered again (unless
+/// Claude has withdrawn it).
+struct Held {
+    approvals: Arc<Approvals>,
+    job: Arc<Job>,
+    open: Option<Open>,
+}
+
+impl Held {
+    async fn ask(mut self, peer: &Peer<RoleServer>, answerer: &Principal, audit: &CallPolicy) {
+        let Some(open) = self.open.as_ref() else {
+            return;
+        };
+        let (question, deadline) = (question(open), open.deadline);
+        let left = deadline.saturating_duration_since(Instant::now());
         let decision = match ask::ask(peer, &question, left).await {
             Answer::Chose { choice, note } => match choice.as_str() {
                 "allow" => Decision::Allow,
@@ -171,30 +203,36 @@ impl Outpost {
                 _ => Decision::Deny(note.unwrap_or_else(|| "denied by the user".to_owned())),
             },
             Answer::Declined => Decision::Deny("the user declined".to_owned()),
-            Answer::Unanswered(why) if Instant::now() >= open.deadline => {
-                Decision::Deny(format!("nobody approved it in time: {why}"))
-            }
             Answer::Unanswered(why) => {
-                tracing::info!(job = %job.id, %why, "permission prompt not answered; left for another client");
-                self.approvals.offer(&job.id, open);
+                // Left for another client; past the deadline, the turn's own timeout denies it.
+                tracing::info!(job = %self.job.id, %why, "permission prompt not answered");
                 return;
             }
         };
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let what = open.what();
         let (verdict, reason) = match &decision {
             Decision::Allow => (Verdict::Allowed, None),
             Decision::AllowTool => (Verdict::AllowedForSession, None),
-            Decision::Deny(why) => (Verdict::Denied, Some(why.as_str())),
+            Decision::Deny(why) => (Verdict::Denied, Some(why.clone())),
         };
-        let answered_by = answerer.to_string();
-        record(
-            &self.policy,
-            job,
-            &open.what(),
-            verdict,
-            &answered_by,
-            reason,
-        );
-        let _ = open.decide.send(decision);
+        // Recorded only when it took effect: an answer after the timeout changes nothing.
+        if open.decide.send(decision).is_ok() {
+            let by = answerer.to_string();
+            record(audit, &self.job, &what, verdict, &by, reason.as_deref());
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take()
+            && !open.decide.is_closed()
+        {
+            self.approvals.offer(&self.job.id, open);
+        }
     }
 }
 

@@ -168,6 +168,8 @@ impl Outpost {
         let action = Action::Command {
             command: &params.command,
             cwd: cwd.as_deref(),
+            stdin: params.stdin.as_deref(),
+            env: params.env.keys().map(String::as_str).collect(),
         };
         self.clear_to_run(peer, &owner, &name, action).await?;
         let stdin = params.stdin.map(String::into_bytes);

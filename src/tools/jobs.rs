@@ -114,10 +114,7 @@ impl Outpost {
             Err(e) => return failure(&e),
         };
         // A turn waiting for a person's approval asks this client's user, if it can.
-        tokio::select! {
-            () = self.ask_once(&job, &context.peer, &owner, false) => {}
-            _ = context.ct.cancelled() => return failure(&Error::Cancelled),
-        }
+        self.ask_once(&job, &context.peer, &owner, false);
         let wait = long_poll(params.wait_secs);
         if params.follow {
             job.follow(params.offset, wait.unwrap_or_default());

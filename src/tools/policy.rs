@@ -19,6 +19,10 @@ pub(super) enum Action<'a> {
     Command {
         command: &'a str,
         cwd: Option<&'a str>,
+        /// What it reads on stdin: a script given to `sh` is as much the command as its line.
+        stdin: Option<&'a str>,
+        /// The names of the variables it gets (their values may be secrets: never shown).
+        env: Vec<&'a str>,
     },
     /// A Claude turn's prompt (`spawn_claude`).
     ClaudePrompt {
@@ -32,7 +36,11 @@ pub(super) enum Action<'a> {
 impl Action<'_> {
     fn verdict(&self, policy: &EffectivePolicy) -> Verdict {
         match self {
-            Action::Command { command, .. } => policy.command(command),
+            // The patterns see the command line and, after it, its stdin.
+            Action::Command { command, stdin, .. } => match policy.command(command) {
+                Verdict::Run => stdin.map_or(Verdict::Run, |stdin| policy.command(stdin)),
+                verdict => verdict,
+            },
             Action::ClaudePrompt { .. } | Action::Push { .. } => policy.other(),
         }
     }
@@ -49,8 +57,20 @@ impl Action<'_> {
     fn shown(&self) -> String {
         let cwd = |cwd: Option<&str>| cwd.unwrap_or("(home)").to_owned();
         match self {
-            Action::Command { command, cwd: dir } => {
-                format!("Directory: {}\nCommand:\n{command}", cwd(*dir))
+            Action::Command {
+                command,
+                cwd: dir,
+                stdin,
+                env,
+            } => {
+                let mut shown = format!("Directory: {}\nCommand:\n{command}", cwd(*dir));
+                if !env.is_empty() {
+                    shown.push_str(&format!("\nWith variables: {}", env.join(", ")));
+                }
+                if let Some(stdin) = stdin {
+                    shown.push_str(&format!("\nOn its stdin:\n{}", head(stdin)));
+                }
+                shown
             }
             Action::ClaudePrompt { prompt, cwd: dir } => {
                 format!("Directory: {}\nClaude prompt:\n{prompt}", cwd(*dir))
@@ -256,6 +276,17 @@ impl Outpost {
             decided_by,
             reason,
         });
+    }
+}
+
+/// Most of stdin shown to the person.
+const STDIN_SHOWN: usize = 2000;
+
+/// `text` whole, or its first STDIN_SHOWN characters and how long it is.
+fn head(text: &str) -> String {
+    match text.char_indices().nth(STDIN_SHOWN) {
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
+        None => text.to_owned(),
     }
 }
 

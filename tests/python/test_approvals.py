@@ -3,6 +3,7 @@ claude faithful to the captured `can_use_tool` sample) become elicitations to th
 started the turn or follows its job; without one that can answer, they are denied, saying why."""
 
 import contextlib
+import inspect
 import json
 import os
 import pathlib
@@ -19,13 +20,15 @@ pytestmark = pytest.mark.anyio
 
 @contextlib.asynccontextmanager
 async def session(env, answer=None):
-    """A session whose user answers every question with `answer(params)` (an ElicitResult);
+    """A session whose user answers every question with `answer(params)` (an ElicitResult, or
+    an awaitable of one);
     without `answer`, the client cannot be asked at all. Questions asked go to `.asked`."""
     asked = []
 
     async def on_question(context, params):
         asked.append(params)
-        return answer(params)
+        result = answer(params)
+        return await result if inspect.isawaitable(result) else result
 
     params = StdioServerParameters(command=BIN, args=["mcp", "serve"], env=env)
     with open(os.devnull, "w") as err:
@@ -161,3 +164,37 @@ async def test_decisions_are_written_to_the_audit_log_with_who_decided(claude_en
         (f"claude tool Bash: touch {denied}", "denied", "stdio", "no"),
     ], decisions
     assert all(d["principal"] == "stdio" and d["host"] == "gpu" for d in decisions)
+
+
+async def test_an_answer_after_the_call_detached_still_counts(claude_env, tmp_path):
+    env, _, project, _ = claude_env
+    marker = tmp_path / "slow-yes"
+
+    async def slowly(params):
+        await anyio.sleep(2.5)  # the person takes longer than the call waits (detach at 1 s)
+        return types.ElicitResult(action="accept", content={"decision": "allow"})
+
+    async with session(env, slowly) as s:
+        d = data(await turn(s, f"write {marker}", project, detach_after_secs=1))
+        assert d["status"] == "running", d
+        with anyio.fail_after(HANG_GUARD):
+            out = data(await s.call_tool("job_output", {"job_id": d["job_id"], "wait_secs": 5}))
+            while out["status"] == "running":
+                out = data(await s.call_tool("job_output", {"job_id": d["job_id"], "wait_secs": 5}))
+    assert marker.exists() and out["claude"]["permission_denials"] == [], out
+
+
+async def test_a_prompt_of_a_killed_turn_is_withdrawn(claude_env, tmp_path):
+    env, _, project, _ = claude_env
+    marker = tmp_path / "never"
+    async with session(env) as s:
+        job = data(await turn(s, f"write {marker}", project, background=True))["job_id"]
+        with anyio.fail_after(HANG_GUARD):
+            while not data(await s.call_tool("list_jobs", {}))["jobs"][0].get("awaiting_approval"):
+                await anyio.sleep(0.05)
+        killed = data(await s.call_tool("job_kill", {"job_id": job}))
+        assert killed["status"] == "killed" and "awaiting_approval" not in killed, killed
+        with anyio.fail_after(HANG_GUARD):
+            while data(await s.call_tool("list_jobs", {}))["jobs"][0].get("awaiting_approval"):
+                await anyio.sleep(0.05)
+    assert not marker.exists()

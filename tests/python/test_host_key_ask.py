@@ -102,3 +102,21 @@ async def test_sync_sessions_meets_the_key_first(env, sshd, tmp_path):
         r = await s.call_tool("sync_sessions", {"host": "box", "cwd": str(tmp_path), "direction": "pull"})
     assert r.is_error and "declined" in text(r)
     assert len(person.questions) == 1
+
+
+@pytest.mark.parametrize("policy", ["ask", "accept-new"])
+async def test_a_key_of_another_type_than_the_recorded_one_is_refused_without_asking(env, sshd, tmp_path, policy):
+    # known_hosts holds an RSA key for the host; it presents ed25519: not new, a different key.
+    configure(env, {"ssh": {"strict_host_key_checking": policy}})
+    other = tmp_path / "rsa_host_key"
+    keygen(other, kind="rsa")
+    kind, key = pathlib.Path(str(other) + ".pub").read_text().split()[:2]
+    assert kind == "ssh-rsa" and sshd.host_public_key[0] != kind
+    known_hosts(env).write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")
+    marker = tmp_path / "ran"
+    person = Person("trust")
+    async with asking_session(env, person) as s:
+        r = await s.call_tool("remote_exec", {"host": "box", "command": f"touch {marker}"})
+    assert r.is_error and "HAS CHANGED" in text(r), text(r)
+    assert person.questions == [] and not marker.exists()
+    assert known_hosts(env).read_text().count("\n") == 1, "nothing was recorded"

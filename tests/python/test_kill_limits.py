@@ -196,17 +196,26 @@ async def test_a_stalled_network_ends_the_call_at_its_timeout_and_the_kill_lands
     pidfile = tmp_path / "pid"
     try:
         async with open_session(env) as s:
+            # Stalled once outpost has seen the command's output (so the wrapper's report, which
+            # comes before it, has arrived): the stall hits a running command, not its start.
+            running = anyio.Event()
+
+            async def on_progress(progress, total, message):
+                if message and "running" in message.split():
+                    running.set()
+
             async def stall_once_running():
                 with anyio.fail_after(HANG_GUARD):
-                    while not pidfile.exists() or not pidfile.read_text().strip():
-                        await anyio.sleep(0.05)
+                    await running.wait()
                 proxy.stall()
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stall_once_running)
                 started = time.monotonic()
                 with anyio.fail_after(HANG_GUARD):
-                    r = await run(s, f"echo $$ > {pidfile}; exec sleep {tag}", host="far", timeout_secs=3)
+                    command = f"echo $$ > {pidfile}; echo running; exec sleep {tag}"
+                    r = await s.call_tool("remote_exec", {"host": "far", "command": command, "timeout_secs": 3},
+                                          progress_callback=on_progress)
                 took = time.monotonic() - started
             d = data(r)
             # It ended near its timeout, not when keepalive gave up, and said what it knows.

@@ -126,3 +126,19 @@ async def test_a_session_push_under_always_is_confirmed(env, tmp_path):
         r = await s.call_tool("sync_sessions", {"host": "box", "cwd": str(tmp_path), "direction": "pull"})
         assert not r.is_error, text(r)
     assert len(person.questions) == 1 and str(tmp_path) in person.questions[0]
+
+
+async def test_a_script_on_stdin_is_as_much_the_command(env, tmp_path):
+    configure(env, {"policy": {"deny": [r"\breboot\b"], "confirm": ["^touch "]}})
+    marker = tmp_path / "ran"
+    person = Person("refuse")
+    async with asking_session(env, person) as s:
+        denied = await s.call_tool("remote_exec", {"command": "sh", "stdin": "echo hi\nreboot\n"})
+        assert denied.is_error and "policy.deny" in text(denied), text(denied)
+        refused = await s.call_tool("remote_exec", {
+            "command": "sh", "stdin": f"touch {marker}\n", "env": {"TOKEN": "secret-value"}})
+        assert refused.is_error
+    assert not marker.exists()
+    [question] = person.questions
+    # The person sees what sh will read, and the variables' names, never their values.
+    assert f"touch {marker}" in question and "TOKEN" in question and "secret-value" not in question
