@@ -109,7 +109,7 @@ impl Outpost {
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let owner = guard::principal_of(&context, &self.principal);
-        let job = match self.jobs.get_for(&params.job_id, &owner) {
+        let job = match self.job_for(&params.job_id, &owner) {
             Ok(job) => job,
             Err(e) => return failure(&e),
         };
@@ -190,7 +190,7 @@ impl Outpost {
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let owner = guard::principal_of(&context, &self.principal);
-        let job = match self.jobs.get_for(&params.job_id, &owner) {
+        let job = match self.job_for(&params.job_id, &owner) {
             Ok(job) => job,
             Err(e) => return failure(&e),
         };

@@ -110,7 +110,7 @@ impl Outpost {
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let owner = guard::principal_of(&context, &self.principal);
-        let matching: Vec<JobSummary> = (self.jobs.list_for(&owner).iter())
+        let matching: Vec<JobSummary> = (self.jobs_for(&owner).iter())
             .filter(|job| params.host.as_ref().is_none_or(|h| on_host(job, h)))
             .map(|job| summary(job))
             .filter(|job| params.status.is_none_or(|s| s.admits(job.status)))

@@ -43,12 +43,12 @@ impl Outpost {
             )
         };
         let id = job_id_of(uri).ok_or_else(not_found)?;
-        self.jobs.get_for(id, principal).map_err(|_| not_found())
+        self.job_for(id, principal).map_err(|_| not_found())
     }
 
     /// The jobs of `principal` as resources, newest first.
     pub(super) fn job_resources(&self, principal: &Principal) -> Vec<Resource> {
-        (self.jobs.list_for(principal).iter())
+        (self.jobs_for(principal).iter())
             .map(|job| {
                 let outcome = job.outcome();
                 Resource::new(job_uri(&job.id), job.id.clone())

@@ -5,6 +5,8 @@
 //! A group in a scope allows the group and each of its members by name: a call on the group
 //! may land on any member anyway, and a resumed session goes back to the member it ran on.
 
+use std::sync::Arc;
+
 use rmcp::model::{CallToolRequestParams, CallToolResult, ErrorData, ListToolsResult, Tool};
 use serde_json::Value;
 
@@ -12,7 +14,8 @@ use super::Outpost;
 use super::reply::failure;
 use crate::auth::{Principal, Scope};
 use crate::claude::registry::SessionRecord;
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::jobs::Job;
 use crate::hosts::Hosts;
 
 /// Tools that run on a host their call names (or the default host).
@@ -134,5 +137,26 @@ impl Outpost {
         record: &SessionRecord,
     ) -> bool {
         record.belongs_to(principal) && limits.allows_host(&self.hosts, &record.host)
+    }
+}
+
+impl Outpost {
+    /// `principal`'s job `id`, when its scope still reaches the job's host: another's job, or
+    /// one on a host this principal may not name (a narrower token of the same `sub`), is an
+    /// unknown job, word for word.
+    pub(super) fn job_for(&self, id: &str, principal: &Principal) -> Result<Arc<Job>> {
+        let job = self.jobs.get_for(id, principal)?;
+        match self.limits(principal).allows_host(&self.hosts, &job.host) {
+            true => Ok(job),
+            false => Err(Error::UnknownJob(id.to_owned())),
+        }
+    }
+
+    /// `principal`'s jobs on hosts its scope reaches, newest first.
+    pub(super) fn jobs_for(&self, principal: &Principal) -> Vec<Arc<Job>> {
+        let limits = self.limits(principal);
+        let mut jobs = self.jobs.list_for(principal);
+        jobs.retain(|job| limits.allows_host(&self.hosts, &job.host));
+        jobs
     }
 }

@@ -106,7 +106,7 @@ impl Outpost {
         context: &RequestContext<RoleServer>,
     ) -> Result<Arc<Job>, ErrorData> {
         let principal = guard::principal_of(context, &self.principal);
-        self.jobs.get_for(task_id, &principal).map_err(|_| {
+        self.job_for(task_id, &principal).map_err(|_| {
             ErrorData::invalid_params(
                 format!(
                     "unknown task: {task_id}; tasks are kept exec.job_retention_secs after they end"

@@ -199,3 +199,20 @@ async def test_a_principals_own_policy_adds_to_the_hosts_and_decisions_are_audit
     assert [(d["principal"], d["decision"], d["decided_by"]) for d in decisions] == [
         ("ana", "denied", "policy"), ("ana", "unanswered", "no one")], decisions
     assert decisions[0]["what"] == f"the command `rm {marker}`"
+
+
+async def test_a_narrower_token_of_the_same_subject_reaches_only_jobs_on_its_hosts(env, tmp_path):
+    write_config(env, {"remotes": {"other": UNREACHED}})
+    server, secret = served(env, tmp_path)
+    wide = generate_token(env, secret, "--subject", "ana")
+    narrow = generate_token(env, secret, "--subject", "ana", "--hosts", "other")
+    with server:
+        async with http_session(server.url, wide) as full, http_session(server.url, narrow) as limited:
+            job = data(await full.call_tool("remote_exec", {"command": "sleep 60", "host": "local",
+                                                            "background": True}))["job_id"]
+            assert data(await limited.call_tool("list_jobs", {}))["jobs"] == []
+            for tool in ("job_output", "job_kill"):
+                r = await limited.call_tool(tool, {"job_id": job})
+                assert r.is_error and text(r).startswith(f"no job `{job}`"), text(r)
+            assert data(await full.call_tool("job_output", {"job_id": job}))["status"] == "running"
+            await full.call_tool("job_kill", {"job_id": job})
