@@ -95,6 +95,13 @@ impl Outpost {
                 .filter(|s| !s.trim().is_empty())
         };
         let session_id = argument("session_id");
+        if request.name == "sync_sessions" && session_id.is_none() {
+            // A project's files hold the sessions of whoever worked there.
+            return Some(failure(&Error::InvalidArgument {
+                field: "session_id",
+                reason: "is required over the network: a principal syncs its own sessions one at a time (see `list_sessions`), since a whole project's files may hold other principals' sessions".into(),
+            }));
+        }
         let record = session_id.and_then(|id| self.claude.registry().get(id));
         if let Some(record) = record.filter(|r| !r.belongs_to(principal)) {
             return Some(failure(&Error::NotYourSession {

@@ -216,3 +216,12 @@ async def test_a_narrower_token_of_the_same_subject_reaches_only_jobs_on_its_hos
                 assert r.is_error and text(r).startswith(f"no job `{job}`"), text(r)
             assert data(await full.call_tool("job_output", {"job_id": job}))["status"] == "running"
             await full.call_tool("job_kill", {"job_id": job})
+
+
+async def test_over_the_network_a_whole_projects_sessions_are_not_synced(env, tmp_path):
+    server, secret = served(env, tmp_path)
+    token = generate_token(env, secret, "--subject", "ana")
+    with server:
+        async with http_session(server.url, token) as ana:
+            r = await ana.call_tool("sync_sessions", {"direction": "pull", "host": "local", "cwd": str(tmp_path)})
+    assert r.is_error and "invalid argument `session_id`: is required over the network" in text(r), text(r)
