@@ -180,17 +180,19 @@ impl Outpost {
                 reason: "is empty".into(),
             });
         }
+        let sudo = SudoRun::from_params(&params)?;
+        // The policy sees a sudo'd command as `sudo -n -u USER -- COMMAND`: rules on `sudo` hold.
+        let checked = sudo
+            .as_ref()
+            .map_or(params.command.clone(), SudoRun::as_typed);
         let name = self.hosts.effective_name(params.host.as_deref());
         let cwd = params.cwd.clone().or_else(|| self.hosts.workspace(&name));
         let action = Action::Command {
-            command: &params.command,
+            command: &checked,
             cwd: cwd.as_deref(),
         };
         self.clear_to_run(peer, &owner, &name, action).await?;
-        let line = match SudoRun::from_params(&params)? {
-            Some(sudo) => sudo.line(),
-            None => params.command.clone(),
-        };
+        let line = sudo.as_ref().map_or(params.command.clone(), SudoRun::line);
         let stdin = params.stdin.map(String::into_bytes);
         let spec = |host: &str| CommandSpec {
             command: line.clone(),

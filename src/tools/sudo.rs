@@ -41,6 +41,12 @@ impl SudoRun {
         }))
     }
 
+    /// The command as a person would type it: `sudo -n -u USER -- COMMAND`.
+    pub(super) fn as_typed(&self) -> String {
+        let prefix = shell_words::join(["sudo", "-n", "-u", &self.user, "--"]);
+        format!("{prefix} {}", self.command)
+    }
+
     /// The shell text that runs the command through `sudo -n`.
     pub(super) fn line(&self) -> String {
         sudo::sudo_line(
