@@ -130,6 +130,25 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "sudo on `{host}` wants a password for this command, so nothing ran (outpost never answers a password prompt). Allow it without one by adding this rule on `{host}` (`visudo -f /etc/sudoers.d/outpost`):\n  {rule}"
+    )]
+    SudoNeedsPassword { host: String, rule: String },
+
+    #[error(
+        "sudo on `{host}` does not let `env` ({names}) through to this command, so nothing ran. Add the SETENV tag to its rule on `{host}`:\n  {rule}\nor leave out `env`"
+    )]
+    SudoEnvRefused {
+        host: String,
+        names: String,
+        rule: String,
+    },
+
+    #[error(
+        "`sudo` is not installed on `{host}`, so nothing ran: install it there (Debian: `apt-get install sudo`) and give the login user a NOPASSWD rule, or run without `sudo: true`"
+    )]
+    SudoMissing { host: String },
+
     #[error("cancelled by the client")]
     Cancelled,
 

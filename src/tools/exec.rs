@@ -16,6 +16,7 @@ use super::foreground::Waited;
 use super::guard;
 use super::policy::Action;
 use super::reply::{failed_with, failure, seconds, success};
+use super::sudo::SudoRun;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::jobs::{Job, JobKind, JobSpec, JobStatus, Outcome};
@@ -33,7 +34,7 @@ pub struct RemoteExecParams {
     /// Working directory (default: home). `~/` is expanded.
     #[serde(default)]
     pub cwd: Option<String>,
-    /// Extra environment variables; values are never logged.
+    /// Extra environment variables; values are never logged. With `sudo`, passed by name only (the rule needs `SETENV:`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Text written to the command's stdin, then EOF (default: empty stdin).
@@ -48,6 +49,12 @@ pub struct RemoteExecParams {
     /// Seconds until the call returns `running` with a `job_id` while the command goes on (default 45; 0: never).
     #[serde(default)]
     pub detach_after_secs: Option<f64>,
+    /// Run through `sudo -n` (never prompts): needs a NOPASSWD sudoers rule, else the error names it.
+    #[serde(default)]
+    pub sudo: bool,
+    /// User sudo runs the command as (default `root`).
+    #[serde(default)]
+    pub sudo_user: Option<String>,
 }
 
 /// Result of `remote_exec`.
@@ -99,6 +106,10 @@ impl Outpost {
             Err(e) => return failure(&e),
         };
         let named_timeout = params.timeout_secs.is_some();
+        let sudo = match SudoRun::from_params(&params) {
+            Ok(sudo) => sudo,
+            Err(e) => return failure(&e),
+        };
         let owner = guard::principal_of(&context, &self.principal);
         let job = tokio::select! {
             started = self.start_exec(params, owner, &context.peer) => match started {
@@ -129,7 +140,13 @@ impl Outpost {
                 return success(&result, text);
             }
         }
-        reply(&self.exec_result(&job, false))
+        let result = self.exec_result(&job, false);
+        if let Some(sudo) = &sudo
+            && let Some(refused) = self.sudo_refusal(sudo, &result).await
+        {
+            return failure(&refused);
+        }
+        reply(&result)
     }
 }
 
@@ -163,18 +180,24 @@ impl Outpost {
                 reason: "is empty".into(),
             });
         }
+        let sudo = SudoRun::from_params(&params)?;
+        // The policy sees a sudo'd command as `sudo -n -u USER -- COMMAND`: rules on `sudo` hold.
+        let checked = sudo
+            .as_ref()
+            .map_or(params.command.clone(), SudoRun::as_typed);
         let name = self.hosts.effective_name(params.host.as_deref());
         let cwd = params.cwd.clone().or_else(|| self.hosts.workspace(&name));
         let action = Action::Command {
-            command: &params.command,
+            command: &checked,
             cwd: cwd.as_deref(),
             stdin: params.stdin.as_deref(),
             env: params.env.keys().map(String::as_str).collect(),
         };
         self.clear_to_run(peer, &owner, &name, action).await?;
+        let line = sudo.as_ref().map_or(params.command.clone(), SudoRun::line);
         let stdin = params.stdin.map(String::into_bytes);
         let spec = |host: &str| CommandSpec {
-            command: params.command.clone(),
+            command: line.clone(),
             cwd: params.cwd.clone().or_else(|| self.hosts.workspace(host)),
             env: params.env.clone(),
             stdin: stdin.clone().map_or(Stdin::Null, Stdin::Bytes),

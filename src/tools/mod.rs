@@ -17,6 +17,7 @@ mod reply;
 mod resources;
 mod scope;
 mod sessions;
+mod sudo;
 mod sync;
 mod tasks;
 mod untyped;

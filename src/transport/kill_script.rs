@@ -36,7 +36,9 @@ impl Verdict {
         match self {
             Verdict::Gone | Verdict::Dead => None,
             Verdict::Alive => Some("part of the process group was still alive after SIGKILL"),
-            Verdict::Denied => Some("the host did not permit signalling the process group"),
+            Verdict::Denied => Some(
+                "the host did not permit signalling part of the process group: it runs as another user (e.g. started with sudo) and may still be running",
+            ),
         }
     }
 }
@@ -47,10 +49,15 @@ pub(super) const AFTER_KILL: Duration = Duration::from_secs(1);
 /// Lists, in the shell's `L`, every pid and process group that has a member that is not a zombie.
 const SCAN: &str = r#"scan() { L=" "; for f in /proc/[0-9]*/stat; do read -r l 2>/dev/null < "$f" || continue; r=${l##*) }; set -- $r; [ "$1" = Z ] || L="$L${l%% *} $3 "; done; }"#;
 
+/// Whether signalling group (or process) `$1` is refused: it is there, but its processes run as
+/// another user (after `sudo`), so `kill -0` failing says nothing about it being gone.
+const DENIED: &str =
+    r#"denied() { case $(kill -0 -$1 2>&1; kill -0 $1 2>&1) in *ermit*) true;; *) false;; esac; }"#;
+
 /// Waits up to `$1` polls for the groups in `w` to be gone, printing `PGID dead` for each that
-/// goes. `kill -0` first (cheap); where it still finds a group and `/proc` exists, the group is
+/// goes. `kill -0` first (cheap; a refused one counts as still there); where it still finds a group and `/proc` exists, the group is
 /// gone if all that is left of it are zombies (dead, waiting for a parent that may never reap).
-const WAIT_FOR: &str = r#"wait_for() { i=0; while [ -n "$w" ] && [ $i -lt $1 ]; do if [ $i = 0 ]; then sleep 0.02; else sleep 0.1; fi; i=$((i+1)); v=; for p in $w; do if kill -0 -$p 2>/dev/null || kill -0 $p 2>/dev/null; then v="$v $p"; else echo "$p dead"; fi; done; w=$v; [ -n "$w" ] && [ -d /proc/self ] || continue; scan; v=; for p in $w; do case "$L" in *" $p "*) v="$v $p";; *) echo "$p dead";; esac; done; w=$v; done; }"#;
+const WAIT_FOR: &str = r#"wait_for() { i=0; while [ -n "$w" ] && [ $i -lt $1 ]; do if [ $i = 0 ]; then sleep 0.02; else sleep 0.1; fi; i=$((i+1)); v=; for p in $w; do if kill -0 -$p 2>/dev/null || kill -0 $p 2>/dev/null || denied $p; then v="$v $p"; else echo "$p dead"; fi; done; w=$v; [ -n "$w" ] && [ -d /proc/self ] || continue; scan; v=; for p in $w; do case "$L" in *" $p "*) v="$v $p";; *) echo "$p dead";; esac; done; w=$v; done; }"#;
 
 /// Checks each group's identity, sends TERM, waits up to the grace for each to be gone, sends
 /// KILL to the rest and waits a little more. Prints one line per group as soon as it is known:
@@ -67,7 +74,7 @@ pub fn kill_script(groups: &[Group], grace: Duration) -> String {
     let polls = (grace.as_millis() / 100).max(1);
     let after = AFTER_KILL.as_millis() / 100;
     format!(
-        r#"{SCAN}; {WAIT_FOR}; sig() {{ e=$(kill -$1 -$2 2>&1) || e=$(kill -$1 $2 2>&1); }}; w=; for x in {list}; do p=${{x%:*}}; t=${{x#*:}}; if [ "$t" != - ] && read -r l 2>/dev/null < /proc/$p/stat; then r=${{l##*) }}; set -- $r; if [ "${{20}}" != "$t" ]; then echo "$p gone"; continue; fi; fi; if sig TERM $p; then w="$w $p"; else case "$e" in *ermit*) echo "$p denied";; *) echo "$p gone";; esac; fi; done; wait_for {polls}; for p in $w; do sig KILL $p; done; wait_for {after}; for p in $w; do echo "$p alive"; done; true"#,
+        r#"{SCAN}; {DENIED}; {WAIT_FOR}; sig() {{ e=$(kill -$1 -$2 2>&1) || e=$(kill -$1 $2 2>&1); }}; w=; for x in {list}; do p=${{x%:*}}; t=${{x#*:}}; if [ "$t" != - ] && read -r l 2>/dev/null < /proc/$p/stat; then r=${{l##*) }}; set -- $r; if [ "${{20}}" != "$t" ]; then echo "$p gone"; continue; fi; fi; if sig TERM $p; then w="$w $p"; else case "$e" in *ermit*) echo "$p denied";; *) echo "$p gone";; esac; fi; done; wait_for {polls}; for p in $w; do sig KILL $p; done; wait_for {after}; for p in $w; do if denied $p; then echo "$p denied"; else echo "$p alive"; fi; done; true"#,
         list = list.join(" "),
     )
 }

@@ -9,6 +9,7 @@ mod reaper;
 mod ssh;
 mod ssh_kill;
 mod startup;
+pub mod sudo;
 mod wrapper;
 
 use std::collections::BTreeMap;

@@ -188,3 +188,30 @@ def exec_ctrl_c_kills_the_tree(env, host):
         wait_dead_sync(pids)
     finally:
         proc.kill()
+
+
+# A user whose login shell is /bin/sh, created by scripts/test (sshd runs commands as `sh -c`).
+SH_USER = "outpost-sh"
+
+
+@pytest.fixture
+def sh_box(env):
+    """The test sshd as ssh alias `shbox`, logging in as SH_USER."""
+    import pwd
+    import shutil
+    import tempfile
+    from sshd import Sshd
+    assert pwd.getpwnam(SH_USER).pw_shell == "/bin/sh", "scripts/test creates this user"
+    # sshd reads the authorized keys as the user: somewhere it can reach.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="outpost-sh-"))
+    root.chmod(0o755)
+    home = pathlib.Path(env["HOME"])
+    server = Sshd(root / "sshd", home).start()
+    (root / "sshd").chmod(0o755)
+    shutil.chown(server.authorized, SH_USER)
+    server.trust()
+    with open(home / ".ssh" / "config", "a") as f:
+        f.write(f"Host shbox\n  HostName 127.0.0.1\n  Port {server.port}\n  User {SH_USER}\n")
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)

@@ -379,31 +379,6 @@ async def test_a_login_shell_that_prints_before_the_command_still_runs_it(env, t
         noisy.stop()
 
 
-# A user whose login shell is /bin/sh, created by scripts/test (sshd runs commands as `sh -c`).
-SH_USER = "outpost-sh"
-
-
-@pytest.fixture
-def sh_box(env):
-    """The test sshd as ssh alias `shbox`, logging in as SH_USER."""
-    import pwd
-    import tempfile
-    assert pwd.getpwnam(SH_USER).pw_shell == "/bin/sh", "scripts/test creates this user"
-    # sshd reads the authorized keys as the user: somewhere it can reach.
-    root = pathlib.Path(tempfile.mkdtemp(prefix="outpost-sh-"))
-    root.chmod(0o755)
-    home = pathlib.Path(env["HOME"])
-    server = Sshd(root / "sshd", home).start()
-    (root / "sshd").chmod(0o755)
-    shutil.chown(server.authorized, SH_USER)
-    server.trust()
-    with open(home / ".ssh" / "config", "a") as f:
-        f.write(f"Host shbox\n  HostName 127.0.0.1\n  Port {server.port}\n  User {SH_USER}\n")
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
 async def test_a_login_shell_that_is_sh_runs_the_wrapper_in_place(env, sh_box):
     # What runs the command: the login shell's own command line.
     command = "tr '\\000\\n' '  ' < /proc/$$/cmdline; echo; echo \"$SECRET\"; pwd; cat"
