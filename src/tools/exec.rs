@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
@@ -22,12 +21,15 @@ use crate::jobs::{Job, JobKind, JobSpec, JobStatus, Outcome};
 use crate::transport::{CommandSpec, Stdin};
 
 /// Parameters of `remote_exec`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteExecParams {
     /// Host to run on: `local`, a configured remote, an ~/.ssh/config alias or a group (see `list_hosts`). Default: the default host.
     #[serde(default)]
     pub host: Option<String>,
+    /// Run on each of these hosts at once instead of one `host`: names, `@group` for every member of a group. One result per host, and a summary.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
     /// Shell command line, run with `sh -c`.
     pub command: String,
     /// Working directory (default: home). `~/` is expanded.
@@ -79,7 +81,7 @@ impl Outpost {
     #[tool(
         title = "Run a command",
         description = "Run a shell command on a host and return exit code, stdout and stderr. Long or open-ended work: background=true, then job_output.",
-        output_schema = schema_for_output::<ExecResult>(),
+        output_schema = super::fanout_result::exec_output_schema(),
         annotations(
             title = "Run a command",
             read_only_hint = false,
@@ -93,6 +95,9 @@ impl Outpost {
         Parameters(params): Parameters<RemoteExecParams>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        if params.hosts.is_some() {
+            return self.fan_out(params, context).await;
+        }
         let background = params.background;
         let detach_at = match self.detach_at(params.detach_after_secs) {
             Ok(detach_at) => detach_at,
@@ -149,6 +154,20 @@ impl Outpost {
         owner: Principal,
         peer: &Peer<RoleServer>,
     ) -> Result<std::sync::Arc<Job>> {
+        let timeout = self.exec_timeout(&params)?;
+        let name = self.hosts.effective_name(params.host.as_deref());
+        let cwd = params.cwd.clone().or_else(|| self.hosts.workspace(&name));
+        let action = Action::Command {
+            command: &params.command,
+            cwd: cwd.as_deref(),
+        };
+        self.clear_to_run(peer, &owner, &name, action).await?;
+        let limit = self.hosts.config().exec.output_limit_bytes;
+        self.launch_exec(params, &name, timeout, owner, limit).await
+    }
+
+    /// The call's timeout, once its arguments are found sound.
+    pub(super) fn exec_timeout(&self, params: &RemoteExecParams) -> Result<Duration> {
         let settings = &self.hosts.config().exec;
         let timeout = match params.timeout_secs {
             Some(secs) => seconds("timeout_secs", secs, settings.max_timeout_secs)?,
@@ -163,13 +182,20 @@ impl Outpost {
                 reason: "is empty".into(),
             });
         }
-        let name = self.hosts.effective_name(params.host.as_deref());
-        let cwd = params.cwd.clone().or_else(|| self.hosts.workspace(&name));
-        let action = Action::Command {
-            command: &params.command,
-            cwd: cwd.as_deref(),
-        };
-        self.clear_to_run(peer, &owner, &name, action).await?;
+        Ok(timeout)
+    }
+
+    /// Starts the command of a call cleared to run on `name` as a job whose result carries at
+    /// most `output_limit` bytes of output.
+    pub(super) async fn launch_exec(
+        &self,
+        params: RemoteExecParams,
+        name: &str,
+        timeout: Duration,
+        owner: Principal,
+        output_limit: usize,
+    ) -> Result<std::sync::Arc<Job>> {
+        let settings = &self.hosts.config().exec;
         let stdin = params.stdin.map(String::into_bytes);
         let spec = |host: &str| CommandSpec {
             command: params.command.clone(),
@@ -177,7 +203,7 @@ impl Outpost {
             env: params.env.clone(),
             stdin: stdin.clone().map_or(Stdin::Null, Stdin::Bytes),
         };
-        let (picked, process) = self.hosts.spawn(&name, spec).await?;
+        let (picked, process) = self.hosts.spawn(name, spec).await?;
         let host = picked.host;
         tracing::info!(%host, group = ?picked.group, pid = process.pid(), background = params.background, "remote_exec started");
         self.jobs.start(
@@ -189,7 +215,7 @@ impl Outpost {
                 group: picked.group,
                 command: params.command,
                 timeout,
-                output_limit: settings.output_limit_bytes,
+                output_limit,
                 log_bytes: settings.job_log_bytes,
                 follow_grace: settings.follow_grace(),
                 hold_for_first_reader: params.background,

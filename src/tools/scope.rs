@@ -104,12 +104,21 @@ impl Outpost {
         let (target, _) = self.claude.target(argument("host"), None, session_id);
         let refused = [named, target]
             .into_iter()
+            .chain(self.fanout_hosts(request))
             .find(|h| !limits.allows_host(&self.hosts, h))?;
         Some(failure(&Error::HostOutOfScope {
             principal: principal.to_string(),
             host: refused,
             allowed: self.allowed_hosts(limits).join(", "),
         }))
+    }
+
+    /// The hosts of a fan-out call (`hosts`, groups expanded): each must be allowed, or the
+    /// whole call is refused. A list that does not expand fails the call later, on its own.
+    fn fanout_hosts(&self, request: &CallToolRequestParams) -> Vec<String> {
+        let hosts = request.arguments.as_ref().and_then(|a| a.get("hosts"));
+        let names: Option<Vec<String>> = hosts.and_then(|h| serde_json::from_value(h.clone()).ok());
+        names.and_then(|names| self.hosts.expand(&names).ok()).unwrap_or_default()
     }
 
     /// The names the limits allow: of the hosts `list_hosts` knows and those the scopes name.
