@@ -46,7 +46,11 @@ impl Hosts {
         known.sort_unstable();
         let known = match known.is_empty() {
             true => "none; define one under `groups` in the config file".to_owned(),
-            false => known.iter().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", "),
+            false => known
+                .iter()
+                .map(|g| format!("@{g}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         Error::InvalidArgument {
             field: "hosts",
@@ -86,7 +90,10 @@ mod tests {
             ["c", "a", "b", "local"]
         );
         // A name without @ stays a name (a group named so picks one member when it runs).
-        assert_eq!(hosts.expand(&names("ab,nowhere")).unwrap(), ["ab", "nowhere"]);
+        assert_eq!(
+            hosts.expand(&names("ab,nowhere")).unwrap(),
+            ["ab", "nowhere"]
+        );
     }
 
     #[test]
@@ -97,7 +104,13 @@ mod tests {
         assert!(unknown.contains("@ab, @bc"), "{unknown}");
         let empty = hosts.expand(&names("a,,b")).unwrap_err().to_string();
         assert!(empty.contains("empty name"), "{empty}");
-        assert!(hosts.expand(&[]).unwrap_err().to_string().contains("is empty"));
+        assert!(
+            hosts
+                .expand(&[])
+                .unwrap_err()
+                .to_string()
+                .contains("is empty")
+        );
     }
 
     #[test]

@@ -55,9 +55,14 @@ impl Outpost {
         };
         let owner = guard::principal_of(&context, &self.principal);
         let started = Mutex::new(Vec::new());
+        let starting = self.start_all(&params, &hosts, timeout, &owner, &context.peer, &started);
+        tokio::pin!(starting);
         let slots = tokio::select! {
-            slots = self.start_all(&params, &hosts, timeout, &owner, &context.peer, &started) => slots,
+            slots = &mut starting => slots,
             _ = context.ct.cancelled() => {
+                // A start dropped while its command is being sent would leave that command
+                // running: the starts under way get a kill's wait to finish, then all die.
+                let _ = tokio::time::timeout(self.kill_wait(), &mut starting).await;
                 let jobs = std::mem::take(&mut *started.lock().unwrap_or_else(|e| e.into_inner()));
                 return self.cancel_all(&jobs).await;
             }
@@ -77,7 +82,9 @@ impl Outpost {
                 let settings = &self.hosts.config().exec;
                 for job in jobs.iter().filter(|job| !job.is_finished()) {
                     if params.timeout_secs.is_none() {
-                        job.set_timeout(Duration::from_secs(settings.default_background_timeout_secs));
+                        job.set_timeout(Duration::from_secs(
+                            settings.default_background_timeout_secs,
+                        ));
                     }
                     self.notify_when_done(job, &context.peer);
                 }
@@ -110,7 +117,10 @@ impl Outpost {
                 Err(refused) => Err(refused),
             };
             if let Ok(job) = &job {
-                started.lock().unwrap_or_else(|e| e.into_inner()).push(job.clone());
+                started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(job.clone());
             }
             (host, job)
         };
@@ -176,7 +186,11 @@ impl Outpost {
             }
         }
         let text = match doubts.is_empty() {
-            true => format!("{}; the process trees on {} hosts were killed", Error::Cancelled, jobs.len()),
+            true => format!(
+                "{}; the process trees on {} hosts were killed",
+                Error::Cancelled,
+                jobs.len()
+            ),
             false => format!(
                 "{}; a kill is not confirmed {}. job_output with those job_ids shows their outcome.",
                 Error::Cancelled,

@@ -77,9 +77,14 @@ impl Summary {
         let mut summary = Summary::default();
         for host in hosts {
             let count = match host {
-                HostResult::Failed { reason: FailReason::Refused, .. } => &mut summary.refused,
+                HostResult::Failed {
+                    reason: FailReason::Refused,
+                    ..
+                } => &mut summary.refused,
                 HostResult::Failed { .. } => &mut summary.unreachable,
-                HostResult::Ran(r) if r.outcome.status == JobStatus::Running => &mut summary.running,
+                HostResult::Ran(r) if r.outcome.status == JobStatus::Running => {
+                    &mut summary.running
+                }
                 HostResult::Ran(r) if r.outcome.exit_code == Some(0) => &mut summary.succeeded,
                 HostResult::Ran(_) => &mut summary.failed,
             };
@@ -158,7 +163,9 @@ pub fn render_text(result: &FanoutResult) -> String {
         };
         let outcome = &ran.outcome;
         let end = match (&outcome.exit_code, &outcome.signal) {
-            _ if outcome.status == JobStatus::Running => format!("running as {}", ran.job_id.as_deref().unwrap_or("?")),
+            _ if outcome.status == JobStatus::Running => {
+                format!("running as {}", ran.job_id.as_deref().unwrap_or("?"))
+            }
             (Some(code), _) => format!("exit {code}"),
             (None, Some(signal)) => format!("killed by {signal}"),
             _ => format!("{:?}", outcome.status),

@@ -162,13 +162,23 @@ impl Outpost {
             false => format!("`{host}` ({why})"),
         };
         self.confirm(peer, principal, host, action, &to_confirm, place)
-        .await
-        .map_err(|e| match e {
-            Error::NotConfirmed { what, why, field, answer, .. } if members.len() > 1 => {
-                Error::NotConfirmed { what, host: host.to_owned(), why, field, answer }
-            }
-            other => other,
-        })
+            .await
+            .map_err(|e| match e {
+                Error::NotConfirmed {
+                    what,
+                    why,
+                    field,
+                    answer,
+                    ..
+                } if members.len() > 1 => Error::NotConfirmed {
+                    what,
+                    host: host.to_owned(),
+                    why,
+                    field,
+                    answer,
+                },
+                other => other,
+            })
     }
 
     /// The policy part of [`Outpost::clear_to_run`] for a fan-out over `hosts`, host by host: a
@@ -202,7 +212,13 @@ impl Outpost {
         if let Err(refused) = confirmed.await {
             for (i, (member, ..)) in &to_confirm {
                 verdicts[*i] = Err(match &refused {
-                    Error::NotConfirmed { what, why, field, answer, .. } => Error::NotConfirmed {
+                    Error::NotConfirmed {
+                        what,
+                        why,
+                        field,
+                        answer,
+                        ..
+                    } => Error::NotConfirmed {
                         what: what.clone(),
                         host: member.clone(),
                         why: why.clone(),

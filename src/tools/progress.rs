@@ -26,7 +26,10 @@ pub async fn report(job: &Job, token: Option<ProgressToken>, peer: &Peer<RoleSer
     let Some(token) = token else {
         return job.finished().await;
     };
-    beat(job, |progress, message| send(peer, &token, progress, message)).await
+    beat(job, |progress, message| {
+        send(peer, &token, progress, message)
+    })
+    .await
 }
 
 async fn send(peer: &Peer<RoleServer>, token: &ProgressToken, progress: f64, message: String) {
@@ -68,7 +71,8 @@ pub async fn report_all(jobs: &[Arc<Job>], token: Option<ProgressToken>, peer: &
         if now_done != done || wrote.is_some() || now >= quiet_until {
             done = now_done;
             let mut message = format!("{done}/{} done", jobs.len());
-            let newest = wrote.and_then(|job| Some((job, job.last_lines().lines().last()?.to_owned())));
+            let newest =
+                wrote.and_then(|job| Some((job, job.last_lines().lines().last()?.to_owned())));
             if let Some((job, line)) = newest {
                 let line: String = line.chars().take(MESSAGE_BYTES).collect();
                 message.push_str(&format!("; {}: {line}", job.host));
