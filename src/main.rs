@@ -56,7 +56,7 @@ enum Command {
     },
     /// Run a command on a host, streaming its output; exits with its exit code.
     Exec {
-        /// Host name (`local`, a remote, an ssh alias, a group).
+        /// Host name (`local`, a remote, an ssh alias, a group); or several, each line prefixed by its host: `gpu1,gpu2`, `@group` for every member.
         host: String,
         /// Working directory on the host.
         #[arg(long)]
@@ -235,6 +235,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     .map(Duration::try_from_secs_f64)
                     .transpose()
                     .context("--timeout must be a positive number of seconds")?;
+                if outpost::cli::fanout::is_fanout(&host) {
+                    let command = outpost::cli::exec::command_line(&argv);
+                    let run =
+                        outpost::cli::fanout::run(&hosts, &host, &command, cwd.as_deref(), timeout);
+                    return Ok(run.await?);
+                }
                 let request = ExecRequest {
                     host: Some(host),
                     cwd,

@@ -27,10 +27,7 @@ pub struct ExecRequest {
 /// Runs the request with output streamed to this terminal; returns the exit code to exit with.
 pub async fn run(hosts: &Hosts, request: ExecRequest) -> Result<i32> {
     let name = hosts.effective_name(request.host.as_deref());
-    let command = match request.argv.as_slice() {
-        [one] => one.clone(),
-        many => shell_words::join(many),
-    };
+    let command = command_line(&request.argv);
     let forward_stdin = !std::io::stdin().is_terminal();
     let spec = |host: &str| CommandSpec {
         command: command.clone(),
@@ -62,6 +59,14 @@ pub async fn run(hosts: &Hosts, request: ExecRequest) -> Result<i32> {
         task.abort();
     }
     Ok(code)
+}
+
+/// The shell command line of `argv`: one word as is; several quoted and joined.
+pub fn command_line(argv: &[String]) -> String {
+    match argv {
+        [one] => one.clone(),
+        many => shell_words::join(many),
+    }
 }
 
 /// Copies output to stdout/stderr until the exit; kills the tree on Ctrl-C, SIGTERM or timeout.

@@ -249,6 +249,8 @@ pub struct ExecConfig {
     /// `status: running` with its `job_id` and keeps running as a job, before MCP clients give up
     /// on the call (most do after 60 s). 0: never.
     pub detach_after_secs: u64,
+    /// Most hosts a `remote_exec` with `hosts` connects to and starts its command on at once.
+    pub fanout_concurrency: usize,
 }
 
 impl Default for ExecConfig {
@@ -263,6 +265,7 @@ impl Default for ExecConfig {
             kill_grace_ms: 1000,
             follow_grace_ms: 2000,
             detach_after_secs: 45,
+            fanout_concurrency: 32,
         }
     }
 }

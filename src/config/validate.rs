@@ -22,6 +22,12 @@ impl Config {
                 "must be at least 1024".into(),
             ));
         }
+        if self.exec.fanout_concurrency == 0 {
+            return Err(invalid(
+                "exec.fanout_concurrency".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if self.exec.default_timeout_secs > self.exec.max_timeout_secs {
             return Err(invalid(
                 "exec.default_timeout_secs".into(),

@@ -15,6 +15,7 @@ use crate::transport::{
     Activity, Backend, CommandPrefix, Health, KillPolicy, Local, Ssh, SshKills, Transport,
 };
 
+pub mod fanout;
 mod groups;
 mod host_keys;
 

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
@@ -23,12 +22,15 @@ use crate::jobs::{Job, JobKind, JobSpec, JobStatus, Outcome};
 use crate::transport::{CommandSpec, Stdin};
 
 /// Parameters of `remote_exec`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteExecParams {
     /// Host to run on: `local`, a configured remote, an ~/.ssh/config alias or a group (see `list_hosts`). Default: the default host.
     #[serde(default)]
     pub host: Option<String>,
+    /// Run on each of these hosts at once instead of one `host`: names, `@group` for every member of a group. One result per host, and a summary.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
     /// Shell command line, run with `sh -c`.
     pub command: String,
     /// Working directory (default: home). `~/` is expanded.
@@ -86,7 +88,7 @@ impl Outpost {
     #[tool(
         title = "Run a command",
         description = "Run a shell command on a host and return exit code, stdout and stderr. Long or open-ended work: background=true, then job_output.",
-        output_schema = schema_for_output::<ExecResult>(),
+        output_schema = super::fanout_result::exec_output_schema(),
         annotations(
             title = "Run a command",
             read_only_hint = false,
@@ -100,6 +102,9 @@ impl Outpost {
         Parameters(params): Parameters<RemoteExecParams>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        if params.hosts.is_some() {
+            return self.fan_out(params, context).await;
+        }
         let background = params.background;
         let detach_at = match self.detach_at(params.detach_after_secs) {
             Ok(detach_at) => detach_at,
@@ -150,6 +155,30 @@ impl Outpost {
     }
 }
 
+/// The command as the policy judges it and as the host runs it: with `sudo`, the policy sees
+/// `sudo -n -u USER -- COMMAND` (so rules on `sudo` hold) and the host runs sudo's shell text.
+pub(super) fn exec_lines(params: &RemoteExecParams) -> Result<(String, String)> {
+    Ok(match SudoRun::from_params(params)? {
+        Some(sudo) => (sudo.as_typed(), sudo.line()),
+        None => (params.command.clone(), params.command.clone()),
+    })
+}
+
+/// What the policy is shown of a call's command: `checked` (see [`exec_lines`]), its stdin
+/// and the names of its variables, in `cwd`.
+pub(super) fn command_action<'a>(
+    params: &'a RemoteExecParams,
+    checked: &'a str,
+    cwd: Option<&'a str>,
+) -> Action<'a> {
+    Action::Command {
+        command: checked,
+        cwd,
+        stdin: params.stdin.as_deref(),
+        env: params.env.keys().map(String::as_str).collect(),
+    }
+}
+
 /// The call's answer for `result`: an error when the command timed out, else a success.
 pub(super) fn reply(result: &ExecResult) -> CallToolResult {
     match failure_headline(result) {
@@ -166,6 +195,18 @@ impl Outpost {
         owner: Principal,
         peer: &Peer<RoleServer>,
     ) -> Result<std::sync::Arc<Job>> {
+        let timeout = self.exec_timeout(&params)?;
+        let (checked, _) = exec_lines(&params)?;
+        let name = self.hosts.effective_name(params.host.as_deref());
+        let cwd = params.cwd.clone().or_else(|| self.hosts.workspace(&name));
+        let action = command_action(&params, &checked, cwd.as_deref());
+        self.clear_to_run(peer, &owner, &name, action).await?;
+        let limit = self.hosts.config().exec.output_limit_bytes;
+        self.launch_exec(params, &name, timeout, owner, limit).await
+    }
+
+    /// The call's timeout, once its arguments are found sound.
+    pub(super) fn exec_timeout(&self, params: &RemoteExecParams) -> Result<Duration> {
         let settings = &self.hosts.config().exec;
         let timeout = match params.timeout_secs {
             Some(secs) => seconds("timeout_secs", secs, settings.max_timeout_secs)?,
@@ -180,21 +221,21 @@ impl Outpost {
                 reason: "is empty".into(),
             });
         }
-        let sudo = SudoRun::from_params(&params)?;
-        // The policy sees a sudo'd command as `sudo -n -u USER -- COMMAND`: rules on `sudo` hold.
-        let checked = sudo
-            .as_ref()
-            .map_or(params.command.clone(), SudoRun::as_typed);
-        let name = self.hosts.effective_name(params.host.as_deref());
-        let cwd = params.cwd.clone().or_else(|| self.hosts.workspace(&name));
-        let action = Action::Command {
-            command: &checked,
-            cwd: cwd.as_deref(),
-            stdin: params.stdin.as_deref(),
-            env: params.env.keys().map(String::as_str).collect(),
-        };
-        self.clear_to_run(peer, &owner, &name, action).await?;
-        let line = sudo.as_ref().map_or(params.command.clone(), SudoRun::line);
+        Ok(timeout)
+    }
+
+    /// Starts the command of a call cleared to run on `name` as a job whose result carries at
+    /// most `output_limit` bytes of output.
+    pub(super) async fn launch_exec(
+        &self,
+        params: RemoteExecParams,
+        name: &str,
+        timeout: Duration,
+        owner: Principal,
+        output_limit: usize,
+    ) -> Result<std::sync::Arc<Job>> {
+        let settings = &self.hosts.config().exec;
+        let (_, line) = exec_lines(&params)?;
         let stdin = params.stdin.map(String::into_bytes);
         let spec = |host: &str| CommandSpec {
             command: line.clone(),
@@ -202,7 +243,7 @@ impl Outpost {
             env: params.env.clone(),
             stdin: stdin.clone().map_or(Stdin::Null, Stdin::Bytes),
         };
-        let (picked, process) = self.hosts.spawn(&name, spec).await?;
+        let (picked, process) = self.hosts.spawn(name, spec).await?;
         let host = picked.host;
         tracing::info!(%host, group = ?picked.group, pid = process.pid(), background = params.background, "remote_exec started");
         self.jobs.start(
@@ -214,7 +255,7 @@ impl Outpost {
                 group: picked.group,
                 command: params.command,
                 timeout,
-                output_limit: settings.output_limit_bytes,
+                output_limit,
                 log_bytes: settings.job_log_bytes,
                 follow_grace: settings.follow_grace(),
                 hold_for_first_reader: params.background,

@@ -5,6 +5,8 @@ mod ask;
 mod claude;
 mod claude_job;
 mod exec;
+mod fanout;
+mod fanout_result;
 mod foreground;
 mod guard;
 mod host_key;

@@ -166,50 +166,148 @@ impl Outpost {
         host: &str,
         action: &Action<'_>,
     ) -> Result<()> {
-        let config = self.hosts.config();
-        let file = config.origin.display();
         let members = match self.hosts.group(host) {
             Some(members) => members.to_vec(),
             None => vec![host.to_owned()],
         };
         let mut to_confirm = Vec::new();
         for member in &members {
-            match verdict(action, config, principal, member) {
-                Verdict::Run => {}
-                Verdict::Deny { field, pattern } => {
-                    self.record(
-                        principal,
-                        member,
-                        action,
-                        AuditVerdict::Denied,
-                        "policy",
-                        Some(&format!("{field}: {pattern}")),
-                    );
-                    return Err(Error::PolicyDenied {
-                        what: action.what(),
-                        host: member.clone(),
-                        pattern,
-                        field,
-                        file,
-                    });
-                }
-                Verdict::Confirm { field, why } => to_confirm.push((member.clone(), field, why)),
+            if let Some(confirm) = self.judge(principal, member, action)? {
+                to_confirm.push(confirm);
             }
         }
+        let group = self.hosts.group(host).is_some();
+        let place = |why: String, reasons: String| match group {
+            true => format!("group `{host}` (any member may take it; {reasons})"),
+            false => format!("`{host}` ({why})"),
+        };
+        self.confirm(peer, principal, host, action, &to_confirm, place)
+            .await
+            .map_err(|e| match e {
+                Error::NotConfirmed {
+                    what,
+                    why,
+                    field,
+                    answer,
+                    ..
+                } if members.len() > 1 => Error::NotConfirmed {
+                    what,
+                    host: host.to_owned(),
+                    why,
+                    field,
+                    answer,
+                },
+                other => other,
+            })
+    }
+
+    /// The policy part of [`Outpost::clear_to_run`] for a fan-out over `hosts`, host by host: a
+    /// host the policy denies is refused alone; those that want confirmation are asked about in
+    /// one question, and a no refuses each of them.
+    pub(super) async fn check_fanout_policy(
+        &self,
+        peer: &Peer<RoleServer>,
+        principal: &Principal,
+        hosts: &[String],
+        action: &Action<'_>,
+    ) -> Vec<Result<()>> {
+        let mut verdicts: Vec<Result<()>> = Vec::new();
+        let mut to_confirm = Vec::new();
+        for host in hosts {
+            match self.judge(principal, host, action) {
+                Ok(Some(confirm)) => to_confirm.push((verdicts.len(), confirm)),
+                Ok(None) => {}
+                Err(denied) => {
+                    verdicts.push(Err(denied));
+                    continue;
+                }
+            }
+            verdicts.push(Ok(()));
+        }
+        let asked: Vec<Confirm> = to_confirm.iter().map(|(_, c)| c.clone()).collect();
+        let place = |_, reasons| format!("{} hosts of a fan-out ({reasons})", asked.len());
+        let names: Vec<&str> = asked.iter().map(|(m, ..)| m.as_str()).collect();
+        let label = names.join(", ");
+        let confirmed = self.confirm(peer, principal, &label, action, &asked, place);
+        if let Err(refused) = confirmed.await {
+            for (i, (member, ..)) in &to_confirm {
+                verdicts[*i] = Err(match &refused {
+                    Error::NotConfirmed {
+                        what,
+                        why,
+                        field,
+                        answer,
+                        ..
+                    } => Error::NotConfirmed {
+                        what: what.clone(),
+                        host: member.clone(),
+                        why: why.clone(),
+                        field: field.clone(),
+                        answer: answer.clone(),
+                    },
+                    other => Error::InvalidArgument {
+                        field: "hosts",
+                        reason: other.to_string(),
+                    },
+                });
+            }
+        }
+        verdicts
+    }
+
+    /// What the policies say of `action` on the host `member`: run (None), confirm first
+    /// (what to ask about), or refused (recorded in the audit log).
+    fn judge(
+        &self,
+        principal: &Principal,
+        member: &str,
+        action: &Action<'_>,
+    ) -> Result<Option<Confirm>> {
+        let config = self.hosts.config();
+        match verdict(action, config, principal, member) {
+            Verdict::Run => Ok(None),
+            Verdict::Deny { field, pattern } => {
+                self.record(
+                    principal,
+                    member,
+                    action,
+                    AuditVerdict::Denied,
+                    "policy",
+                    Some(&format!("{field}: {pattern}")),
+                );
+                Err(Error::PolicyDenied {
+                    what: action.what(),
+                    host: member.to_owned(),
+                    pattern,
+                    field,
+                    file: config.origin.display(),
+                })
+            }
+            Verdict::Confirm { field, why } => Ok(Some((member.to_owned(), field, why))),
+        }
+    }
+
+    /// Asks the person once whether `action` may run on the hosts of `to_confirm` (none: it
+    /// may); `place` says where, given the first reason and all of them; the audit log names
+    /// `host`.
+    async fn confirm(
+        &self,
+        peer: &Peer<RoleServer>,
+        principal: &Principal,
+        host: &str,
+        action: &Action<'_>,
+        to_confirm: &[Confirm],
+        place: impl FnOnce(String, String) -> String,
+    ) -> Result<()> {
         let Some((first, field, why)) = to_confirm.first().cloned() else {
             return Ok(());
         };
+        let file = self.hosts.config().origin.display();
         let reasons: Vec<String> = to_confirm
             .iter()
             .map(|(member, _, why)| format!("on {member}: {why}"))
             .collect();
-        let place = match self.hosts.group(host) {
-            Some(_) => format!(
-                "group `{host}` (any member may take it; {})",
-                reasons.join("; ")
-            ),
-            None => format!("`{host}` ({why})"),
-        };
+        let place = place(why, reasons.join("; "));
         let question = Question {
             message: format!(
                 "Run this on {place}?\n{}\n(policy in {file})",
@@ -245,17 +343,16 @@ impl Outpost {
         };
         Err(Error::NotConfirmed {
             what: action.what(),
-            host: if members.len() > 1 {
-                host.to_owned()
-            } else {
-                first
-            },
+            host: first,
             why: format!("{}, in {file}", reasons.join("; ")),
             field,
             answer,
         })
     }
 }
+
+/// A host whose policy wants confirmation: (host, the level's field, why).
+type Confirm = (String, String, String);
 
 impl Outpost {
     /// Writes a decision on `action` to the audit log.

@@ -3,6 +3,7 @@
 //! without progress (the TypeScript SDK, after 60 s) keeps waiting for silent work.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
@@ -25,15 +26,65 @@ pub async fn report(job: &Job, token: Option<ProgressToken>, peer: &Peer<RoleSer
     let Some(token) = token else {
         return job.finished().await;
     };
-    let send = |progress: f64, message: String| {
-        let param = ProgressNotificationParam::new(token.clone(), progress).with_message(message);
-        async move {
-            if let Err(e) = peer.notify_progress(param).await {
-                tracing::debug!(error = %e, "cannot send progress");
-            }
-        }
+    beat(job, |progress, message| {
+        send(peer, &token, progress, message)
+    })
+    .await
+}
+
+async fn send(peer: &Peer<RoleServer>, token: &ProgressToken, progress: f64, message: String) {
+    let param = ProgressNotificationParam::new(token.clone(), progress).with_message(message);
+    if let Err(e) = peer.notify_progress(param).await {
+        tracing::debug!(error = %e, "cannot send progress");
+    }
+}
+
+/// [`report`] for the jobs of a fan-out, until all have finished: how many are done and the
+/// newest output line of the one that wrote last (`3/5 done; gpu2: epoch 4`), at most every
+/// OUTPUT_INTERVAL while anything changes, and at least every HEARTBEAT.
+pub async fn report_all(jobs: &[Arc<Job>], token: Option<ProgressToken>, peer: &Peer<RoleServer>) {
+    let all_done = futures::future::join_all(jobs.iter().map(|job| job.finished()));
+    let Some(token) = token else {
+        all_done.await;
+        return;
     };
-    beat(job, send).await
+    let started = Instant::now();
+    let mut ends: Vec<u64> = jobs.iter().map(|job| job.log_end()).collect();
+    let mut done = 0;
+    let mut quiet_until = started + HEARTBEAT;
+    let mut last = 0.0_f64;
+    tokio::pin!(all_done);
+    loop {
+        let finished = tokio::select! {
+            _ = &mut all_done => true,
+            _ = tokio::time::sleep(OUTPUT_INTERVAL) => false,
+        };
+        let now_done = jobs.iter().filter(|job| job.is_finished()).count();
+        let wrote = (jobs.iter().zip(&mut ends))
+            .filter(|(job, end)| job.log_end() != **end)
+            .map(|(job, end)| {
+                *end = job.log_end();
+                job
+            })
+            .last();
+        let now = Instant::now();
+        if now_done != done || wrote.is_some() || now >= quiet_until {
+            done = now_done;
+            let mut message = format!("{done}/{} done", jobs.len());
+            let newest =
+                wrote.and_then(|job| Some((job, job.last_lines().lines().last()?.to_owned())));
+            if let Some((job, line)) = newest {
+                let line: String = line.chars().take(MESSAGE_BYTES).collect();
+                message.push_str(&format!("; {}: {line}", job.host));
+            }
+            last = now.duration_since(started).as_secs_f64().max(last + 0.001);
+            send(peer, &token, last, message).await;
+            quiet_until = now + HEARTBEAT;
+        }
+        if finished {
+            return;
+        }
+    }
 }
 
 /// The timing of [`report`]: `send(progress, message)` on new output (at most every

@@ -112,14 +112,27 @@ impl Outpost {
         let named = self.hosts.effective_name(argument("host"));
         // A resumed session runs where it ran before: that host must be allowed too.
         let (target, _) = self.claude.target(argument("host"), None, session_id);
-        let refused = [named, target]
-            .into_iter()
+        let fanout = self.fanout_hosts(request);
+        // A fan-out runs on its `hosts` only, never on the default host.
+        let single = fanout.is_empty().then_some([named, target]);
+        let refused = (single.into_iter().flatten())
+            .chain(fanout)
             .find(|h| !limits.allows_host(&self.hosts, h))?;
         Some(failure(&Error::HostOutOfScope {
             principal: principal.to_string(),
             host: refused,
             allowed: self.allowed_hosts(limits).join(", "),
         }))
+    }
+
+    /// The hosts of a fan-out call (`hosts`, groups expanded): each must be allowed, or the
+    /// whole call is refused. A list that does not expand fails the call later, on its own.
+    fn fanout_hosts(&self, request: &CallToolRequestParams) -> Vec<String> {
+        let hosts = request.arguments.as_ref().and_then(|a| a.get("hosts"));
+        let names: Option<Vec<String>> = hosts.and_then(|h| serde_json::from_value(h.clone()).ok());
+        names
+            .and_then(|names| self.hosts.expand(&names).ok())
+            .unwrap_or_default()
     }
 
     /// The names the limits allow: of the hosts `list_hosts` knows and those the scopes name.

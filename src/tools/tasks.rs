@@ -41,6 +41,10 @@ impl Outpost {
         let started = match request.name.as_ref() {
             "remote_exec" => {
                 let mut params: RemoteExecParams = serde_json::from_value(arguments).ok()?;
+                if params.hosts.is_some() {
+                    // A fan-out answers with one result per host, not one job's task.
+                    return None;
+                }
                 params.background = true;
                 tokio::select! {
                     started = self.start_exec(params, owner, &context.peer) => started,
