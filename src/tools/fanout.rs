@@ -154,18 +154,12 @@ impl Outpost {
         detach_at: Option<Instant>,
         context: &RequestContext<RoleServer>,
     ) -> Waited {
-        let detach = async {
-            match detach_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         let token = context.meta.get_progress_token();
         tokio::select! {
             biased;
             _ = context.ct.cancelled() => Waited::Cancelled(self.cancel_all(jobs).await),
             _ = progress::report_all(jobs, token, &context.peer) => Waited::Finished,
-            _ = detach => match jobs.iter().all(|job| job.is_finished()) {
+            _ = super::foreground::detach(detach_at) => match jobs.iter().all(|job| job.is_finished()) {
                 true => Waited::Finished,
                 false => Waited::Detached,
             },

@@ -29,6 +29,14 @@ pub enum Waited {
     Cancelled(CallToolResult),
 }
 
+/// Ends at `at`, the time a call detaches; never without one.
+pub(super) async fn detach(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Outpost {
     /// When a call that began now detaches, from the delay it asks for (`None`: the config's
     /// `exec.detach_after_secs`); `None` back means never. Counted from the call's start, so
@@ -54,18 +62,12 @@ impl Outpost {
         detach_at: Option<Instant>,
         context: &RequestContext<RoleServer>,
     ) -> Waited {
-        let detach = async {
-            match detach_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         let token = context.meta.get_progress_token();
         tokio::select! {
             biased;
             _ = context.ct.cancelled() => Waited::Cancelled(self.cancel(job).await),
             _ = progress::report(job, token, &context.peer) => Waited::Finished,
-            _ = detach => {
+            _ = detach(detach_at) => {
                 if job.is_finished() {
                     return Waited::Finished;
                 }
