@@ -116,13 +116,10 @@ impl Outpost {
             Err(e) => return failure(&e),
         };
         let owner = guard::principal_of(&context, &self.principal);
-        let job = tokio::select! {
-            started = self.start_exec(params, owner, &context.peer) => match started {
-                Ok(job) => job,
-                Err(e) => return failure(&e),
-            },
-            // Connecting can take up to the connect timeout; a cancel must not wait for it.
-            _ = context.ct.cancelled() => return failure(&Error::Cancelled),
+        let start = self.start_exec(params, owner, &context.peer);
+        let job = match self.start_unless_cancelled(start, &context.ct).await {
+            Ok(job) => job,
+            Err(answer) => return answer,
         };
         if background {
             self.notify_when_done(&job, &context.peer);

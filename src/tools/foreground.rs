@@ -5,9 +5,11 @@
 #![allow(deprecated)]
 
 use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use rmcp::model::{CallToolResult, ContentBlock, LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::service::RequestContext;
@@ -15,7 +17,7 @@ use rmcp::{Peer, RoleServer};
 
 use super::Outpost;
 use super::progress;
-use super::reply::seconds;
+use super::reply::{failure, seconds};
 use crate::error::{Error, Result};
 use crate::jobs::Job;
 
@@ -75,6 +77,26 @@ impl Outpost {
                 self.notify_when_done(job, &context.peer);
                 Waited::Detached
             }
+        }
+    }
+
+    /// Starts a job with `start` unless the call is cancelled first. A cancel while the start is
+    /// under way (its command may already be on its way to the host) gives the start a kill's
+    /// wait to finish, then kills what it started: nothing is left running without an owner.
+    /// `Err` is the call's answer (the start's failure, or the cancel's).
+    pub(super) async fn start_unless_cancelled(
+        &self,
+        start: impl Future<Output = Result<Arc<Job>>>,
+        cancelled: &CancellationToken,
+    ) -> std::result::Result<Arc<Job>, CallToolResult> {
+        tokio::pin!(start);
+        tokio::select! {
+            started = &mut start => started.map_err(|e| failure(&e)),
+            // Connecting can take up to the connect timeout; a cancel does not wait for that.
+            _ = cancelled.cancelled() => match tokio::time::timeout(self.kill_wait(), start).await {
+                Ok(Ok(job)) => Err(self.cancel(&job).await),
+                _ => Err(failure(&Error::Cancelled)),
+            },
         }
     }
 

@@ -46,10 +46,10 @@ impl Outpost {
                     return None;
                 }
                 params.background = true;
-                tokio::select! {
-                    started = self.start_exec(params, owner, &context.peer) => started,
-                    // Connecting can take up to the connect timeout; a cancel must not wait for it.
-                    _ = context.ct.cancelled() => Err(Error::Cancelled),
+                let start = self.start_exec(params, owner, &context.peer);
+                match self.start_unless_cancelled(start, &context.ct).await {
+                    Ok(job) => Ok(job),
+                    Err(answer) => return Some(CallToolResponse::Complete(answer)),
                 }
             }
             "spawn_claude" => {
