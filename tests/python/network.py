@@ -68,7 +68,8 @@ class Served:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.errfile)
         deadline = time.monotonic() + HANG_GUARD
         while time.monotonic() < deadline:
-            found = re.findall(r"serving MCP on (\S+)", self.log.read_text()[skip:])
+            # Only a whole line counts: a line still being written could end mid-port.
+            found = re.findall(r"serving MCP on (\S+)\s", self.log.read_text()[skip:])
             if found:
                 self.url = found[-1]
                 return self
