@@ -16,6 +16,7 @@ use super::fanout_result::{FanoutResult, HostResult, Summary, render_text, share
 use super::guard;
 use super::progress;
 use super::reply::{failure, success};
+use super::sudo::SudoRun;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::jobs::Job;
@@ -75,7 +76,11 @@ impl Outpost {
             return self.fanout_reply(slots, true);
         }
         match self.wait_all(&jobs, detach_at, &context).await {
-            Waited::Finished => self.fanout_reply(slots, false),
+            Waited::Finished => {
+                let mut reply = self.fanout_results(slots, false);
+                self.sudo_refusals(&params, &mut reply.hosts).await;
+                self.fanout_answer(reply)
+            }
             Waited::Cancelled(answer) => answer,
             Waited::Detached => {
                 let settings = &self.hosts.config().exec;
@@ -194,6 +199,10 @@ impl Outpost {
 
     /// The answer of a fan-out whose jobs stand as `slots` say.
     fn fanout_reply(&self, slots: Started, keep: bool) -> CallToolResult {
+        self.fanout_answer(self.fanout_results(slots, keep))
+    }
+
+    fn fanout_results(&self, slots: Started, keep: bool) -> FanoutResult {
         let hosts: Vec<HostResult> = (slots.into_iter())
             .map(|(host, job)| match job {
                 Ok(job) => HostResult::Ran(self.exec_result(&job, keep)),
@@ -201,8 +210,27 @@ impl Outpost {
             })
             .collect();
         let summary = Summary::of(&hosts);
-        let result = FanoutResult { hosts, summary };
+        FanoutResult { hosts, summary }
+    }
+
+    fn fanout_answer(&self, mut result: FanoutResult) -> CallToolResult {
+        result.summary = Summary::of(&result.hosts);
         let text = render_text(&result);
         success(&result, text)
+    }
+
+    /// With `sudo`, a host where sudo wanted a password (or refused the variables) is a refusal
+    /// naming the sudoers rule to add, as for one host.
+    async fn sudo_refusals(&self, params: &RemoteExecParams, hosts: &mut [HostResult]) {
+        let Ok(Some(run)) = SudoRun::from_params(params) else {
+            return;
+        };
+        for entry in hosts.iter_mut() {
+            if let HostResult::Ran(result) = entry
+                && let Some(refused) = self.sudo_refusal(&run, result).await
+            {
+                *entry = HostResult::failed(result.host.clone(), &refused);
+            }
+        }
     }
 }

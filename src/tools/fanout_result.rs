@@ -51,7 +51,9 @@ impl FailReason {
             Error::PolicyDenied { .. }
             | Error::NotConfirmed { .. }
             | Error::HostKeyDeclined { .. }
-            | Error::HostKeyChanged { .. } => FailReason::Refused,
+            | Error::HostKeyChanged { .. }
+            | Error::SudoNeedsPassword { .. }
+            | Error::SudoEnvRefused { .. } => FailReason::Refused,
             _ => FailReason::Unreachable,
         }
     }

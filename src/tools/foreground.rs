@@ -4,8 +4,8 @@
 // MCP 2026-07-28 deprecates log messages; clients of the versions before it read them.
 #![allow(deprecated)]
 
-use std::sync::Arc;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;

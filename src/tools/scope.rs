@@ -15,8 +15,8 @@ use super::reply::failure;
 use crate::auth::{Principal, Scope};
 use crate::claude::registry::SessionRecord;
 use crate::error::{Error, Result};
-use crate::jobs::Job;
 use crate::hosts::Hosts;
+use crate::jobs::Job;
 
 /// Tools that run on a host their call names (or the default host).
 const HOSTED_TOOLS: [&str; 3] = ["remote_exec", "spawn_claude", "sync_sessions"];

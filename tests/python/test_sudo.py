@@ -129,3 +129,15 @@ async def test_policy_rules_on_sudo_hold_for_sudo_true(env, tmp_path):
         r = await s.call_tool("remote_exec", {"command": f"touch {marker}", "sudo": True})
     assert r.is_error and "policy.deny" in text(r), text(r)
     assert not marker.exists()
+
+
+async def test_a_fan_out_with_sudo_names_the_rule_for_each_host_that_wants_a_password(shbox):
+    # `local` runs as root here (sudo asks root for nothing); `shbox` logs in as SH_USER.
+    with anyio.fail_after(HANG_GUARD):
+        r = await shbox.call_tool("remote_exec", {"hosts": ["local", "shbox"], "command": "id -u", "sudo": True})
+    d = data(r)
+    by_host = {entry["host"]: entry for entry in d["hosts"]}
+    assert by_host["local"]["stdout"] == "0\n", by_host
+    assert by_host["shbox"]["reason"] == "refused", by_host
+    assert f"{SH_USER} ALL=(root) NOPASSWD: /usr/bin/id -u" in by_host["shbox"]["error"], by_host
+    assert d["summary"]["succeeded"] == 1 and d["summary"]["refused"] == 1, d["summary"]
