@@ -48,11 +48,10 @@ pub async fn report_all(jobs: &[Arc<Job>], token: Option<ProgressToken>, peer: &
         all_done.await;
         return;
     };
-    let started = Instant::now();
+    let mut clock = Clock::start();
     let mut ends: Vec<u64> = jobs.iter().map(|job| job.log_end()).collect();
     let mut done = 0;
-    let mut quiet_until = started + HEARTBEAT;
-    let mut last = 0.0_f64;
+    let mut quiet_until = Instant::now() + HEARTBEAT;
     tokio::pin!(all_done);
     loop {
         let finished = tokio::select! {
@@ -77,13 +76,39 @@ pub async fn report_all(jobs: &[Arc<Job>], token: Option<ProgressToken>, peer: &
                 let line: String = line.chars().take(MESSAGE_BYTES).collect();
                 message.push_str(&format!("; {}: {line}", job.host));
             }
-            last = now.duration_since(started).as_secs_f64().max(last + 0.001);
-            send(peer, &token, last, message).await;
+            send(peer, &token, clock.tick(), message).await;
             quiet_until = now + HEARTBEAT;
         }
         if finished {
             return;
         }
+    }
+}
+
+/// The `progress` values of one call: seconds since it began, strictly increasing (as MCP
+/// requires) even for two notifications within a millisecond.
+struct Clock {
+    started: Instant,
+    last: f64,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            last: 0.0,
+        }
+    }
+
+    /// Seconds since the start.
+    fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The next notification's `progress`.
+    fn tick(&mut self) -> f64 {
+        self.last = self.elapsed().max(self.last + 0.001);
+        self.last
     }
 }
 
@@ -94,12 +119,11 @@ where
     F: FnMut(f64, String) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let started = Instant::now();
+    let mut clock = Clock::start();
     let mut changes = job.subscribe();
-    let mut last = 0.0_f64;
     let mut sent_end = job.log_end();
-    let mut next_allowed = started;
-    let mut quiet_until = started + HEARTBEAT;
+    let mut next_allowed = Instant::now();
+    let mut quiet_until = next_allowed + HEARTBEAT;
     // Checked after subscribing: an end before it would never be told.
     while !job.is_finished() {
         tokio::select! {
@@ -116,21 +140,17 @@ where
         if !output && now < quiet_until {
             continue;
         }
-        let elapsed = now.duration_since(started).as_secs_f64();
         let message = if output {
             new_output(job, &mut sent_end)
         } else {
-            heartbeat(job, elapsed)
+            heartbeat(job, clock.elapsed())
         };
-        // Strictly increasing, even for two notifications within a millisecond.
-        last = elapsed.max(last + 0.001);
-        send(last, message).await;
+        send(clock.tick(), message).await;
         next_allowed = now + OUTPUT_INTERVAL;
         quiet_until = now + HEARTBEAT;
     }
     if job.log_end() != sent_end {
-        let elapsed = started.elapsed().as_secs_f64();
-        send(elapsed.max(last + 0.001), new_output(job, &mut sent_end)).await;
+        send(clock.tick(), new_output(job, &mut sent_end)).await;
     }
 }
 
