@@ -178,7 +178,8 @@ impl Outpost {
             Err(e) => return failure(&e),
         };
         let waited = tokio::select! {
-            waited = self.wait_foreground(&job, detach_at, &context) => waited,
+            // A turn keeps its own timeout (`timeout_secs`, else claude.default_timeout_secs).
+            waited = self.wait_foreground(&job, detach_at, true, &context) => waited,
             never = self.serve_approvals(&job, &context.peer, &starter, true) => match never {},
         };
         match waited {

@@ -127,16 +127,10 @@ impl Outpost {
             let text = format!("started in the background as {} on {}", job.id, job.host);
             return success(&result, text);
         }
-        match self.wait_foreground(&job, detach_at, &context).await {
+        match (self.wait_foreground(&job, detach_at, named_timeout, &context)).await {
             Waited::Finished => {}
             Waited::Cancelled(answer) => return answer,
             Waited::Detached => {
-                if !named_timeout {
-                    let settings = &self.hosts.config().exec;
-                    job.set_timeout(Duration::from_secs(
-                        settings.default_background_timeout_secs,
-                    ));
-                }
                 let result = self.exec_result(&job, true);
                 let text = format!("still running on {} as {}", job.host, job.id);
                 return success(&result, text);

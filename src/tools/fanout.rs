@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::Outpost;
 use super::exec::{RemoteExecParams, command_action, exec_lines};
+use super::foreground::Waited;
 use super::fanout_result::{FanoutResult, HostResult, Summary, render_text, share};
 use super::guard;
 use super::progress;
@@ -20,13 +21,6 @@ use super::sudo::SudoRun;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::jobs::Job;
-
-/// How a fan-out's wait ended.
-enum Waited {
-    Finished,
-    Detached,
-    Cancelled(CallToolResult),
-}
 
 /// Each host of the call, and its job or why it has none.
 type Started = Vec<(String, Result<Arc<Job>>)>;
@@ -75,25 +69,14 @@ impl Outpost {
                 .for_each(|job| self.notify_when_done(job, &context.peer));
             return self.fanout_reply(slots, true);
         }
-        match self.wait_all(&jobs, detach_at, &context).await {
+        match self.wait_all(&jobs, detach_at, params.timeout_secs.is_some(), &context).await {
             Waited::Finished => {
                 let mut reply = self.fanout_results(slots, false);
                 self.sudo_refusals(&params, &mut reply.hosts).await;
                 self.fanout_answer(reply)
             }
             Waited::Cancelled(answer) => answer,
-            Waited::Detached => {
-                let settings = &self.hosts.config().exec;
-                for job in jobs.iter().filter(|job| !job.is_finished()) {
-                    if params.timeout_secs.is_none() {
-                        job.set_timeout(Duration::from_secs(
-                            settings.default_background_timeout_secs,
-                        ));
-                    }
-                    self.notify_when_done(job, &context.peer);
-                }
-                self.fanout_reply(slots, true)
-            }
+            Waited::Detached => self.fanout_reply(slots, true),
         }
     }
 
@@ -152,23 +135,17 @@ impl Outpost {
     }
 
     /// Waits for every job, reporting progress; a cancel kills them all, and at the detach
-    /// those still running go on.
+    /// those still running go on (see [`Outpost::wait_jobs`]).
     async fn wait_all(
         &self,
         jobs: &[Arc<Job>],
         detach_at: Option<Instant>,
+        named_timeout: bool,
         context: &RequestContext<RoleServer>,
     ) -> Waited {
-        let token = context.meta.get_progress_token();
-        tokio::select! {
-            biased;
-            _ = context.ct.cancelled() => Waited::Cancelled(self.cancel_all(jobs).await),
-            _ = progress::report_all(jobs, token, &context.peer) => Waited::Finished,
-            _ = super::foreground::detach(detach_at) => match jobs.iter().all(|job| job.is_finished()) {
-                true => Waited::Finished,
-                false => Waited::Detached,
-            },
-        }
+        let report = progress::report_all(jobs, context.meta.get_progress_token(), &context.peer);
+        let cancel = self.cancel_all(jobs);
+        (self.wait_jobs(jobs, report, cancel, detach_at, named_timeout, context)).await
     }
 
     /// Kills the jobs of a cancelled fan-out; the answer says whether every kill is confirmed.

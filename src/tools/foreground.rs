@@ -56,25 +56,50 @@ impl Outpost {
     }
 
     /// Waits for `job` on behalf of the call of `context`, reporting progress (heartbeats
-    /// included) to it. A cancel counts before anything else, and a job found finished when
-    /// the detach comes is finished, not detached.
+    /// included) to it; see [`Outpost::wait_jobs`].
     pub(super) async fn wait_foreground(
         &self,
         job: &Arc<Job>,
         detach_at: Option<Instant>,
+        named_timeout: bool,
         context: &RequestContext<RoleServer>,
     ) -> Waited {
-        let token = context.meta.get_progress_token();
+        let report = progress::report(job, context.meta.get_progress_token(), &context.peer);
+        let jobs = std::slice::from_ref(job);
+        (self.wait_jobs(jobs, report, self.cancel(job), detach_at, named_timeout, context)).await
+    }
+
+    /// Waits for `jobs` on behalf of the call of `context` while `report` tells its progress
+    /// (it ends when they all have). A cancel counts before anything else: `on_cancel` kills
+    /// and answers. At the detach, jobs found all finished are finished; otherwise those still
+    /// running go on, with the background timeout unless the call named one, and the client is
+    /// told when each ends.
+    pub(super) async fn wait_jobs(
+        &self,
+        jobs: &[Arc<Job>],
+        report: impl Future<Output = ()>,
+        on_cancel: impl Future<Output = CallToolResult>,
+        detach_at: Option<Instant>,
+        named_timeout: bool,
+        context: &RequestContext<RoleServer>,
+    ) -> Waited {
         tokio::select! {
             biased;
-            _ = context.ct.cancelled() => Waited::Cancelled(self.cancel(job).await),
-            _ = progress::report(job, token, &context.peer) => Waited::Finished,
+            _ = context.ct.cancelled() => Waited::Cancelled(on_cancel.await),
+            () = report => Waited::Finished,
             _ = detach(detach_at) => {
-                if job.is_finished() {
+                let running: Vec<&Arc<Job>> = jobs.iter().filter(|job| !job.is_finished()).collect();
+                if running.is_empty() {
                     return Waited::Finished;
                 }
-                tracing::info!(job = %job.id, "detached: the call returns, the job goes on");
-                self.notify_when_done(job, &context.peer);
+                let background = self.hosts.config().exec.default_background_timeout_secs;
+                for job in running {
+                    tracing::info!(job = %job.id, "detached: the call returns, the job goes on");
+                    if !named_timeout {
+                        job.set_timeout(Duration::from_secs(background));
+                    }
+                    self.notify_when_done(job, &context.peer);
+                }
                 Waited::Detached
             }
         }
