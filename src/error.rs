@@ -149,6 +149,19 @@ pub enum Error {
     )]
     SudoMissing { host: String },
 
+    /// A transfer step failed: `reason` names the cause and the fix.
+    #[error("cannot {op} `{place}`: {reason}")]
+    Transfer {
+        op: &'static str,
+        place: String,
+        reason: String,
+    },
+
+    #[error(
+        "{count} file(s) at the destination differ from the source and would be replaced ({paths}); nothing was copied. Pass `overwrite: true` to replace them, or pick another destination"
+    )]
+    TransferWouldOverwrite { count: usize, paths: String },
+
     #[error("cancelled by the client")]
     Cancelled,
 

@@ -24,6 +24,7 @@ pub mod ssh;
 pub mod sync;
 pub mod tls;
 pub mod tools;
+pub mod transfer;
 pub mod transport;
 pub mod tunnel;
 

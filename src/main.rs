@@ -54,6 +54,19 @@ enum Command {
         #[arg(short = 'L', value_name = "SPEC")]
         forward: Vec<String>,
     },
+    /// Copy a file or folder between hosts: `outpost cp gpu1:~/run/model.ckpt ./ckpt/`.
+    Cp {
+        /// `host:path` (a bare path is here).
+        source: String,
+        /// `host:path`; an existing folder, or a path ending in `/`, gets the source inside it.
+        destination: String,
+        /// Replace destination files that differ from the source.
+        #[arg(long)]
+        overwrite: bool,
+        /// Compare and check files by SHA-256 instead of size and mtime.
+        #[arg(long)]
+        verify: bool,
+    },
     /// Run a command on a host, streaming its output; exits with its exit code.
     Exec {
         /// Host name (`local`, a remote, an ssh alias, a group); or several, each line prefixed by its host: `gpu1,gpu2`, `@group` for every member.
@@ -224,6 +237,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Some(Command::Tunnel { name, forward }) => {
                 outpost::cli::tunnel::run(hosts, &name, &forward).await?;
                 Ok(0)
+            }
+            Some(Command::Cp {
+                source,
+                destination,
+                overwrite,
+                verify,
+            }) => {
+                let options = outpost::transfer::Options { overwrite, verify };
+                Ok(outpost::cli::cp::run(&hosts, &source, &destination, options).await?)
             }
             Some(Command::Exec {
                 host,

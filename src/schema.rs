@@ -19,6 +19,31 @@ pub fn make_portable(schema: &mut Map<String, Value>) {
     }
 }
 
+/// Makes a tool's input schema shorter for the model that reads it, without changing what it
+/// accepts: no root `$schema` (MCP takes 2020-12 when none is named, and rmcp's is 2020-12) and no
+/// `"default": null` or `"default": false`, which say no more than the property's absence.
+pub fn trim_tool_input(schema: &mut Map<String, Value>) {
+    schema.remove("$schema");
+    let mut owned = Schema::from(std::mem::take(schema));
+    DropEmptyDefaults.transform(&mut owned);
+    if let Value::Object(map) = owned.to_value() {
+        *schema = map;
+    }
+}
+
+struct DropEmptyDefaults;
+
+impl Transform for DropEmptyDefaults {
+    fn transform(&mut self, schema: &mut Schema) {
+        if let Some(obj) = schema.as_object_mut()
+            && matches!(obj.get("default"), Some(Value::Null | Value::Bool(false)))
+        {
+            obj.remove("default");
+        }
+        transform_subschemas(self, schema);
+    }
+}
+
 /// Adds the range of an `int32`/`uint32` format as `minimum`/`maximum`, where not given.
 struct IntegerBounds;
 
@@ -71,5 +96,34 @@ mod tests {
         assert_eq!(schema["$defs"]["X"]["maximum"], 7);
         assert_eq!(schema["$defs"]["X"]["minimum"], i32::MIN);
         assert_eq!(schema["$defs"]["Y"]["maximum"], u32::MAX);
+    }
+
+    #[test]
+    fn tool_inputs_lose_only_what_says_nothing() {
+        let Value::Object(mut schema) = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "a": {"type": ["number", "null"], "default": null},
+                "b": {"type": "boolean", "default": false},
+                "c": {"type": "boolean", "default": true},
+                "d": {"type": "integer", "default": 3}
+            }
+        }) else {
+            unreachable!()
+        };
+        trim_tool_input(&mut schema);
+        assert_eq!(
+            Value::Object(schema),
+            json!({
+                "type": "object",
+                "properties": {
+                    "a": {"type": ["number", "null"]},
+                    "b": {"type": "boolean"},
+                    "c": {"type": "boolean", "default": true},
+                    "d": {"type": "integer", "default": 3}
+                }
+            })
+        );
     }
 }

@@ -73,6 +73,8 @@ pub enum JobKind {
     Exec,
     /// A Claude Code turn (`spawn_claude`).
     Claude,
+    /// A copy of files (`transfer`).
+    Transfer,
 }
 
 impl JobKind {
@@ -81,6 +83,7 @@ impl JobKind {
         match self {
             Self::Exec => "exec",
             Self::Claude => "claude",
+            Self::Transfer => "transfer",
         }
     }
 }
@@ -343,6 +346,22 @@ impl Job {
         self.timeout.send_replace(timeout);
     }
 
+    /// Ends when the job has run past its timeout (which may be raised meanwhile): for jobs
+    /// that are not plain commands, which enforce it themselves.
+    pub async fn past_timeout(&self) {
+        let mut timeout = self.timeout.subscribe();
+        let started = tokio::time::Instant::from_std(self.started);
+        loop {
+            let deadline = started + *timeout.borrow_and_update();
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                changed = timeout.changed() => if changed.is_err() {
+                    return std::future::pending().await;
+                },
+            }
+        }
+    }
+
     /// A token cancelled when the job is asked to stop (`job_kill`, shutdown).
     pub fn kill_token(&self) -> CancellationToken {
         self.kill.clone()
@@ -470,7 +489,7 @@ mod tests {
         ] {
             assert_eq!(serde_json::json!(status), status.as_str());
         }
-        for kind in [JobKind::Exec, JobKind::Claude] {
+        for kind in [JobKind::Exec, JobKind::Claude, JobKind::Transfer] {
             assert_eq!(serde_json::json!(kind), kind.as_str());
         }
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::reply::{failed_with, failure, success};
 use super::{Outpost, guard};
 use crate::error::Error;
-use crate::jobs::{Job, Outcome};
+use crate::jobs::{Job, JobKind, Outcome};
 
 /// Longest a `job_output` call waits, whatever `wait_secs` asks: clients give up on a request
 /// after 60 s (the TypeScript SDK's default), so a long-poll answers well before that.
@@ -81,9 +81,13 @@ pub struct JobOutputResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "spawn_claude_result")]
     pub claude: Option<serde_json::Value>,
+    /// For a `transfer` job, once it has finished: its result, as `transfer` returns it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "spawn_claude_result")]
+    pub transfer: Option<serde_json::Value>,
 }
 
-/// `claude`'s schema: an object (the shape is `spawn_claude`'s output schema; repeating it here
+/// `claude`'s and `transfer`'s schema: an object (the shape is `spawn_claude`'s output schema; repeating it here
 /// would double the size of `tools/list`).
 fn spawn_claude_result(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "type": "object" })
@@ -148,7 +152,8 @@ impl Outpost {
             offset: read.offset,
             next_offset: read.next_offset,
             dropped_bytes: read.dropped,
-            claude: job.detail(),
+            claude: job.detail().filter(|_| job.kind == JobKind::Claude),
+            transfer: job.detail().filter(|_| job.kind == JobKind::Transfer),
         };
         let text = format!(
             "{} {}{}; output {}..{}{}\n{}",
@@ -165,8 +170,8 @@ impl Outpost {
             if result.more { ", more available" } else { "" },
             result.output
         );
-        let text = match &result.claude {
-            Some(claude) => format!("{text}\nresult: {claude}"),
+        let text = match result.claude.as_ref().or(result.transfer.as_ref()) {
+            Some(detail) => format!("{text}\nresult: {detail}"),
             None => text,
         };
         success(&result, text)

@@ -22,6 +22,7 @@ mod sessions;
 mod sudo;
 mod sync;
 mod tasks;
+mod transfer;
 mod untyped;
 mod watch;
 
@@ -56,6 +57,7 @@ pub use guard::CallPolicy;
 pub use jobs::{JobKillParams, JobOutputParams, JobOutputResult, JobView};
 pub use sessions::{ListSessionsParams, ListSessionsResult};
 pub use sync::{SyncSessionsParams, SyncSessionsResult};
+pub use transfer::{TransferParams, TransferResult};
 
 /// The outpost MCP service. Cheap to clone: one per client connection, all sharing hosts, jobs,
 /// Claude processes and the call policy.
@@ -113,6 +115,7 @@ impl Outpost {
             + Self::claude_tools()
             + Self::session_tools()
             + Self::sync_tools()
+            + Self::transfer_tools()
     }
 
     /// The name of every tool (what `serve.principals` and token scopes may name).
@@ -188,6 +191,7 @@ fn portable(mut router: ToolRouter<Outpost>) -> ToolRouter<Outpost> {
     for route in router.map.values_mut() {
         let tool = &mut route.attr;
         crate::schema::make_portable(Arc::make_mut(&mut tool.input_schema));
+        crate::schema::trim_tool_input(Arc::make_mut(&mut tool.input_schema));
         if let Some(output) = &mut tool.output_schema {
             crate::schema::make_portable(Arc::make_mut(output));
         }

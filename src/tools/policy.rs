@@ -31,6 +31,11 @@ pub(super) enum Action<'a> {
     },
     /// Copying session files here → the host (`sync_sessions` push).
     Push { cwd: &'a str },
+    /// Copying files onto the destination's host (`transfer`), as `host:path`.
+    Transfer {
+        source: &'a str,
+        destination: &'a str,
+    },
 }
 
 impl Action<'_> {
@@ -41,7 +46,9 @@ impl Action<'_> {
                 Verdict::Run => stdin.map_or(Verdict::Run, |stdin| policy.command(stdin)),
                 verdict => verdict,
             },
-            Action::ClaudePrompt { .. } | Action::Push { .. } => policy.other(),
+            Action::ClaudePrompt { .. } | Action::Push { .. } | Action::Transfer { .. } => {
+                policy.other()
+            }
         }
     }
 
@@ -50,6 +57,7 @@ impl Action<'_> {
             Action::Command { command, .. } => format!("the command `{}`", excerpt(command)),
             Action::ClaudePrompt { .. } => "the Claude prompt".to_owned(),
             Action::Push { .. } => "the session push".to_owned(),
+            Action::Transfer { destination, .. } => format!("the copy to {destination}"),
         }
     }
 
@@ -78,6 +86,10 @@ impl Action<'_> {
             Action::Push { cwd: dir } => format!(
                 "Copy Claude's session files of project {dir} from this machine to the host"
             ),
+            Action::Transfer {
+                source,
+                destination,
+            } => format!("Copy files\nfrom: {source}\nto: {destination}"),
         }
     }
 }
@@ -157,6 +169,22 @@ impl Outpost {
                 .await?;
         }
         self.confirm_host_keys(peer, principal, &request.host).await
+    }
+
+    /// [`Outpost::clear_to_run`] for `transfer`: writing at the destination is subject to its
+    /// policy; both ends connect, so both meet unknown host keys.
+    pub(super) async fn clear_transfer(
+        &self,
+        peer: &Peer<RoleServer>,
+        principal: &Principal,
+        source: &str,
+        destination: &str,
+        action: Action<'_>,
+    ) -> Result<()> {
+        self.check_policy(peer, principal, destination, &action)
+            .await?;
+        self.confirm_host_keys(peer, principal, source).await?;
+        self.confirm_host_keys(peer, principal, destination).await
     }
 
     async fn check_policy(

@@ -19,7 +19,7 @@ use crate::hosts::Hosts;
 use crate::jobs::Job;
 
 /// Tools that run on a host their call names (or the default host).
-const HOSTED_TOOLS: [&str; 3] = ["remote_exec", "spawn_claude", "sync_sessions"];
+const HOSTED_TOOLS: [&str; 4] = ["remote_exec", "spawn_claude", "sync_sessions", "transfer"];
 
 /// Every limit on one principal; a call must pass all of them. None: not limited.
 pub(super) struct Limits(Vec<Scope>);
@@ -112,7 +112,13 @@ impl Outpost {
         let named = self.hosts.effective_name(argument("host"));
         // A resumed session runs where it ran before: that host must be allowed too.
         let (target, _) = self.claude.target(argument("host"), None, session_id);
-        let fanout = self.fanout_hosts(request);
+        let mut fanout = self.fanout_hosts(request);
+        // A transfer touches its two ends' hosts, and no other.
+        if request.name == "transfer" {
+            let ends = ["source", "destination"].into_iter().filter_map(argument);
+            let ends = ends.filter_map(|text| crate::transfer::Location::parse(text).ok());
+            fanout.extend(ends.map(|location| location.host));
+        }
         // A fan-out runs on its `hosts` only, never on the default host.
         let single = fanout.is_empty().then_some([named, target]);
         let refused = (single.into_iter().flatten())

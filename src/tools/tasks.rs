@@ -152,6 +152,7 @@ impl Outpost {
         let result = match job.kind {
             JobKind::Exec => super::exec::reply(&self.exec_result(job, true)),
             JobKind::Claude => claude_result(job),
+            JobKind::Transfer => super::transfer::transfer_reply(job),
         };
         let result = match serde_json::to_value(result) {
             Ok(Value::Object(object)) => object,

@@ -54,6 +54,7 @@ class Sshd:
             "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password",
             "LogLevel ERROR",
+            "Subsystem sftp internal-sftp",
             *extra,
             "",
         ]))

@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that can stop forwarding on demand, as a stalled network would: the
 connections stay open, nothing gets through either way, and nothing is refused."""
 
+import pathlib
 import select
 import socket
 import threading
@@ -66,3 +67,12 @@ class StallProxy:
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+
+def alias_through(proxy: StallProxy, sshd, home: pathlib.Path, name: str, extra: str = ""):
+    """Adds ~/.ssh/config alias `name` reaching `sshd` through `proxy`, its host key trusted."""
+    kind, key = sshd.host_public_key
+    with open(home / ".ssh" / "known_hosts", "a") as f:
+        f.write(f"[127.0.0.1]:{proxy.port} {kind} {key}\n")
+    with open(home / ".ssh" / "config", "a") as f:
+        f.write(f"Host {name}\n  HostName 127.0.0.1\n  Port {proxy.port}\n{extra}")

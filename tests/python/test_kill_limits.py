@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from conftest import HANG_GUARD, alive, data, open_session, text, wait_dead
-from stall_proxy import StallProxy
+from stall_proxy import StallProxy, alias_through
 
 pytestmark = pytest.mark.anyio
 # Twice what one SSH connection carries (8 command channels): the pool must open more, and
@@ -185,13 +185,8 @@ async def test_a_host_that_comes_back_is_tried_at_once(box, sshd):
 
 async def test_a_stalled_network_ends_the_call_at_its_timeout_and_the_kill_lands_later(env, sshd, tmp_path):
     proxy = StallProxy(sshd.port)
-    home = pathlib.Path(env["HOME"])
-    kind, key = sshd.host_public_key
-    with open(home / ".ssh" / "known_hosts", "a") as f:
-        f.write(f"[127.0.0.1]:{proxy.port} {kind} {key}\n")
-    with open(home / ".ssh" / "config", "a") as f:
-        f.write(f"Host far\n  HostName 127.0.0.1\n  Port {proxy.port}\n  ConnectTimeout 2\n"
-                "  ServerAliveInterval 60\n")
+    alias_through(proxy, sshd, pathlib.Path(env["HOME"]), "far",
+                  "  ConnectTimeout 2\n  ServerAliveInterval 60\n")
     tag = marker()
     pidfile = tmp_path / "pid"
     try:

@@ -120,7 +120,7 @@ HINTS = ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
 async def test_every_tool_has_a_title_and_all_hints(session):
     listed = await session.list_tools()
     tools = {t.name: t for t in listed.tools}
-    assert set(tools) == READ_ONLY | {"remote_exec", "spawn_claude", "job_kill", "sync_sessions"}
+    assert set(tools) == READ_ONLY | {"remote_exec", "spawn_claude", "job_kill", "sync_sessions", "transfer"}
     for name, tool in tools.items():
         hints = tool.annotations.model_dump(by_alias=True)
         assert tool.title and hints["title"] == tool.title, name
