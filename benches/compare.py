@@ -25,6 +25,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from sshd import Sshd  # noqa: E402
+sys.path.insert(0, str(ROOT / "benches"))
+from transfer import b7_rows, b7_transfer  # noqa: E402
 
 FAKE_CLAUDE = ROOT / "tests" / "fake_claude" / "claude"
 # The remote side logs in as this user: /bin/sh as its shell and no startup files, so the numbers
@@ -472,6 +474,8 @@ def table_rows(r):
                      verdict(init["median"] <= 0.020)))
         rows.append(("B6", "idle RSS after `tools/list`", spread(rss, lambda x: f"{x:.1f} MiB"), "—", "—",
                      "≤ 15 MiB", verdict(rss["median"] <= 15)))
+    if "b7" in r:
+        rows += b7_rows(r["b7"], spread, ms, verdict)
     return rows
 
 
@@ -510,10 +514,10 @@ async def main():
     parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "outpost"))
     parser.add_argument("--json", type=pathlib.Path, help="write the raw results here")
     parser.add_argument("--markdown", type=pathlib.Path, help="write the report here (BENCHMARKS.md)")
-    parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b6)")
+    parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b7)")
     args = parser.parse_args()
     trials = 1 if args.smoke else 30
-    rows = set(args.only or ["b1", "b2", "b3", "b4", "b5", "b6"])
+    rows = set(args.only or ["b1", "b2", "b3", "b4", "b5", "b6", "b7"])
     results = {"versions": versions(args.binary), "smoke": args.smoke}
     with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
         bench = Bench(pathlib.Path(tmp), args.binary)
@@ -533,6 +537,10 @@ async def main():
                 results["b5"] = await b5_sync(bench, 1 if args.smoke else 10, 1 * MB if args.smoke else 50 * MB)
             if "b6" in rows:
                 results["b6"] = await b6_startup(bench, 2 if args.smoke else 20)
+            if "b7" in rows:
+                results["b7"] = await b7_transfer(bench, Mcp, 1 if args.smoke else 5,
+                                                  2 * MB if args.smoke else 200 * MB,
+                                                  50 if args.smoke else 2000)
         finally:
             bench.stop()
     text = json.dumps(results, indent=2)
