@@ -18,8 +18,9 @@ use crate::error::{Error, Result};
 
 /// Files copied at once: small files are bound by round trips, not bandwidth.
 const FILES_AT_ONCE: usize = 8;
-/// Bytes read before each write.
-const CHUNK: usize = 256 << 10;
+/// Bytes read before each write: one SFTP write request's worth (see `sftp_fs::WRITE_PACKET`),
+/// so a chunk never splits into a full request and a tiny one.
+const CHUNK: usize = 248 << 10;
 /// Conflicting paths an error lists by name.
 const LISTED: usize = 5;
 

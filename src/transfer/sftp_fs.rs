@@ -20,8 +20,12 @@ const REQUEST_TIMEOUT_SECS: u64 = 30;
 /// Seconds the server gets to answer the start of a session: one without the sftp subsystem
 /// never does.
 const START_TIMEOUT_SECS: u64 = 10;
-/// Requests in flight per file: enough to keep a fast link busy with 32 KiB writes.
-const IN_FLIGHT: usize = 64;
+/// Requests in flight per file: with 255 KiB each, enough to keep a fast link busy while
+/// bounding what waits in buffers (4 MiB a file).
+const IN_FLIGHT: usize = 16;
+/// Bytes a write request carries at most: OpenSSH's server takes up to 256 KiB messages, and
+/// fewer, larger requests cost less than 32 KiB ones.
+const WRITE_PACKET: u32 = 255 << 10;
 
 /// An SFTP session on `host`. Dropping it closes the session and frees its channel slot.
 pub struct SftpFs {
@@ -45,6 +49,7 @@ impl SftpFs {
         let config = russh_sftp::client::Config {
             max_concurrent_reads: IN_FLIGHT,
             max_concurrent_writes: IN_FLIGHT,
+            max_write_packet_len: WRITE_PACKET,
             request_timeout_secs: START_TIMEOUT_SECS,
             ..Default::default()
         };
