@@ -4,6 +4,9 @@
 use std::io;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use russh::ChannelMsg;
 use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
@@ -37,7 +40,7 @@ impl SftpFs {
     /// Opens an SFTP session to `target` on a pooled connection.
     pub async fn open(pool: &SshPool, target: &SshTarget) -> Result<Self> {
         let open = |c: Arc<PooledConnection>| async move { c.handle.channel_open_session().await };
-        let (lease, channel) = pool.open_channel(target, open).await?;
+        let (lease, mut channel) = pool.open_channel(target, open).await?;
         let unavailable = |reason: String| Error::Transfer {
             op: "start SFTP on",
             place: target.name.clone(),
@@ -46,6 +49,24 @@ impl SftpFs {
             ),
         };
         (channel.request_subsystem(true, "sftp").await).map_err(|e| unavailable(e.to_string()))?;
+        // The server's answer first: one without the subsystem refuses, and would never speak.
+        let answer = tokio::time::timeout(Duration::from_secs(START_TIMEOUT_SECS), async {
+            loop {
+                match channel.wait().await {
+                    Some(ChannelMsg::Success) => return Ok(()),
+                    Some(ChannelMsg::Failure) => return Err("the server has no sftp subsystem"),
+                    Some(ChannelMsg::Close | ChannelMsg::Eof) | None => {
+                        return Err("the server closed the channel");
+                    }
+                    Some(_) => {}
+                }
+            }
+        });
+        match answer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(unavailable(why.to_owned())),
+            Err(_) => return Err(unavailable("the server did not answer".to_owned())),
+        }
         let config = russh_sftp::client::Config {
             max_concurrent_reads: IN_FLIGHT,
             max_concurrent_writes: IN_FLIGHT,

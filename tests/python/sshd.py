@@ -25,7 +25,8 @@ def keygen(path: pathlib.Path, kind="ed25519", passphrase=""):
 class Sshd:
     """One sshd process. `home` is the client-side HOME whose key is authorized."""
 
-    def __init__(self, root: pathlib.Path, home: pathlib.Path, port=None, host_key=None, extra=()):
+    def __init__(self, root: pathlib.Path, home: pathlib.Path, port=None, host_key=None, extra=(),
+                 sftp=True):
         self.root = root
         self.home = home
         self.port = port or free_port()
@@ -54,7 +55,7 @@ class Sshd:
             "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password",
             "LogLevel ERROR",
-            "Subsystem sftp internal-sftp",
+            *(["Subsystem sftp internal-sftp"] if sftp else []),
             *extra,
             "",
         ]))

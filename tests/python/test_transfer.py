@@ -242,6 +242,24 @@ async def test_errors_say_what_is_wrong(box, sh_box, session, tmp_path):
     assert unknown.is_error and "unknown host `nohost`" in text(unknown)
 
 
+async def test_a_host_without_sftp_is_told_at_once(env, tmp_path):
+    from sshd import Sshd
+    home = pathlib.Path(env["HOME"])
+    server = Sshd(tmp_path / "nosftp", home, sftp=False).start()
+    server.trust()
+    (home / ".ssh" / "config").write_text(
+        f"Host plain\n  HostName 127.0.0.1\n  Port {server.port}\n  User {getpass.getuser()}\n")
+    (tmp_path / "f").write_text("f")
+    try:
+        async with open_session(env) as s:
+            with anyio.fail_after(8):  # well before the 10 s a silent server would get
+                refused = await copy(s, str(tmp_path / "f"), f"plain:{tmp_path}/out/")
+        assert refused.is_error and "no sftp subsystem" in text(refused), text(refused)
+        assert "Subsystem sftp" in text(refused)
+    finally:
+        server.stop()
+
+
 async def test_a_full_disk_is_named(session, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
