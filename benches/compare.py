@@ -25,11 +25,10 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from sshd import Sshd  # noqa: E402
+from hosts import BENCH_USER, host_block  # noqa: E402
+import fanout  # noqa: E402
 
 FAKE_CLAUDE = ROOT / "tests" / "fake_claude" / "claude"
-# The remote side logs in as this user: /bin/sh as its shell and no startup files, so the numbers
-# are the transports' and not a login shell's (root's .bashrc here runs pyenv: ~80 ms a session).
-BENCH_USER = "outpost-bench"
 MB = 1_000_000
 # B4: the pause before a follow-up in its "after think time" variant.
 THINK_SECONDS = 0.5
@@ -113,10 +112,7 @@ class Bench:
         self.sshd.start().trust()
         ssh = self.home / ".ssh"
         self.ssh_config = ssh / "config"
-        self.ssh_config.write_text(
-            f"Host box\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User {BENCH_USER}\n"
-            f"  IdentityFile {ssh / 'id_ed25519'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {ssh / 'known_hosts'}\n"
-            "  StrictHostKeyChecking yes\n  BatchMode yes\n")
+        self.ssh_config.write_text(host_block("box", self.sshd.port, ssh))
         self.control = work / "cm.sock"
         self.env = {"HOME": str(self.home), "PATH": os.environ["PATH"], "RUST_LOG": "warn",
                     "OUTPOST_CONFIG": str(work / "config.json"),
@@ -486,7 +482,8 @@ def markdown(r, analysis: str) -> str:
              f"- OpenSSH: {v['openssh']}", f"- rsync: {v['rsync']}", f"- {v['rustc']}", "",
              "| # | measure | outpost | baseline | ratio | target | met |", "|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(r)]
-    return "\n".join(lines) + "\n\n" + analysis.strip() + "\n"
+    sections = [fanout.markdown(r["fanout"])] if "fanout" in r else []
+    return "\n".join(lines) + "\n\n" + "".join(s + "\n" for s in sections) + analysis.strip() + "\n"
 
 
 def versions(binary):
@@ -510,10 +507,10 @@ async def main():
     parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "outpost"))
     parser.add_argument("--json", type=pathlib.Path, help="write the raw results here")
     parser.add_argument("--markdown", type=pathlib.Path, help="write the report here (BENCHMARKS.md)")
-    parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b6)")
+    parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b6, fanout)")
     args = parser.parse_args()
     trials = 1 if args.smoke else 30
-    rows = set(args.only or ["b1", "b2", "b3", "b4", "b5", "b6"])
+    rows = set(args.only or ["b1", "b2", "b3", "b4", "b5", "b6", "fanout"])
     results = {"versions": versions(args.binary), "smoke": args.smoke}
     with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
         bench = Bench(pathlib.Path(tmp), args.binary)
@@ -533,6 +530,9 @@ async def main():
                 results["b5"] = await b5_sync(bench, 1 if args.smoke else 10, 1 * MB if args.smoke else 50 * MB)
             if "b6" in rows:
                 results["b6"] = await b6_startup(bench, 2 if args.smoke else 20)
+            if "fanout" in rows:
+                results["fanout"] = await fanout.run(bench, 1 if args.smoke else 10, 2 if args.smoke else 20,
+                                                     args.smoke, interleaved, summary)
         finally:
             bench.stop()
     text = json.dumps(results, indent=2)
