@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tests" / "python"))
 from sshd import Sshd  # noqa: E402
 from hosts import BENCH_USER, host_block  # noqa: E402
 import fanout  # noqa: E402
+import peers  # noqa: E402
 
 FAKE_CLAUDE = ROOT / "tests" / "fake_claude" / "claude"
 MB = 1_000_000
@@ -482,7 +483,7 @@ def markdown(r, analysis: str) -> str:
              f"- OpenSSH: {v['openssh']}", f"- rsync: {v['rsync']}", f"- {v['rustc']}", "",
              "| # | measure | outpost | baseline | ratio | target | met |", "|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(r)]
-    sections = [fanout.markdown(r["fanout"])] if "fanout" in r else []
+    sections = [module.markdown(r[key]) for key, module in (("fanout", fanout), ("peers", peers)) if key in r]
     return "\n".join(lines) + "\n\n" + "".join(s + "\n" for s in sections) + analysis.strip() + "\n"
 
 
@@ -507,10 +508,10 @@ async def main():
     parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "outpost"))
     parser.add_argument("--json", type=pathlib.Path, help="write the raw results here")
     parser.add_argument("--markdown", type=pathlib.Path, help="write the report here (BENCHMARKS.md)")
-    parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b6, fanout)")
+    parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b6, fanout, peers)")
     args = parser.parse_args()
     trials = 1 if args.smoke else 30
-    rows = set(args.only or ["b1", "b2", "b3", "b4", "b5", "b6", "fanout"])
+    rows = set(args.only or ["b1", "b2", "b3", "b4", "b5", "b6", "fanout", "peers"])
     results = {"versions": versions(args.binary), "smoke": args.smoke}
     with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
         bench = Bench(pathlib.Path(tmp), args.binary)
@@ -533,6 +534,8 @@ async def main():
             if "fanout" in rows:
                 results["fanout"] = await fanout.run(bench, 1 if args.smoke else 10, 2 if args.smoke else 20,
                                                      args.smoke, interleaved, summary)
+            if "peers" in rows:
+                results["peers"] = await peers.run(bench, args.smoke)
         finally:
             bench.stop()
     text = json.dumps(results, indent=2)
