@@ -502,14 +502,8 @@ def versions(binary):
             "rsync": first_line(["rsync", "--version"]), "rustc": first_line(["rustc", "--version"])}
 
 
-async def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes and one trial: proves it runs")
-    parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "outpost"))
-    parser.add_argument("--json", type=pathlib.Path, help="write the raw results here")
-    parser.add_argument("--markdown", type=pathlib.Path, help="write the report here (BENCHMARKS.md)")
-    parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b6, fanout, peers)")
-    args = parser.parse_args()
+async def measure(args):
+    """Every row asked for, on a throwaway sshd: the results as a dict."""
     trials = 1 if args.smoke else 30
     rows = set(args.only or ["b1", "b2", "b3", "b4", "b5", "b6", "fanout", "peers"])
     results = {"versions": versions(args.binary), "smoke": args.smoke}
@@ -538,9 +532,22 @@ async def main():
                 results["peers"] = await peers.run(bench, args.smoke)
         finally:
             bench.stop()
-    text = json.dumps(results, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
+    return results
+
+
+async def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and one trial: proves it runs")
+    parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "outpost"))
+    parser.add_argument("--json", type=pathlib.Path, help="write the raw results here")
+    parser.add_argument("--markdown", type=pathlib.Path, help="write the report here (BENCHMARKS.md)")
+    parser.add_argument("--only", nargs="*", help="run these rows only (b1 ... b6, fanout, peers)")
+    parser.add_argument("--render", type=pathlib.Path,
+                        help="measure nothing: write the report from these raw results (an earlier --json)")
+    args = parser.parse_args()
+    results = json.loads(args.render.read_text()) if args.render else await measure(args)
+    if args.json and not args.render:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     analysis = ROOT / "benches" / "analysis.md"
     report = markdown(results, analysis.read_text() if analysis.exists() else "")
     if args.markdown:

@@ -44,6 +44,8 @@ CANCELS = {"one": (1, "sleep 30.053", "sleep 30.053"),
 # Preloaded into a peer for the TCP_NODELAY rows (see the file).
 NODELAY = pathlib.Path(__file__).resolve().parent / "peers" / "nodelay.cjs"
 TIMEOUT_SECS = 2
+# When the cancel checks cancel their call.
+CANCEL_AFTER = 1.0
 # How long after a call returns a process left on the host counts as having survived.
 SURVIVAL_GRACE = 2.0
 
@@ -275,12 +277,12 @@ async def big_output(p, lines):
                 "intact_lines": len(LINE.findall(p.stdout(result)))}
 
 
-async def timeout_check(p):
-    """When a 2 s timeout on `sleep 10` returns, and whether the `sleep` outlives it."""
-    async with p.start("pbox", timeout_secs=TIMEOUT_SECS) as server:
-        tool, arguments = p.call("pbox", "true", TIMEOUT_SECS)
+async def timeout_check(p, secs):
+    """When a `secs` timeout on `sleep 10` returns, and whether the `sleep` outlives it."""
+    async with p.start("pbox", timeout_secs=secs) as server:
+        tool, arguments = p.call("pbox", "true", secs)
         await server.call(tool, arguments)
-        tool, arguments = p.call("pbox", TIMEOUT_SLEEP, TIMEOUT_SECS)
+        tool, arguments = p.call("pbox", TIMEOUT_SLEEP, secs)
         start = time.perf_counter()
         with contextlib.suppress(Exception):
             await server.call(tool, arguments, read_timeout_seconds=30)
@@ -288,15 +290,15 @@ async def timeout_check(p):
         return {"returned_after": returned - start, "survivors": await survivors(TIMEOUT_SLEEP, returned)}
 
 
-async def cancel_check(p, kind):
-    """A call cancelled (the SDK sends notifications/cancelled) 1 s in: how many of its `sleep`s
-    outlive it."""
+async def cancel_check(p, kind, after):
+    """A call cancelled (the SDK sends notifications/cancelled) `after` seconds in: how many of
+    its `sleep`s outlive it."""
     started, pattern, command = CANCELS[kind]
     async with p.start("pbox") as server:
         tool, arguments = p.call("pbox", "true")
         await server.call(tool, arguments)
         tool, arguments = p.call("pbox", command)
-        with anyio.move_on_after(1.0):
+        with anyio.move_on_after(after):
             await server.call(tool, arguments)
         return {"started": started, "survivors": await survivors(pattern, time.perf_counter())}
 
@@ -345,7 +347,8 @@ def check_installed():
 
 
 async def run(bench, smoke):
-    """Every measure; a smoke run measures outpost alone (each peer takes a second to start)."""
+    """Every measure; a smoke run measures outpost alone (each peer takes a second to start),
+    with a shorter timeout and an earlier cancel."""
     setup = Setup(bench)
     if not smoke:
         check_installed()
@@ -359,16 +362,17 @@ async def run(bench, smoke):
         for p in nodelay:
             results[p.package]["warm_nodelay"] = warm[p.name]["warm"]
         for key, trials, check, args in (("big", 1 if smoke else 2, big_output, (2000 if smoke else LINES,)),
-                                         ("timeout", few, timeout_check, ()),
-                                         ("cancel_one", few, cancel_check, ("one",)),
-                                         ("cancel_tree", few, cancel_check, ("tree",)),
+                                         ("timeout", few, timeout_check, (1 if smoke else TIMEOUT_SECS,)),
+                                         ("cancel_one", few, cancel_check, ("one", 0.3 if smoke else CANCEL_AFTER)),
+                                         ("cancel_tree", few, cancel_check, ("tree", 0.3 if smoke else CANCEL_AFTER)),
                                          ("host_key", 1, host_key_check, (setup,)),
                                          ("start", 2 if smoke else 10, start_and_idle, ())):
             for name, got in (await each(peers, trials, check, *args)).items():
                 results[name][key] = got
     finally:
         setup.stop()
-    return {"versions": versions(), "lines": 2000 if smoke else LINES, "servers": results}
+    return {"versions": versions(), "lines": 2000 if smoke else LINES, "timeout_secs": 1 if smoke else TIMEOUT_SECS,
+            "cancel_after": 0.3 if smoke else CANCEL_AFTER, "servers": results}
 
 
 def _median(values):
@@ -420,12 +424,12 @@ def rows(r):
     row(f"{size} of output: size of the result", big("result_bytes", lambda x: f"{x / MB:.2f} MB"))
     row(f"{size} of output: intact lines in it (of {lines:,})", big("intact_lines", lambda x: f"{x:,}"))
     row(f"{size} of output: server peak RSS (process tree)", big("peak_rss_mib", lambda x: f"{x:.0f} MiB"))
-    row(f"{TIMEOUT_SECS} s timeout on `sleep 10`: returned after",
+    row(f"{r['timeout_secs']:g} s timeout on `sleep 10`: returned after",
         lambda v: _spread([t["returned_after"] for t in v["timeout"]], _s))
     row("… the `sleep` still running on the host after it",
         lambda v: f"{sum(t['survivors'] > 0 for t in v['timeout'])} of {len(v['timeout'])} runs")
     for kind, label in (("one", "a `sleep`"), ("tree", "a shell's 4 background `sleep`s")):
-        row(f"cancel 1 s into {label}: processes left on the host, per run",
+        row(f"cancel {r['cancel_after']:g} s into {label}: processes left on the host, per run",
             lambda v, kind=kind: ", ".join(f"{c['survivors']} of {c['started']}" for c in v[f"cancel_{kind}"]))
     row("unknown host key: the command ran", lambda v: "**yes**" if any(h["ran"] for h in v["host_key"]) else "no")
     row("process start → `initialize` answered", lambda v: _spread([x["initialize_seconds"] for x in v["start"]], _ms))
