@@ -249,13 +249,17 @@ async def warm_and_concurrent(peers, nodelay, trials, rounds, width=32):
 
                 async def one():
                     try:
-                        return p.succeeded(await live[p.name].call(tool, arguments, read_timeout_seconds=60))
-                    except Exception:  # a JSON-RPC error or a lost call: a failed call, counted
-                        return False
+                        result = await live[p.name].call(tool, arguments, read_timeout_seconds=60)
+                    except Exception as e:  # a JSON-RPC error or a lost call: a failed call, counted
+                        return False, str(e)
+                    return p.succeeded(result), text_of(result)
                 start = time.perf_counter()
                 results = await asyncio.gather(*(one() for _ in range(width)))
                 out[p.name]["concurrent"].append(time.perf_counter() - start)
-                out[p.name]["concurrent_ok"].append(sum(results))
+                out[p.name]["concurrent_ok"].append(sum(ok for ok, _ in results))
+                # What the failed calls said, each message once (raw results only, not the table).
+                failures = out[p.name].setdefault("concurrent_failures", [])
+                failures += {text[:300] for ok, text in results if not ok} - set(failures)
     return out
 
 
