@@ -481,7 +481,10 @@ def markdown(r, analysis: str) -> str:
              "Each cell is the median [min–max] over the trials. Re-run with `scripts/bench`; the numbers",
              "below are from the run described here.", "",
              f"- Date: {v['date']}", f"- Machine: {v['machine']}", f"- outpost: {v['outpost']} (release build)",
-             f"- OpenSSH: {v['openssh']}", f"- rsync: {v['rsync']}", f"- {v['rustc']}", "",
+             f"- OpenSSH: {v['openssh']}", f"- rsync: {v['rsync']}", f"- {v['rustc']}",
+             *([f"- Load average (1 min) when the run began and ended: {v['load_before']:.1f}, {v['load_after']:.1f} "
+                "(the cores are shared with other work; a higher load makes every row slower and wider)"]
+               if "load_after" in v else []), "",
              "| # | measure | outpost | baseline | ratio | target | met |", "|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(r)]
     sections = [module.markdown(r[key]) for key, module in (("fanout", fanout), ("peers", peers)) if key in r]
@@ -500,7 +503,8 @@ def versions(binary):
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
             "outpost": first_line([binary, "--version"]), "openssh": first_line(["ssh", "-V"]),
-            "rsync": first_line(["rsync", "--version"]), "rustc": first_line(["rustc", "--version"])}
+            "rsync": first_line(["rsync", "--version"]), "rustc": first_line(["rustc", "--version"]),
+            "load_before": os.getloadavg()[0]}
 
 
 async def measure(args):
@@ -533,6 +537,7 @@ async def measure(args):
                 results["peers"] = await peers.run(bench, args.smoke)
         finally:
             bench.stop()
+    results["versions"]["load_after"] = os.getloadavg()[0]
     return results
 
 
