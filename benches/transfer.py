@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import time
 
+from hosts import BENCH_USER
+
 MB = 1_000_000
 
 
@@ -35,7 +37,7 @@ async def b7_transfer(bench, mcp_class, trials, size, small_count):
     """Times each variant; `bench` is compare.py's Bench, `mcp_class` its Mcp client."""
     remote = bench.work / "remote"  # the bench user's folder on the "host" (this machine)
     remote.mkdir(exist_ok=True)
-    shutil.chown(remote, "outpost-bench")
+    shutil.chown(remote, BENCH_USER)
     src = bench.work / "big.bin"
     with open(src, "wb") as f:
         for _ in range(size // MB):
@@ -84,7 +86,7 @@ async def b7_transfer(bench, mcp_class, trials, size, small_count):
                 if callable(run):
                     await run()
                 else:
-                    bench.run(run, stdout=subprocess.DEVNULL)
+                    bench.run(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 samples[name].append(time.perf_counter() - start)
                 _check(kind, src, tree, destinations[kind])
         results[kind] = {name: _summary(s) for name, s in samples.items()}
