@@ -293,6 +293,11 @@ async fn copy_file(
         return Err(full_or(dest, &partial, left, e).await);
     }
     drop(writer);
+    // To its end: a command reading the file (`cat` in a container) then exits by itself, and
+    // is not killed as a reader dropped midway would be. A file that grew meanwhile is copied
+    // as it was listed.
+    let _ = reader.read(&mut buffer).await;
+    drop(reader);
     let (mode, mtime) = (entry.meta.mode, entry.meta.mtime);
     (dest.fs.set_meta(&partial, mode, mtime).await)
         .map_err(|e| io_error("set the mode and time of", dest.place(&partial), e))?;

@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import getpass
+import shutil
 import subprocess
 
 import anyio
@@ -291,6 +292,29 @@ async def test_a_container_to_an_ssh_host_and_back(box, tmp_path):
             assert again["files"] == 0 and again["skipped"] == 6, again
     finally:
         container.stop()
+
+
+async def test_a_host_with_only_busybox(env, tmp_path):
+    """The sh side needs only what busybox has: a remote whose PATH holds busybox's applets alone
+    (as a busybox image does) copies a tree in and out, and skips it the second time."""
+    applets = tmp_path / "bb"
+    applets.mkdir()
+    listed = subprocess.run(["busybox", "--list"], capture_output=True, text=True, check=True)
+    for name in listed.stdout.split():
+        (applets / name).symlink_to(shutil.which("busybox"))
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps(
+        {"remotes": {"bb": {"kind": "command", "command": ["env", f"PATH={applets}"]}}}))
+    src = tmp_path / "tree"
+    make_tree(src)
+    async with open_session(env) as s:
+        into = await copy(s, str(src), f"bb:{tmp_path}/in/")
+        assert not into.is_error, text(into)
+        assert_same_tree(src, tmp_path / "in" / "tree")
+        out = await copy(s, f"bb:{tmp_path}/in/tree", f"{tmp_path}/out")
+        assert not out.is_error, text(out)
+        assert_same_tree(src, tmp_path / "out")
+        again = data(await copy(s, str(src), f"bb:{tmp_path}/in/"))
+        assert (again["files"], again["skipped"]) == (0, 6), again
 
 
 def test_outpost_cp_copies_and_reports(box, tmp_path):
