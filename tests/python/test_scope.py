@@ -88,6 +88,20 @@ async def test_a_token_limited_to_hosts_and_tools_sees_and_reaches_only_those(en
             assert "other" in [h["name"] for h in hosts]
 
 
+async def test_a_transfer_needs_both_of_its_hosts_in_scope(env, tmp_path):
+    write_config(env, {"remotes": {"other": UNREACHED}})
+    server, secret = served(env, tmp_path)
+    limited = generate_token(env, secret, "--subject", "ana", "--hosts", "local", "--tools", "transfer")
+    (tmp_path / "f").write_text("f")
+    with server:
+        async with http_session(server.url, limited) as ana:
+            for source, destination in ((str(tmp_path / "f"), "other:/tmp/x"), ("other:/etc/hosts", str(tmp_path))):
+                refused = await ana.call_tool("transfer", {"source": source, "destination": destination})
+                assert refused.is_error and text(refused).startswith("`ana` may not use host `other`"), text(refused)
+            copied = await ana.call_tool("transfer", {"source": str(tmp_path / "f"), "destination": f"{tmp_path}/g"})
+            assert not copied.is_error and (tmp_path / "g").read_text() == "f", text(copied)
+
+
 async def test_config_principals_and_token_claims_both_limit(env, tmp_path):
     write_config(env, {
         "default_host": "other",
