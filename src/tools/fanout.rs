@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::Outpost;
 use super::exec::{RemoteExecParams, command_action, exec_lines};
-use super::foreground::Waited;
 use super::fanout_result::{FanoutResult, HostResult, Summary, render_text, share};
+use super::foreground::Waited;
 use super::guard;
 use super::progress;
 use super::reply::{failure, success};
@@ -69,7 +69,10 @@ impl Outpost {
                 .for_each(|job| self.notify_when_done(job, &context.peer));
             return self.fanout_reply(slots, true);
         }
-        match self.wait_all(&jobs, detach_at, params.timeout_secs.is_some(), &context).await {
+        match self
+            .wait_all(&jobs, detach_at, params.timeout_secs.is_some(), &context)
+            .await
+        {
             Waited::Finished => {
                 let mut reply = self.fanout_results(slots, false);
                 self.sudo_refusals(&params, &mut reply.hosts).await;

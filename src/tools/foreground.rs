@@ -66,7 +66,15 @@ impl Outpost {
     ) -> Waited {
         let report = progress::report(job, context.meta.get_progress_token(), &context.peer);
         let jobs = std::slice::from_ref(job);
-        (self.wait_jobs(jobs, report, self.cancel(job), detach_at, named_timeout, context)).await
+        (self.wait_jobs(
+            jobs,
+            report,
+            self.cancel(job),
+            detach_at,
+            named_timeout,
+            context,
+        ))
+        .await
     }
 
     /// Waits for `jobs` on behalf of the call of `context` while `report` tells its progress
