@@ -176,7 +176,7 @@ class Docker(Engine):
     def start(self):
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / "dockerd.log", "w") as log:
-            self.proc = subprocess.Popen(
+            self.proc = _popen(
                 [DOCKERD, "--data-root", str(self.dir / "data"), "--exec-root", str(self.dir / "exec"),
                  "--host", f"unix://{self.socket}", "--pidfile", str(self.pidfile),
                  "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false"],
@@ -206,6 +206,13 @@ class Docker(Engine):
             os.kill(pid, signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(timeout=START_LIMIT)
+
+
+def _popen(argv, **kw) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(argv, **kw)
+    except OSError as e:
+        raise EngineUnavailable(f"cannot start `{argv[0]}`: {e}") from e
 
 
 def _import(engine: Engine):
