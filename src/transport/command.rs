@@ -16,6 +16,7 @@ use super::kill_script::{Group, kill_script, parse_verdicts};
 use super::local::sleep_until_opt;
 use super::process::feed_stdin;
 use super::startup::{MAX_STARTUP_NOISE, Scanned, StartupScan, log_chatter};
+use super::trailer::LastWord;
 use super::wrapper::{Invocation, Report};
 use super::{
     CommandSpec, ExitStatus, KillPolicy, KillReporter, KillState, OutputStream, Process,
@@ -105,13 +106,17 @@ impl CommandPrefix {
             }
         };
         let (tx, rx) = mpsc::channel(super::EVENT_BUFFER);
+        // A command that dies at once may say so in the same read as the report.
+        let mut last = LastWord::new(&invocation.nonce);
         for (stream, data) in early {
-            let _ = tx.try_send(ProcessEvent::Output(stream, data));
+            if let Some(data) = last.output(stream, &data) {
+                let _ = tx.try_send(ProcessEvent::Output(stream, data));
+            }
         }
         let pid = group.pgid;
         let (report, kill_state) = watch::channel(KillState::NotAsked);
         let killer = self.killer(group, report);
-        tokio::spawn(supervise(outer, tx, kill.clone(), killer));
+        tokio::spawn(supervise(outer, tx, kill.clone(), killer, last));
         Ok(Process::new(rx, stdin, kill, kill_state, Some(pid)))
     }
 
@@ -273,15 +278,17 @@ impl Killer {
     }
 }
 
-/// Forwards the engine's output and exit. On kill: the group inside is killed first (killing only
-/// the engine's client would leave it running), then the client if it has not ended by itself. If
-/// even that does not end it (a client that cannot be killed, a channel held open), the process is
-/// given up on after a bound, saying so.
+/// Forwards the engine's output and exit, the wrapper's last word taken out of the one and into
+/// the other. On kill: the group inside is killed first (killing only the engine's client would
+/// leave it running), then the client if it has not ended by itself. If even that does not end it
+/// (a client that cannot be killed, a channel held open), the process is given up on after a
+/// bound, saying so.
 async fn supervise(
     mut outer: Process,
     tx: mpsc::Sender<ProcessEvent>,
     kill: CancellationToken,
     killer: Killer,
+    mut last: LastWord,
 ) {
     let limit = killer.limit;
     let host = killer.host.clone();
@@ -294,7 +301,9 @@ async fn supervise(
         tokio::select! {
             event = outer.next_event() => match event {
                 Some(ProcessEvent::Output(stream, data)) => {
-                    let _ = tx.send(ProcessEvent::Output(stream, data)).await;
+                    if let Some(data) = last.output(stream, &data) {
+                        let _ = tx.send(ProcessEvent::Output(stream, data)).await;
+                    }
                 }
                 Some(ProcessEvent::Exited(exit)) => status = exit,
                 None => break,
@@ -322,7 +331,10 @@ async fn supervise(
         let settled = verdict.wait_for(KillState::is_settled);
         let _ = tokio::time::timeout(limit, settled).await;
     }
-    let _ = tx.send(ProcessEvent::Exited(status)).await;
+    for (stream, data) in last.rest() {
+        let _ = tx.send(ProcessEvent::Output(stream, data)).await;
+    }
+    let _ = tx.send(ProcessEvent::Exited(last.status(status))).await;
 }
 
 /// Waits for the task, if there is one; pending forever otherwise.

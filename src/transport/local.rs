@@ -300,13 +300,12 @@ async fn forward<R>(
 
 fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     use std::os::unix::process::ExitStatusExt;
-    ExitStatus {
-        code: status.code(),
-        signal: status.signal().map(|n| {
-            Signal::try_from(n)
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_else(|_| format!("SIG{n}"))
-        }),
+    match status.signal() {
+        Some(n) => ExitStatus::signalled(n),
+        None => ExitStatus {
+            code: status.code(),
+            signal: None,
+        },
     }
 }
 

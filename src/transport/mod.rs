@@ -10,6 +10,7 @@ mod ssh;
 mod ssh_kill;
 mod startup;
 pub mod sudo;
+mod trailer;
 mod wrapper;
 
 use std::collections::BTreeMap;

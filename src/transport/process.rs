@@ -23,6 +23,17 @@ pub struct ExitStatus {
 }
 
 impl ExitStatus {
+    /// Death by signal number `n`: named `SIGTERM`, `SIGKILL`, ... (`SIGn` for one without a name).
+    pub fn signalled(n: i32) -> Self {
+        let name = nix::sys::signal::Signal::try_from(n)
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|_| format!("SIG{n}"));
+        Self {
+            code: None,
+            signal: Some(name),
+        }
+    }
+
     /// The shell convention: the code, or 128 + signal number.
     pub fn shell_code(&self) -> i32 {
         match (&self.code, &self.signal) {

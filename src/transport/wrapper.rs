@@ -8,21 +8,26 @@ use std::hash::{BuildHasher, RandomState};
 use super::kill_script::Group;
 use crate::error::Result;
 
-/// Reads the header up to the nonce line, applies it, checks cwd, reports `$$`, its start time
+/// Reads the header up to the nonce line, applies it, checks cwd (without one: home, where `$HOME`
+/// is a directory; an engine's exec would otherwise start in the image's WORKDIR), reports `$$`, its start time
 /// (field 22 of `/proc/$$/stat`, as OUTER read it when INNER runs in its shell; `-` without
 /// `/proc`) and the login shell (`$SHELL`), runs the
 /// command with no positional parameters. `$1` is the nonce. Contains no single quote, so it fits in a
 /// single-quoted argument of any shell.
 const INNER: &str = r#"s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l
-"; done; eval "$s"; unset s l; __o_n=$1; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$__o_n"; exit 127; }; fi; __o_t=${__o_st-}; [ -n "$__o_t" ] || read -r __o_t 2>/dev/null < /proc/$$/stat || __o_t=; __o_t=${__o_t##*) }; set -- $__o_t; __o_t=${20:--}; set --; unset __o_st; printf "%s\n" "$__o_n" >&2; printf "%s pid %s %s %s\n" "$__o_n" "$$" "$__o_t" "${SHELL-}"; unset __o_n __o_t; eval "$__o_cmd""#;
+"; done; eval "$s"; unset s l; __o_n=$1; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$__o_n"; exit 127; }; elif [ -n "${HOME-}" ]; then cd -- "$HOME" 2>/dev/null || :; fi; __o_t=${__o_st-}; [ -n "$__o_t" ] || read -r __o_t 2>/dev/null < /proc/$$/stat || __o_t=; __o_t=${__o_t##*) }; set -- $__o_t; __o_t=${20:--}; set --; unset __o_st; printf "%s\n" "$__o_n" >&2; printf "%s pid %s %s %s\n" "$__o_n" "$$" "$__o_t" "${SHELL-}"; unset __o_n __o_t; eval "$__o_cmd""#;
 
 /// Runs INNER as the leader of its own process group, and dies by the same signal as the command
 /// if it did. `$1` is the nonce, `$2` is INNER.
 ///
 /// Where this shell already leads its process group (sshd makes every command a session leader),
-/// which the one read of `/proc/$$/stat` (`__o_st`, reused by INNER) tells, INNER runs right here: no fork, no `setsid`, no second shell. Elsewhere (an engine's exec, a
-/// wrapper) INNER is started in a new session when `setsid` exists, and waited for.
-const OUTER: &str = r#"if read -r __o_st 2>/dev/null < /proc/$$/stat && __o_pg=${__o_st##*) } && __o_pg=${__o_pg#* * } && [ "${__o_pg%% *}" = "$$" ]; then eval "$2"; else exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$2" outpost "$1" 0<&3 & else sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $!; fi; st=$?; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
+/// which the one read of `/proc/$$/stat` (`__o_st`, reused by INNER) tells, INNER runs right here:
+/// no fork, no `setsid`, no second shell. Elsewhere (a wrapper), and whenever a `$3` asks for the
+/// report below, INNER is started in a new session when `setsid` exists, and waited for; the
+/// shell's own `Terminated` notice is silenced (the command did not print it). The report, for an
+/// engine (whose exec makes a session leader too, but passes on a death by signal N only as exit
+/// code 128+N): a command that died by signal N is also announced as `NONCE signal N` on stderr.
+const OUTER: &str = r#"if [ -z "${3-}" ] && read -r __o_st 2>/dev/null < /proc/$$/stat && __o_pg=${__o_st##*) } && __o_pg=${__o_pg#* * } && [ "${__o_pg%% *}" = "$$" ]; then eval "$2"; st=$?; else exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$2" outpost "$1" 0<&3 & else sh -c "$2" outpost "$1" 0<&3 & fi; exec 3<&-; wait $! 2>/dev/null; st=$?; [ $st -le 128 ] || [ -z "${3-}" ] || printf "%s signal %s\n" "$1" $((st - 128)) >&2; fi; if [ $st -gt 128 ]; then kill -s $((st - 128)) $$ 2>/dev/null; fi; exit $st"#;
 
 /// One remote invocation: the exec string (public) and the stdin header (may hold secrets).
 pub struct Invocation {
@@ -68,9 +73,18 @@ impl Invocation {
         }
     }
 
-    /// The wrapper as an argv, for a prefix that runs a program (`docker exec -i CONTAINER` + this).
-    pub fn argv(&self) -> [&str; 6] {
-        ["sh", "-c", OUTER, "outpost", &self.nonce, INNER]
+    /// The wrapper as an argv, for a prefix that runs a program (`docker exec -i CONTAINER` + this),
+    /// asking for the death-by-signal line that [`super::trailer::LastWord`] reads.
+    pub fn argv(&self) -> [&str; 7] {
+        [
+            "sh",
+            "-c",
+            OUTER,
+            "outpost",
+            &self.nonce,
+            INNER,
+            "report-signal",
+        ]
     }
 
     /// Reads the wrapper's report line (`NONCE pid N START [SHELL]` or `NONCE nocwd`), which may
@@ -120,9 +134,14 @@ mod tests {
 
     /// Runs the exec string with the local `sh`, as sshd would, feeding header + input.
     fn run(inv: &Invocation, input: &[u8]) -> (String, String, Option<i32>) {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(inv.exec(false))
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(inv.exec(false));
+        feed(sh, inv, input)
+    }
+
+    /// Starts `command`, writes the header and `input` to it, and collects what it printed.
+    fn feed(mut command: Command, inv: &Invocation, input: &[u8]) -> (String, String, Option<i32>) {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -286,6 +305,42 @@ mod tests {
             })
             .unwrap();
         assert_eq!(status.signal(), Some(15));
+    }
+
+    /// Runs the argv form as an engine's exec does (a process group leader) from `/` with `HOME`.
+    fn run_argv(inv: &Invocation, home: &str) -> (String, String, Option<i32>) {
+        use std::os::unix::process::CommandExt;
+        let [program, args @ ..] = inv.argv();
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .process_group(0)
+            .current_dir("/")
+            .env("HOME", home);
+        feed(command, inv, b"")
+    }
+
+    #[test]
+    fn under_an_engine_a_death_by_signal_is_reported_from_inside() {
+        let inv = Invocation::new("echo out; kill -TERM $$", None, &BTreeMap::new()).unwrap();
+        let (_, err, _) = run_argv(&inv, "/tmp");
+        // The marker, then the report; no `Terminated` from the shell that waited.
+        assert_eq!(err, format!("{0}\n{0} signal 15\n", inv.nonce));
+        let inv = Invocation::new("exit 3", None, &BTreeMap::new()).unwrap();
+        let (_, err, code) = run_argv(&inv, "/tmp");
+        assert_eq!((err, code), (format!("{}\n", inv.nonce), Some(3)));
+    }
+
+    #[test]
+    fn without_cwd_the_command_runs_in_home_where_there_is_one() {
+        let home = tempfile::tempdir().unwrap();
+        let home = home.path().to_str().unwrap();
+        let inv = Invocation::new("pwd", None, &BTreeMap::new()).unwrap();
+        let (out, _, _) = run_argv(&inv, home);
+        assert_eq!(out.lines().nth(1), Some(home));
+        // No such home: where it was started, as sshd does.
+        let (out, _, _) = run_argv(&inv, "/no/such/home");
+        assert_eq!(out.lines().nth(1), Some("/"));
     }
 
     #[test]

@@ -18,6 +18,13 @@ BIN = os.environ.get("OUTPOST_BIN", str(ROOT / "target" / "debug" / "outpost"))
 HANG_GUARD = 30.0
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Which real container engines the tests ran against (the README names them)."""
+    import engines
+    for line in engines.STARTED:
+        terminalreporter.write_line(f"container engine tested: {line}")
+
+
 @pytest.fixture
 def anyio_backend():
     return "asyncio"

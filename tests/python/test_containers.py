@@ -1,12 +1,15 @@
-"""Command-prefix remotes (kind `command`, the code path of `docker` and `kubernetes`) against a real
-"container": a process in its own PID, mount, UTS, IPC and network namespaces (`unshare`), entered
-with `nsenter` as `docker exec` enters a container. As with docker, killing the `nsenter` client
-would not kill what runs inside: outpost must kill inside."""
+"""Container remotes against real engines and a simulation. Each test of the command path runs
+three times: in a simulated "container" (a process in its own PID, mount, UTS, IPC and network
+namespaces from `unshare`, entered with `nsenter` as `docker exec` enters a container: fast, and it
+covers what has no engine), and in real podman and docker containers of a busybox image built here
+(engines.py). As with docker, killing the engine's client would not kill what runs inside: outpost
+must kill inside. An engine that cannot run here fails these tests; they are never skipped."""
 
 import json
 import os
 import pathlib
 import random
+import signal
 import subprocess
 import time
 import uuid
@@ -14,16 +17,19 @@ import uuid
 import anyio
 import pytest
 
-from conftest import BIN, HANG_GUARD, data, open_session, text
+import engines
+from conftest import BIN, HANG_GUARD, RawServer, data, open_session, text
 from test_claude import FAKE, claude, pid_of_data
 from test_sync import same_bytes
 
 pytestmark = pytest.mark.anyio
-HOSTNAME = "outpost-ctr"
+HOSTNAME = engines.HOSTNAME
 
 
-class Container:
+class Simulated:
     """`sleep infinity` as PID 1 of fresh namespaces; `prefix` runs a program inside."""
+
+    label, env = "simulation", {}
 
     def __init__(self):
         self.proc = subprocess.Popen(
@@ -40,6 +46,10 @@ class Container:
             time.sleep(0.02)
         self.prefix = ["nsenter", "--target", str(self.init), "--pid", "--mount", "--uts", "--ipc",
                        "--net", "--"]
+        self.client = self.prefix
+
+    def remote(self, **extra) -> dict:
+        return {"kind": "command", "command": self.prefix, **extra}
 
     def stop(self):
         self.proc.kill()
@@ -50,15 +60,54 @@ class Container:
 def _cmdline(pid) -> str:
     try:
         return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return ""
 
 
+def _engine(kind):
+    engine = kind()
+    engines.clean(engine)  # what a run that crashed left
+    try:
+        engine.start()
+    except engines.EngineUnavailable as e:
+        engines.clean(engine)
+        pytest.fail(f"{engine.name} CANNOT RUN ON THIS MACHINE, and the container tests need it: {e}",
+                    pytrace=False)
+    yield engine
+    engines.clean(engine)
+
+
+@pytest.fixture(scope="session")
+def podman_engine():
+    yield from _engine(engines.Podman)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    yield from _engine(engines.Docker)
+
+
 @pytest.fixture
-def container():
-    c = Container()
+def simulated():
+    c = Simulated()
     yield c
     c.stop()
+
+
+@pytest.fixture(params=["simulation", "podman", "docker"])
+def container(request):
+    if request.param == "simulation":
+        c = Simulated()
+    else:
+        c = request.getfixturevalue(f"{request.param}_engine").start_container()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def cenv(env, container):
+    """outpost's environment, with what the engine's CLI needs (its socket, its storage)."""
+    return {**env, **container.env}
 
 
 def configure(env, remotes, **extra):
@@ -66,9 +115,9 @@ def configure(env, remotes, **extra):
 
 
 @pytest.fixture
-async def ctr(env, container):
-    configure(env, {"ctr": {"kind": "command", "command": container.prefix}})
-    async with open_session(env) as s:
+async def ctr(cenv, container):
+    configure(cenv, {"ctr": container.remote()})
+    async with open_session(cenv) as s:
         yield s
 
 
@@ -86,6 +135,11 @@ def processes_with(mark: str) -> list[str]:
     return [line for line in listing.splitlines() if mark in line]
 
 
+def pids_with(mark: str) -> list[int]:
+    return [int(p.name) for p in pathlib.Path("/proc").iterdir()
+            if p.name.isdigit() and mark in _cmdline(p.name)]
+
+
 async def wait_gone(mark: str):
     with anyio.fail_after(HANG_GUARD):
         while processes_with(mark):
@@ -98,20 +152,54 @@ async def wait_running(mark: str):
             await anyio.sleep(0.05)
 
 
-async def test_runs_inside_with_cwd_env_and_stdin(ctr, tmp_path):
+async def test_runs_inside_with_cwd_env_and_stdin(ctr):
     r = await run(ctr, 'hostname; pwd; echo "pid1=$(cat /proc/1/comm)"; printf "%s\\n" "$TOKEN"; cat; exit 4',
-                  cwd=str(tmp_path), env={"TOKEN": "it's \"quoted\"\n$x"}, stdin="from stdin")
+                  cwd="/tmp", env={"TOKEN": "it's \"quoted\"\n$x"}, stdin="from stdin")
     d = data(r)
-    assert d["host"] == "ctr" and d["exit_code"] == 4, text(r)
-    assert d["stdout"] == f"{HOSTNAME}\n{tmp_path}\npid1=sleep\nit's \"quoted\"\n$x\nfrom stdin"
+    assert d["host"] == "ctr" and d["exit_code"] == 4 and d["signal"] is None, text(r)
+    assert d["stdout"] == f"{HOSTNAME}\n/tmp\npid1=sleep\nit's \"quoted\"\n$x\nfrom stdin"
 
 
-async def test_env_values_stay_out_of_the_engine_argv(ctr):
+async def test_death_by_a_signal_reports_the_signal(ctr):
+    # The engines turn a death by signal n into exit code 128+n; the wrapper inside says which it was.
+    for sig in ["TERM", "KILL"]:
+        d = data(await run(ctr, f"echo before; kill -{sig} $$"))
+        assert (d["exit_code"], d["signal"], d["stdout"], d["stderr"]) == (None, f"SIG{sig}", "before\n", ""), d
+    d = data(await run(ctr, "exit 3"))
+    assert (d["exit_code"], d["signal"]) == (3, None), d
+
+
+async def test_without_cwd_commands_run_in_home(ctr, cenv, container):
+    home = cenv["HOME"] if container.label == "simulation" else "/root"
+    d = data(await run(ctr, 'pwd; echo "$HOME"'))
+    assert d["stdout"] == f"{home}\n{home}\n", d
+
+
+@pytest.mark.parametrize("engine", ["podman", "docker"])
+async def test_the_default_cwd_is_the_users_home_and_without_one_the_workdir(env, request, engine):
+    engine = request.getfixturevalue(f"{engine}_engine")
+    container = engine.start_container()
+    try:
+        # A user whose home does not exist stays where the engine starts it: the image's WORKDIR.
+        engine.cmd("exec", container.name, "sh", "-c", "echo nohome:x:1001:1001::/nonexistent:/bin/sh >> /etc/passwd")
+        cenv = {**env, **container.env}
+        configure(cenv, {"app": container.remote(user="app"), "nohome": container.remote(user="nohome")})
+        async with open_session(cenv) as s:
+            for host, expected in [("app", "/home/app"), ("nohome", "/work")]:
+                d = data(await run(s, "pwd", host=host))
+                assert d["stdout"] == f"{expected}\n", d
+    finally:
+        container.stop()
+
+
+async def test_env_values_stay_out_of_argv_on_the_host_and_inside(ctr, container):
     secret, mark = "hunter2-" + uuid.uuid4().hex, marker()
     job = data(await run(ctr, f"sleep {mark}", env={"API_KEY": secret}, background=True))["job_id"]
     await wait_running(mark)
     listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "nsenter" in listing and secret not in listing
+    assert container.client[0] in listing and secret not in listing
+    inside = data(await run(ctr, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; ps -o args"))["stdout"]
+    assert mark in inside and secret not in inside, inside
     await ctr.call_tool("job_kill", {"job_id": job})
     await wait_gone(mark)
 
@@ -120,17 +208,26 @@ async def test_timeout_kills_the_tree_inside(ctr):
     mark = marker()
     r = await run(ctr, f"sleep {mark} & sleep {mark}; wait", timeout_secs=1)
     d = data(r)
-    assert r.is_error and d["timed_out"] is True, text(r)
+    assert r.is_error and d["timed_out"] is True and d["signal"] == "SIGTERM", text(r)
     await wait_gone(mark)
 
 
-async def test_zombies_under_an_init_that_never_reaps_do_not_hold_up_a_timeout(env, container):
+async def test_a_tree_that_ignores_term_is_killed_inside(cenv, container):
+    configure(cenv, {"ctr": container.remote()}, exec={"kill_grace_ms": 300})
+    mark = marker()
+    async with open_session(cenv) as s:
+        r = await run(s, f"trap '' TERM; sleep {mark} & sleep {mark}; wait", timeout_secs=1)
+    d = data(r)
+    assert d["status"] == "timed_out" and d["signal"] == "SIGKILL" and "kill_unconfirmed" not in d, d
+    await wait_gone(mark)
+
+
+async def test_zombies_under_an_init_that_never_reaps_do_not_hold_up_a_timeout(cenv, container):
     # PID 1 here is `sleep infinity`: what the kill leaves of the group stays a zombie forever.
     # A kill that waited for zombies would take the whole (long) grace.
-    configure(env, {"ctr": {"kind": "command", "command": container.prefix}},
-              exec={"kill_grace_ms": 120_000})
+    configure(cenv, {"ctr": container.remote()}, exec={"kill_grace_ms": 120_000})
     mark = marker()
-    async with open_session(env) as s:
+    async with open_session(cenv) as s:
         with anyio.fail_after(HANG_GUARD):
             r = await run(s, f"sleep {mark} & sleep {mark}; wait", timeout_secs=1)
     d = data(r)
@@ -160,25 +257,114 @@ async def test_cancel_and_job_kill_kill_inside(ctr):
     mark = marker()
     job = data(await run(ctr, f"exec sleep {mark}", background=True))["job_id"]
     await wait_running(mark)
-    assert data(await ctr.call_tool("job_kill", {"job_id": job}))["status"] == "killed"
+    killed = data(await ctr.call_tool("job_kill", {"job_id": job}))
+    assert killed["status"] == "killed" and killed["signal"] == "SIGTERM", killed
     await wait_gone(mark)
 
 
-async def test_shutdown_kills_inside(env, container):
-    configure(env, {"ctr": {"kind": "command", "command": container.prefix}})
+async def test_shutdown_kills_inside(cenv, container):
+    configure(cenv, {"ctr": container.remote()})
     mark = marker()
-    async with open_session(env) as s:
+    async with open_session(cenv) as s:
         await run(s, f"exec sleep {mark}", background=True)
         await wait_running(mark)
     await wait_gone(mark)
+    # SIGTERM of the server, with a tree running.
+    server = RawServer(cenv)
+    try:
+        server.initialize()
+        reply = server.request("tools/call", {"name": "remote_exec", "arguments": {
+            "host": "ctr", "command": f"sleep {mark} & exec sleep {mark}", "background": True}})
+        assert not reply["result"].get("isError"), reply
+        await wait_running(mark)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=HANG_GUARD) == 0
+        # Everything it started inside was dead before it exited.
+        assert processes_with(mark) == [], server.stderr_text()[-3000:]
+    finally:
+        server.close()
 
 
-async def test_engine_errors_come_back_clearly(env, container):
+def ns_pid(host_pid: int) -> int:
+    """A process's pid in its own (the container's) PID namespace."""
+    status = pathlib.Path(f"/proc/{host_pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1])
+
+
+async def test_a_kill_never_hits_a_process_that_reused_the_leaders_pid(cenv, container):
+    """The job's leader dies without outpost noticing (its engine client is stopped), and its pid
+    inside is taken by another group leader: `job_kill` must leave that one alone."""
+    configure(cenv, {"ctr": container.remote()}, exec={"kill_grace_ms": 300})
+    mark, other = marker(), marker()
+    async with open_session(cenv) as s:
+        job = data(await run(s, f"exec sleep {mark}", background=True))["job_id"]
+        await wait_running(mark)
+        [leader] = pids_with(mark)
+        inside = ns_pid(leader)
+        [client] = pids_with(" ".join([*container.client, "sh", "-c"]))
+        os.kill(client, signal.SIGSTOP)
+        try:
+            os.kill(leader, signal.SIGKILL)
+            with anyio.fail_after(HANG_GUARD):
+                while pathlib.Path(f"/proc/{leader}").exists():  # reaped by the wrapper inside
+                    await anyio.sleep(0.05)
+            # The container's next process gets `inside`: a group leader of its own.
+            subprocess.run(["nsenter", "--target", str(container.init), "--pid", "--", "sh", "-c",
+                            f"echo {inside - 1} > /proc/sys/kernel/ns_last_pid; setsid sleep {other} &"],
+                           check=True, timeout=HANG_GUARD)
+            [victim] = pids_with(other)
+            assert ns_pid(victim) == inside, "the pid was not reused: something else started in the container"
+            killed = data(await s.call_tool("job_kill", {"job_id": job}))
+            assert killed["status"] == "killed" and "kill_unconfirmed" not in killed, killed
+            assert "sleep" in _cmdline(victim), "the kill hit another process"
+        finally:
+            for pid, sig in [(client, signal.SIGCONT), *((p, signal.SIGKILL) for p in pids_with(other))]:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass  # outpost killed its client
+    await wait_gone(other)
+
+
+@pytest.mark.parametrize("engine", ["podman", "docker"])
+async def test_real_engine_errors_come_back_clearly(env, request, engine):
+    engine = request.getfixturevalue(f"{engine}_engine")
+    stopped = f"outpost-test-stopped-{uuid.uuid4().hex[:8]}"
+    engine.cmd("create", "--name", stopped, "--network", "none", engines.IMAGE, "sleep", "infinity")
+    cli = engine.cli
+    remotes = {"gone": {"kind": "docker", "container": "outpost-no-such-container", "cli": cli},
+               "stopped": {"kind": "docker", "container": stopped, "cli": cli}}
+    said = {"podman": {"gone": 'no container with name or ID "outpost-no-such-container" found',
+                       "stopped": "can only create exec sessions on running containers"},
+            "docker": {"gone": "No such container: outpost-no-such-container",
+                       "stopped": "is not running"}}[engine.name]
+    try:
+        cenv = {**env, **engine.extra}
+        configure(cenv, remotes)
+        async with open_session(cenv) as s:
+            for host, words in said.items():
+                r = await run(s, "true", host=host)
+                assert r.is_error and f"cannot run on `{host}`: `{cli}` failed before the command started" in text(r), text(r)
+                assert words in text(r), text(r)
+            hosts = {h["name"]: h for h in data(await s.call_tool("list_hosts", {}))["hosts"]}
+            assert hosts["gone"]["state"].startswith("down: cannot run on `gone`"), hosts["gone"]
+        if engine.name == "docker":
+            down = engines.BASE / "docker" / "no-daemon.sock"
+            cenv = {**env, "DOCKER_HOST": f"unix://{down}"}
+            configure(cenv, {"web": {"kind": "docker", "container": "web", "cli": cli}})
+            async with open_session(cenv) as s:
+                r = await run(s, "true", host="web")
+                assert r.is_error and f"Cannot connect to the Docker daemon at unix://{down}" in text(r), text(r)
+    finally:
+        engine.cmd(*engine.remove, stopped, check=False)
+
+
+async def test_engine_errors_come_back_clearly(env, simulated):
     configure(env, {
         "gone": {"kind": "command", "command": ["nsenter", "--target", "999999999", "--pid", "--"]},
         "nodocker": {"kind": "docker", "container": "web", "cli": "docker-not-installed"},
         "nokubectl": {"kind": "kubernetes", "pod": "p", "cli": "/opt/none/kubectl"},
-        "ctr": {"kind": "command", "command": container.prefix},
+        "ctr": {"kind": "command", "command": simulated.prefix},
         # An engine that finds no `sh` in the image, worded as docker does.
         "nosh": {"kind": "command", "command": [
             "sh", "-c", 'echo "OCI runtime exec failed: exec: \\"sh\\": executable file not found in $PATH" >&2; exit 126',
@@ -203,9 +389,9 @@ async def test_engine_errors_come_back_clearly(env, container):
         assert hosts["ctr"]["kind"] == "command" and hosts["ctr"]["state"] == "ready"
 
 
-async def test_via_an_ssh_host_runs_the_engine_there(env, sshd, container):
+async def test_via_an_ssh_host_runs_the_engine_there(env, sshd, simulated):
     sshd.trust()
-    configure(env, {"ctr": {"kind": "command", "command": container.prefix, "via": "box"}})
+    configure(env, {"ctr": {"kind": "command", "command": simulated.prefix, "via": "box"}})
     mark = marker()
     async with open_session(env) as s:
         r = await run(s, "hostname; cat", stdin="through ssh")
@@ -215,11 +401,11 @@ async def test_via_an_ssh_host_runs_the_engine_there(env, sshd, container):
         await wait_gone(mark)
 
 
-async def test_spawn_claude_and_sync_sessions_inside(env, container, tmp_path):
+async def test_spawn_claude_and_sync_sessions_inside(env, simulated, tmp_path):
     inside, local = tmp_path / "inside-claude", tmp_path / "local-claude"
     project = tmp_path / "proj"
     project.mkdir()
-    configure(env, {"ctr": {"kind": "command", "command": container.prefix, "claude_path": FAKE,
+    configure(env, {"ctr": {"kind": "command", "command": simulated.prefix, "claude_path": FAKE,
                             "claude_env": {"CLAUDE_CONFIG_DIR": str(inside)}}})
     env = dict(env, CLAUDE_CONFIG_DIR=str(local))
     async with open_session(env) as s:
@@ -250,12 +436,12 @@ async def test_any_wrapper_prefix_and_its_chatter_stays_out_of_the_output(env):
         assert (d["stdout"], d["stderr"], d["exit_code"]) == ("out\n", "err\n", 2)
 
 
-def test_remote_add_and_exec_through_a_container(env, container):
+def test_remote_add_and_exec_through_a_container(env, simulated):
     def outpost(*args, **kw):
         return subprocess.run([BIN, *args], env=env, capture_output=True, text=True,
                               timeout=HANG_GUARD, **kw)
 
-    prefix = " ".join(container.prefix)
+    prefix = " ".join(simulated.prefix)
     assert outpost("remote", "add", "ctr", "--command", prefix).returncode == 0
     refused = outpost("remote", "add", "web", "--docker", "web", "--port", "22")
     assert refused.returncode != 0 and "`port` does not apply to a remote of kind `docker`" in refused.stderr
