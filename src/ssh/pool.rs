@@ -42,7 +42,9 @@ pub struct PooledConnection {
     kill_slots: Arc<Semaphore>,
     last_used: Mutex<Instant>,
     /// Whether the login shell is plain `sh`, once a command's wrapper has said.
-    login_shell_is_sh: OnceLock<bool>,
+    /// What the login shell needs to run the wrapper itself, once a command has told (see
+    /// `transport::wrapper::in_place_prelude`); `None` inside: it cannot.
+    in_place: OnceLock<Option<&'static str>>,
 }
 
 impl PooledConnection {
@@ -52,19 +54,19 @@ impl PooledConnection {
             slots: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
             kill_slots: Arc::new(Semaphore::new(KILL_CHANNELS_PER_CONNECTION)),
             last_used: Mutex::new(Instant::now()),
-            login_shell_is_sh: OnceLock::new(),
+            in_place: OnceLock::new(),
         }
     }
 
-    /// Whether commands may run in the login shell directly (it is plain `sh`); false until
-    /// a first command has told.
-    pub fn login_shell_is_sh(&self) -> bool {
-        self.login_shell_is_sh.get().copied().unwrap_or(false)
+    /// What lets the login shell run the wrapper itself, if it can; `None` until a first
+    /// command has told.
+    pub fn in_place(&self) -> Option<&'static str> {
+        self.in_place.get().copied().flatten()
     }
 
-    /// Records what the login shell is, as a command's wrapper reported it.
-    pub fn learn_login_shell(&self, is_sh: bool) {
-        let _ = self.login_shell_is_sh.set(is_sh);
+    /// Records what the login shell can do, as a command's wrapper reported it.
+    pub fn learn_login_shell(&self, in_place: Option<&'static str>) {
+        let _ = self.in_place.set(in_place);
     }
 
     fn idle_since(&self) -> Option<Instant> {

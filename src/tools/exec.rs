@@ -31,7 +31,7 @@ pub struct RemoteExecParams {
     /// Run on each of these hosts at once instead of one `host`: names, `@group` for every member of a group. One result per host, and a summary.
     #[serde(default)]
     pub hosts: Option<Vec<String>>,
-    /// Shell command line, run with `sh -c`.
+    /// Shell command line, run by `sh` (or by a bash or zsh login shell).
     pub command: String,
     /// Working directory (default: home). `~/` is expanded.
     #[serde(default)]

@@ -16,7 +16,7 @@ use super::local::sleep_until_opt;
 use super::process::feed_stdin;
 use super::ssh_kill::SshKills;
 use super::startup::{MAX_STARTUP_NOISE, Scanned, StartupScan, log_chatter};
-use super::wrapper::{Invocation, Report, is_plain_sh};
+use super::wrapper::{Invocation, Report, in_place_prelude};
 use super::{
     CommandSpec, ExitStatus, KillPolicy, KillReporter, KillState, OutputStream, Process,
     ProcessEvent, Stdin,
@@ -70,7 +70,7 @@ impl Ssh {
         let mut invocation = Invocation::new(&spec.command, spec.cwd.as_deref(), &spec.env)?;
         let (lease, mut channel) = self.open_channel().await?;
         channel
-            .exec(true, invocation.exec(lease.connection.login_shell_is_sh()))
+            .exec(true, invocation.exec(lease.connection.in_place()))
             .await
             .map_err(|e| self.channel_error(e))?;
         channel
@@ -99,7 +99,7 @@ impl Ssh {
             ))
         })??;
         if let Some(shell) = &start.login_shell {
-            lease.connection.learn_login_shell(is_plain_sh(shell));
+            lease.connection.learn_login_shell(in_place_prelude(shell));
         }
         let pid = start.group.pgid;
         tracing::debug!(host = %self.target.name, pgid = pid, "remote command started");

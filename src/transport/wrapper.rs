@@ -62,14 +62,13 @@ impl Invocation {
     }
 
     /// The command string for a login shell to run. Any login shell (fish, csh, ...) can
-    /// `exec sh -c '…'`; where the login shell is `sh` itself the wrapper runs in it directly,
-    /// which saves starting a second shell.
-    pub fn exec(&self, login_shell_is_sh: bool) -> String {
+    /// `exec sh -c '…'`; a login shell that runs POSIX sh text (see [`in_place_prelude`]) runs
+    /// the wrapper itself, after `in_place`, which saves starting a second shell.
+    pub fn exec(&self, in_place: Option<&str>) -> String {
         let nonce = &self.nonce;
-        if login_shell_is_sh {
-            format!("set -- {nonce} '{INNER}'; {OUTER}")
-        } else {
-            format!("exec sh -c '{OUTER}' outpost {nonce} '{INNER}'")
+        match in_place {
+            Some(prelude) => format!("{prelude}set -- {nonce} '{INNER}'; {OUTER}"),
+            None => format!("exec sh -c '{OUTER}' outpost {nonce} '{INNER}'"),
         }
     }
 
@@ -106,10 +105,17 @@ impl Invocation {
     }
 }
 
-/// Whether the login shell `path` is POSIX `sh` itself (not bash, zsh, fish, ...): commands may
-/// then run in it exactly as under `sh -c`.
-pub fn is_plain_sh(path: &str) -> bool {
-    matches!(path.rsplit('/').next(), Some("sh" | "dash" | "ash"))
+/// What a login shell at `path` (`$SHELL`) needs before the wrapper's POSIX sh text to run it
+/// itself: nothing for `sh`, `dash`, `ash` and `bash`; sh emulation for `zsh` (which would
+/// otherwise not split words). `None`: it cannot (fish, csh, unknown shells), so the wrapper
+/// runs under `exec sh -c`. In place, the command runs in that shell too, as `ssh host CMD` runs
+/// it; otherwise in `sh`.
+pub fn in_place_prelude(path: &str) -> Option<&'static str> {
+    match path.rsplit('/').next() {
+        Some("sh" | "dash" | "ash" | "bash") => Some(""),
+        Some("zsh") => Some("emulate sh; "),
+        _ => None,
+    }
 }
 
 /// What the wrapper said before the command ran.
@@ -135,7 +141,7 @@ mod tests {
     /// Runs the exec string with the local `sh`, as sshd would, feeding header + input.
     fn run(inv: &Invocation, input: &[u8]) -> (String, String, Option<i32>) {
         let mut sh = Command::new("sh");
-        sh.arg("-c").arg(inv.exec(false));
+        sh.arg("-c").arg(inv.exec(None));
         feed(sh, inv, input)
     }
 
@@ -168,8 +174,8 @@ mod tests {
             &env,
         )
         .unwrap();
-        for direct in [false, true] {
-            let exec = inv.exec(direct);
+        for in_place in [None, Some(""), Some("emulate sh; ")] {
+            let exec = inv.exec(in_place);
             assert!(!exec.contains("SECRET") && !exec.contains("printf '["));
         }
         let (out, _, code) = run(&inv, b"input");
@@ -184,13 +190,16 @@ mod tests {
 
     #[test]
     fn as_a_group_leader_it_runs_in_place_and_the_whole_group_still_dies() {
-        // Run by a login shell that is `sh` (the wrapper in it directly) or any other shell.
-        for direct in [false, true] {
-            leader_runs_in_place_and_dies_whole(direct);
+        // Run by a login shell that runs the wrapper itself (sh, bash, zsh emulating sh), or by
+        // any other shell through `exec sh -c`.
+        for shell in ["sh", "bash", "zsh"] {
+            let login = format!("/bin/{shell}");
+            leader_runs_in_place_and_dies_whole(shell, &login, in_place_prelude(&login));
         }
+        leader_runs_in_place_and_dies_whole("sh", "/usr/bin/fish", None);
     }
 
-    fn leader_runs_in_place_and_dies_whole(direct: bool) {
+    fn leader_runs_in_place_and_dies_whole(shell: &str, login: &str, in_place: Option<&str>) {
         use std::io::{BufRead, BufReader};
         use std::os::unix::process::{CommandExt, ExitStatusExt};
         let env = BTreeMap::from([("TOKEN".to_owned(), "t0k".to_owned())]);
@@ -201,10 +210,10 @@ mod tests {
         )
         .unwrap();
         // As sshd starts a command: the leader of its own process group.
-        let mut child = Command::new("sh")
+        let mut child = Command::new(shell)
             .arg("-c")
-            .arg(inv.exec(direct))
-            .env("SHELL", "/bin/sh")
+            .arg(inv.exec(in_place))
+            .env("SHELL", login)
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -226,7 +235,7 @@ mod tests {
             child.id(),
             "the command runs in the wrapper's own shell"
         );
-        assert_eq!(login_shell.as_deref(), Some("/bin/sh"));
+        assert_eq!(login_shell.as_deref(), Some(login));
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
         let after_name = stat.rsplit_once(") ").unwrap().1;
         let start = after_name.split_whitespace().nth(19).unwrap().parse().ok();
@@ -254,19 +263,13 @@ mod tests {
     }
 
     #[test]
-    fn plain_sh_is_told_from_other_login_shells() {
-        for sh in ["/bin/sh", "/usr/bin/dash", "/bin/ash", "sh"] {
-            assert!(is_plain_sh(sh), "{sh}");
+    fn login_shells_that_run_sh_text_are_told_from_others() {
+        for sh in ["/bin/sh", "/usr/bin/dash", "/bin/ash", "sh", "/bin/bash"] {
+            assert_eq!(in_place_prelude(sh), Some(""), "{sh}");
         }
-        for other in [
-            "/bin/bash",
-            "/usr/bin/zsh",
-            "/usr/bin/fish",
-            "/bin/tcsh",
-            "",
-            "/bin/shx",
-        ] {
-            assert!(!is_plain_sh(other), "{other}");
+        assert_eq!(in_place_prelude("/usr/bin/zsh"), Some("emulate sh; "));
+        for other in ["/usr/bin/fish", "/bin/tcsh", "/bin/csh", "", "/bin/shx"] {
+            assert_eq!(in_place_prelude(other), None, "{other}");
         }
         let inv = Invocation::new("true", None, &BTreeMap::new()).unwrap();
         let report = format!("{} pid 42 9876 /bin/bash", inv.nonce);
@@ -296,7 +299,7 @@ mod tests {
         let inv = Invocation::new("kill -TERM $$", None, &BTreeMap::new()).unwrap();
         let status = Command::new("sh")
             .arg("-c")
-            .arg(inv.exec(false))
+            .arg(inv.exec(None))
             .stdin(Stdio::piped())
             .spawn()
             .and_then(|mut c| {
@@ -355,7 +358,7 @@ mod tests {
         let inv = Invocation::new("exec sleep 300", None, &BTreeMap::new()).unwrap();
         let mut child = Command::new(bin.path().join("sh"))
             .arg("-c")
-            .arg(inv.exec(false))
+            .arg(inv.exec(None))
             .env("PATH", bin.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -385,7 +388,7 @@ mod tests {
         .unwrap();
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(inv.exec(false))
+            .arg(inv.exec(None))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -199,26 +199,44 @@ def exec_ctrl_c_kills_the_tree(env, host):
 
 # A user whose login shell is /bin/sh, created by scripts/test (sshd runs commands as `sh -c`).
 SH_USER = "outpost-sh"
+# Users whose login shells are bash and zsh, created by scripts/test, by login shell.
+LOGIN_USERS = {"sh": SH_USER, "bash": "outpost-bash", "zsh": "outpost-zsh"}
+
+
+def login_box(env, user: str, alias: str):
+    """A test sshd as ssh alias `alias`, logging in as `user` (a generator: yields the sshd)."""
+    import shutil
+    import tempfile
+    from sshd import Sshd
+    # sshd reads the authorized keys as the user: somewhere it can reach.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="outpost-login-"))
+    root.chmod(0o755)
+    home = pathlib.Path(env["HOME"])
+    server = Sshd(root / "sshd", home).start()
+    (root / "sshd").chmod(0o755)
+    shutil.chown(server.authorized, user)
+    server.trust()
+    with open(home / ".ssh" / "config", "a") as f:
+        f.write(f"Host {alias}\n  HostName 127.0.0.1\n  Port {server.port}\n  User {user}\n")
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
 def sh_box(env):
     """The test sshd as ssh alias `shbox`, logging in as SH_USER."""
     import pwd
-    import shutil
-    import tempfile
-    from sshd import Sshd
     assert pwd.getpwnam(SH_USER).pw_shell == "/bin/sh", "scripts/test creates this user"
-    # sshd reads the authorized keys as the user: somewhere it can reach.
-    root = pathlib.Path(tempfile.mkdtemp(prefix="outpost-sh-"))
-    root.chmod(0o755)
-    home = pathlib.Path(env["HOME"])
-    server = Sshd(root / "sshd", home).start()
-    (root / "sshd").chmod(0o755)
-    shutil.chown(server.authorized, SH_USER)
-    server.trust()
-    with open(home / ".ssh" / "config", "a") as f:
-        f.write(f"Host shbox\n  HostName 127.0.0.1\n  Port {server.port}\n  User {SH_USER}\n")
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    yield from login_box(env, SH_USER, "shbox")
+
+
+@pytest.fixture(params=sorted(LOGIN_USERS))
+def shell_box(env, request):
+    """The test sshd as ssh alias `shellbox`, logging in as a user whose login shell is sh, bash
+    or zsh; yields that shell's name."""
+    import pwd
+    user = LOGIN_USERS[request.param]
+    assert pwd.getpwnam(user).pw_shell == f"/bin/{request.param}", "scripts/test creates this user"
+    for _ in login_box(env, user, "shellbox"):
+        yield request.param

@@ -385,10 +385,10 @@ async def test_a_login_shell_that_prints_before_the_command_still_runs_it(env, t
         noisy.stop()
 
 
-async def test_a_login_shell_that_is_sh_runs_the_wrapper_in_place(env, sh_box):
+async def test_a_login_shell_that_runs_sh_text_runs_the_wrapper_in_place(env, shell_box):
     # What runs the command: the login shell's own command line.
     command = "tr '\\000\\n' '  ' < /proc/$$/cmdline; echo; echo \"$SECRET\"; pwd; cat"
-    call = {"host": "shbox", "command": command, "env": {"SECRET": "s3 cr3t"}, "cwd": "/tmp", "stdin": "in"}
+    call = {"host": "shellbox", "command": command, "env": {"SECRET": "s3 cr3t"}, "cwd": "/tmp", "stdin": "in"}
     async with open_session(env) as s:
         first = data(await s.call_tool("remote_exec", call))
         second = data(await s.call_tool("remote_exec", call))
@@ -396,12 +396,14 @@ async def test_a_login_shell_that_is_sh_runs_the_wrapper_in_place(env, sh_box):
         first_line = first["stdout"].split("\n", 1)[0]
         assert first_line.startswith("sh -c if ") and " outpost __outpost_" in first_line, first_line
         shell_line, rest = second["stdout"].split("\n", 1)
-        assert shell_line.startswith("sh -c set -- __outpost_") and "exec sh" not in shell_line
+        prelude = "emulate sh; " if shell_box == "zsh" else ""
+        assert shell_line.startswith(f"{shell_box} -c {prelude}set -- __outpost_"), shell_line
+        assert "exec sh" not in shell_line
         assert rest == "s3 cr3t\n/tmp\nin" and second["exit_code"] == 0
         assert "s3 cr3t" not in shell_line, "secrets stay out of argv"
         # Exit codes, signals and kills work the same in place.
-        assert data(await s.call_tool("remote_exec", {"host": "shbox", "command": "exit 7"}))["exit_code"] == 7
-        r = await s.call_tool("remote_exec", {"host": "shbox", "command": "echo $$; sleep 300 & echo $!; wait",
+        assert data(await s.call_tool("remote_exec", {"host": "shellbox", "command": "exit 7"}))["exit_code"] == 7
+        r = await s.call_tool("remote_exec", {"host": "shellbox", "command": "echo $$; sleep 300 & echo $!; wait",
                                               "timeout_secs": 1})
         d = data(r)
         assert d["timed_out"] is True and d["signal"] == "SIGTERM"
