@@ -26,7 +26,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from sshd import Sshd  # noqa: E402
-from hosts import BENCH_USER, host_block  # noqa: E402
+from hosts import BENCH_BASH_USER, BENCH_USER, host_block  # noqa: E402
 import fanout  # noqa: E402
 import peers  # noqa: E402
 from transfer import b7_rows, b7_transfer  # noqa: E402
@@ -114,8 +114,13 @@ class Bench:
         shutil.chown(self.sshd.authorized, BENCH_USER)  # sshd reads it as the user
         self.sshd.start().trust()
         ssh = self.home / ".ssh"
+        # `boxbash`: another sshd (each reads its authorized keys as its one user), a bash login.
+        self.bash_sshd = Sshd(work / "sshd-bash", self.home, extra=["MaxSessions 100", "MaxStartups 100:30:200"])
+        shutil.chown(self.bash_sshd.authorized, BENCH_BASH_USER)
+        self.bash_sshd.start().trust()
         self.ssh_config = ssh / "config"
-        self.ssh_config.write_text(host_block("box", self.sshd.port, ssh))
+        self.ssh_config.write_text(host_block("box", self.sshd.port, ssh)
+                                   + host_block("boxbash", self.bash_sshd.port, ssh, user=BENCH_BASH_USER))
         self.control = work / "cm.sock"
         self.env = {"HOME": str(self.home), "PATH": os.environ["PATH"], "RUST_LOG": "warn",
                     "OUTPOST_CONFIG": str(work / "config.json"),
@@ -140,18 +145,24 @@ class Bench:
         config = {"remotes": {"gpu": remote}}
         pathlib.Path(self.env["OUTPOST_CONFIG"]).write_text(json.dumps(config))
 
-    def ssh(self, *args, master=True):
-        mux = ["-S", str(self.control)] if master else ["-o", "ControlPath=none"]
-        return ["ssh", "-F", str(self.ssh_config), *mux, "box", *args]
+    def control_of(self, host):
+        return self.control if host == "box" else self.work / f"cm-{host}.sock"
+
+    def ssh(self, *args, master=True, host="box"):
+        mux = ["-S", str(self.control_of(host))] if master else ["-o", "ControlPath=none"]
+        return ["ssh", "-F", str(self.ssh_config), *mux, host, *args]
 
     def start_master(self):
-        subprocess.run(["ssh", "-F", str(self.ssh_config), "-M", "-S", str(self.control), "-fN", "box"],
-                       check=True, env=self.env)
+        for host in ("box", "boxbash"):
+            subprocess.run(["ssh", "-F", str(self.ssh_config), "-M", "-S", str(self.control_of(host)), "-fN",
+                            host], check=True, env=self.env)
 
     def stop(self):
-        subprocess.run(["ssh", "-F", str(self.ssh_config), "-S", str(self.control), "-O", "exit", "box"],
-                       capture_output=True, env=self.env)
+        for host in ("box", "boxbash"):
+            subprocess.run(["ssh", "-F", str(self.ssh_config), "-S", str(self.control_of(host)), "-O", "exit",
+                            host], capture_output=True, env=self.env)
         self.sshd.stop()
+        self.bash_sshd.stop()
 
     def run(self, argv, **kw):
         return subprocess.run(argv, env=self.env, check=True, **kw)
@@ -187,12 +198,15 @@ async def b1_warm_exec(bench, trials):
     mcp = await Mcp.start(bench.binary, bench.env)
     await mcp.call("remote_exec", {"host": "box", "command": "true"})
     bench.run(bench.ssh("true"))
-    samples = {"outpost": [], "ssh_controlmaster": [], "ssh_fresh": []}
+    await mcp.call("remote_exec", {"host": "boxbash", "command": "true"})
+    samples = {"outpost": [], "ssh_controlmaster": [], "ssh_fresh": [], "outpost_bash": [],
+               "ssh_controlmaster_bash": []}
     for _, name in interleaved(trials, samples):
-        if name == "outpost":
-            took = await atimed(mcp.call("remote_exec", {"host": "box", "command": "true"}))
+        host = "boxbash" if name.endswith("_bash") else "box"
+        if name.startswith("outpost"):
+            took = await atimed(mcp.call("remote_exec", {"host": host, "command": "true"}))
         else:
-            took = timed(lambda: bench.run(bench.ssh("true", master=name == "ssh_controlmaster")))
+            took = timed(lambda: bench.run(bench.ssh("true", master=name != "ssh_fresh", host=host)))
         samples[name].append(took)
     await mcp.close()
     return {name: summary(s) for name, s in samples.items()}
@@ -201,16 +215,17 @@ async def b1_warm_exec(bench, trials):
 async def b2_concurrent(bench, rounds, width=64):
     mcp = await Mcp.start(bench.binary, bench.env)
 
-    async def one_outpost():
-        return await atimed(mcp.call("remote_exec", {"host": "box", "command": "true"}))
+    async def one_outpost(host="box"):
+        return await atimed(mcp.call("remote_exec", {"host": host, "command": "true"}))
 
-    async def one_ssh():
+    async def one_ssh(host="box"):
         start = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(*bench.ssh("true"), env=bench.env)
+        proc = await asyncio.create_subprocess_exec(*bench.ssh("true", host=host), env=bench.env)
         assert await proc.wait() == 0
         return time.perf_counter() - start
 
-    runs = {"outpost": one_outpost, "ssh_controlmaster": one_ssh}
+    runs = {"outpost": one_outpost, "ssh_controlmaster": one_ssh,
+            "outpost_bash": lambda: one_outpost("boxbash"), "ssh_controlmaster_bash": lambda: one_ssh("boxbash")}
     for run in runs.values():  # warm: the pool grows to its connections
         await asyncio.gather(*(run() for _ in range(width)))
     latencies = {name: [] for name in runs}
@@ -415,6 +430,11 @@ def table_rows(r):
         rows.append(("B1", "the same against a fresh `ssh host true`", spread(o, ms), "fresh ssh " + spread(fresh, ms),
                      f"{fresh['median'] / o['median']:.1f}× faster", "≥ 20× faster",
                      verdict(fresh["median"] >= 20 * o["median"])))
+        if "outpost_bash" in r["b1"]:
+            ob, cmb = r["b1"]["outpost_bash"], r["b1"]["ssh_controlmaster_bash"]
+            rows.append(("B1", "the same as B1's first row, logged in as a bash user", spread(ob, ms),
+                         "ControlMaster " + spread(cmb, ms), f"{ob['median'] / cmb['median']:.2f}×", "≤ 0.4×",
+                         verdict(ob["median"] <= 0.4 * cmb["median"])))
     if "b2" in r:
         o, cm = r["b2"]["outpost"], r["b2"]["ssh_controlmaster"]
         per_s = lambda x: f"{x:.0f}/s"  # noqa: E731
@@ -425,6 +445,12 @@ def table_rows(r):
         for p in ("p50", "p99"):
             rows.append(("B2", f"64 concurrent: {p} latency", ms(o[p]), "ControlMaster " + ms(cm[p]),
                          f"{o[p] / cm[p]:.2f}×", "≤ 1×", verdict(o[p] <= cm[p])))
+        if "outpost_bash" in r["b2"]:
+            ob, cmb = r["b2"]["outpost_bash"], r["b2"]["ssh_controlmaster_bash"]
+            rows.append(("B2", "64 concurrent, logged in as a bash user: calls per second",
+                         spread(ob["throughput"], per_s), "ControlMaster " + spread(cmb["throughput"], per_s),
+                         f"{ob['throughput']['median'] / cmb['throughput']['median']:.2f}×", "≥ 1×",
+                         verdict(ob["throughput"]["median"] >= cmb["throughput"]["median"])))
     if "b3" in r:
         o, ssh = r["b3"]["throughput"]["outpost"], r["b3"]["throughput"]["ssh_controlmaster"]
         mbs = lambda x: f"{x / MB:.0f} MB/s"  # noqa: E731

@@ -5,6 +5,8 @@ import pathlib
 # The remote side logs in as this user: /bin/sh as its shell and no startup files, so the numbers
 # are the transports' and not a login shell's (root's .bashrc here runs pyenv: ~80 ms a session).
 BENCH_USER = "outpost-bench"
+# The same with /bin/bash as its login shell (Debian's stock, non-interactive-silent .bashrc).
+BENCH_BASH_USER = "outpost-bench-bash"
 
 
 def host_block(alias, port, ssh_dir: pathlib.Path, user=BENCH_USER):
