@@ -12,7 +12,11 @@ pytestmark = pytest.mark.anyio
 async def test_lists_the_tools_with_schemas(session):
     tools = {t.name: t for t in (await session.list_tools()).tools}
     assert set(tools) == {"remote_exec", "job_output", "job_kill", "list_jobs", "list_hosts", "spawn_claude", "list_sessions",
-                          "sync_sessions"}
+                          "sync_sessions", "transfer"}
+    transfer = tools["transfer"]
+    assert transfer.input_schema["required"] == ["source", "destination"]
+    for field in ("status", "files", "skipped", "bytes", "resumed_bytes", "destination", "error", "job_id"):
+        assert field in transfer.output_schema["properties"], field
     claude = tools["spawn_claude"]
     assert claude.input_schema["required"] == ["prompt"]
     for field in ("session_id", "result", "is_error", "subtype", "num_turns", "total_cost_usd", "duration_ms",
