@@ -16,6 +16,9 @@ use anstyle_parse::state::{Action, State, state_change};
 
 /// Runs at least this long are written once with their count.
 const COUNTED_RUN: usize = 8;
+/// The most printable ASCII handed to a sink at once: a sink that stops early (a page that is
+/// full) has not had the rest of a long line scanned for nothing.
+const ASCII_CHUNK: usize = 8 * 1024;
 
 /// Where cleaned text goes, piece by piece, each with the raw bytes it stands for: from the end
 /// of the piece before (escape sequences in between included) to the end of its own bytes.
@@ -26,6 +29,20 @@ pub trait Sink {
     fn clear_line(&mut self);
     /// Drops up to `n` characters of the current line.
     fn erase(&mut self, n: usize);
+    /// Takes the longest start of `text` (printable ASCII) that it would take byte by byte, each
+    /// byte a piece of its own: the first standing for the raw bytes from `from` to its end,
+    /// byte `k` for the raw byte `at + k`. Returns how many bytes it took. Sinks override it to
+    /// take a run at once, which is what keeps cleaning long output cheap.
+    fn push_ascii(&mut self, text: &str, from: usize, at: usize) -> usize {
+        let mut start = from;
+        for k in 0..text.len() {
+            if !self.push(&text[k..k + 1], start..at + k + 1) {
+                return k;
+            }
+            start = at + k + 1;
+        }
+        text.len()
+    }
 }
 
 /// How cleaning a buffer ended.
@@ -119,7 +136,7 @@ impl<S: Sink> Cleaner<'_, S> {
         if self.state == State::Ground {
             match byte {
                 0x80.. => return self.non_ascii(raw, i),
-                0x20..=0x7e => return proceed(self.print(byte as char, i..i + 1), i + 1),
+                0x20..=0x7e => return self.print_ascii(raw, i),
                 0x1b => {}
                 _ => return proceed(self.control(byte, i), i + 1),
             }
@@ -157,6 +174,23 @@ impl<S: Sink> Cleaner<'_, S> {
             _ => self.not_text(i..i + len),
         };
         proceed(taken, i + len)
+    }
+
+    /// The run of printable ASCII starting at `i` (up to [`ASCII_CHUNK`] of it), handed to the
+    /// sink at once: what printing it character by character does, without a call per byte.
+    fn print_ascii(&mut self, raw: &[u8], i: usize) -> Step {
+        let len = printable_run(&raw[i..raw.len().min(i + ASCII_CHUNK)]);
+        if !self.flush_run() {
+            return Step::Stopped;
+        }
+        self.apply_pending();
+        // Printable ASCII is always UTF-8.
+        let text = std::str::from_utf8(&raw[i..i + len]).unwrap_or_default();
+        let taken = self.sink.push_ascii(text, self.piece_start, i);
+        if taken > 0 {
+            self.piece_start = i + taken;
+        }
+        proceed(taken == len, i + len)
     }
 
     fn print(&mut self, c: char, raw: Range<usize>) -> bool {
@@ -256,6 +290,20 @@ impl<S: Sink> Cleaner<'_, S> {
     }
 }
 
+/// How many bytes at the start of `bytes` are printable ASCII: a block at a time without a
+/// branch per byte (which the compiler vectorizes), then byte by byte in the block it ends in.
+fn printable_run(bytes: &[u8]) -> usize {
+    let printable = |b: &u8| matches!(b, 0x20..=0x7e);
+    let mut len = 0;
+    for block in bytes.chunks(32) {
+        if !block.iter().fold(true, |all, b| all & printable(b)) {
+            return len + block.iter().take_while(|b| printable(b)).count();
+        }
+        len += block.len();
+    }
+    len
+}
+
 /// On to `next` when the piece was taken, else stop.
 fn proceed(taken: bool, next: usize) -> Step {
     if taken {
@@ -304,6 +352,11 @@ impl Sink for Text {
             self.0.pop();
         }
     }
+
+    fn push_ascii(&mut self, text: &str, _from: usize, _at: usize) -> usize {
+        self.0.push_str(text);
+        text.len()
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +386,21 @@ mod tests {
         );
         assert_eq!(text(b"\x1b_apc payload\x1b\\x"), "x");
         assert_eq!(text("é\x1b[32m€\x1b[0m😀".as_bytes()), "é€😀");
+    }
+
+    #[test]
+    fn a_printable_run_ends_at_the_first_other_byte_wherever_it_is() {
+        for len in 0..100 {
+            let mut bytes = vec![b'x'; len];
+            assert_eq!(printable_run(&bytes), len);
+            for at in 0..len {
+                for other in [0x00, 0x1b, 0x1f, 0x7f, 0x80, 0xe2, 0xff] {
+                    bytes[at] = other;
+                    assert_eq!(printable_run(&bytes), at, "{other:#x} at {at} of {len}");
+                    bytes[at] = b'~';
+                }
+            }
+        }
     }
 
     #[test]

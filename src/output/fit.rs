@@ -22,6 +22,12 @@ pub fn json_len(text: &str) -> usize {
     text.chars().map(char_cost).sum()
 }
 
+/// [`json_len`] of printable ASCII, where only `"` and `\` are escaped (in one pass the
+/// compiler vectorizes).
+fn ascii_cost(text: &str) -> usize {
+    text.len() + text.bytes().filter(|b| matches!(b, b'"' | b'\\')).count()
+}
+
 /// The longest start of cleaned text that fits `limit`.
 #[derive(Debug)]
 pub struct Head {
@@ -88,6 +94,31 @@ impl Sink for Head {
     fn clear_line(&mut self) {
         self.text.truncate(self.line.0);
         self.cost = self.line.1;
+    }
+
+    fn push_ascii(&mut self, text: &str, _from: usize, at: usize) -> usize {
+        // As `push` would, byte by byte: the first piece is taken whatever it costs when the
+        // head must make progress, each later one only while it fits.
+        let first = self.progress && self.raw_end == 0;
+        let (mut cost, mut taken) = (self.cost, 0);
+        // All of it fits even if every byte took two: one pass that needs no check per byte.
+        if text.len() <= self.limit.saturating_sub(cost) / 2 {
+            (cost, taken) = (cost + ascii_cost(text), text.len());
+        }
+        for byte in text.bytes().skip(taken) {
+            let byte_cost = char_cost(char::from(byte));
+            if cost + byte_cost > self.limit && !(first && taken == 0) {
+                break;
+            }
+            cost += byte_cost;
+            taken += 1;
+        }
+        if taken > 0 {
+            self.text.push_str(&text[..taken]);
+            self.cost = cost;
+            self.raw_end = at + taken;
+        }
+        taken
     }
 
     fn erase(&mut self, n: usize) {
@@ -220,7 +251,7 @@ impl Sink for Tail {
 
 #[cfg(test)]
 mod tests {
-    use super::super::clean::clean;
+    use super::super::clean::{Cleaned, clean, to_text};
     use super::*;
 
     #[test]
@@ -237,6 +268,14 @@ mod tests {
         for s in samples {
             let written = serde_json::to_string(s).unwrap().len() - 2;
             assert_eq!(json_len(s), written, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn printable_ascii_costs_what_json_len_says() {
+        for byte in 0x20..=0x7e_u8 {
+            let text = char::from(byte).to_string();
+            assert_eq!(ascii_cost(&text), json_len(&text), "{text:?}");
         }
     }
 
@@ -267,6 +306,90 @@ mod tests {
         clean(&long, &mut tail);
         assert_eq!(tail.raw_start(long.len()), long.len() - 7);
         assert_eq!(tail.into_text().as_bytes(), &long[long.len() - 7..]);
+    }
+
+    /// A sink fed one piece per printable ASCII byte, as every sink was before runs were
+    /// handed over at once: the reference the faster path must match.
+    struct PerByte(Head);
+
+    impl Sink for PerByte {
+        fn push(&mut self, piece: &str, raw: Range<usize>) -> bool {
+            self.0.push(piece, raw)
+        }
+        fn clear_line(&mut self) {
+            self.0.clear_line();
+        }
+        fn erase(&mut self, n: usize) {
+            self.0.erase(n);
+        }
+    }
+
+    /// Text, cost, raw end and how cleaning ended: everything a read makes of a head.
+    type Outcome = (String, usize, usize, Cleaned);
+
+    fn by_runs(raw: &[u8], mut head: Head) -> Outcome {
+        let cleaned = clean(raw, &mut head);
+        (head.text, head.cost, head.raw_end, cleaned)
+    }
+
+    fn per_byte(raw: &[u8], head: Head) -> Outcome {
+        let mut sink = PerByte(head);
+        let cleaned = clean(raw, &mut sink);
+        (sink.0.text, sink.0.cost, sink.0.raw_end, cleaned)
+    }
+
+    #[test]
+    fn runs_of_text_are_taken_as_byte_by_byte_whatever_the_cut() {
+        let samples: [&[u8]; 6] = [
+            b"ab\"c\\d\x1b[1;31me\"\"f\x1b[0mgh\\",
+            "x\u{e9}y\u{20ac}z\u{1f600}w\x1b]0;t\x07\"v".as_bytes(),
+            b"one\ntwo 10%\r 50%\r100%\nab\x08\x08cd\x08e\n",
+            b"a\x00\x00\x00\x00\x00\x00\x00\x00\x00b\x07c\x7fd\te\x0cf",
+            b"p\xff\xfeq\xe2\x82r\xe2\x82\xacs\xc2\x9bt\x1bPdcs\x1b\\u",
+            b"\x1b]8;;http://e.x/\"q\"\x1b\\link\x1b]8;;\x1b\\ \"end\"\x1b[38;5",
+        ];
+        // Every slice (a page may start and end anywhere: inside an escape sequence, inside a
+        // character) within every budget.
+        for raw in samples {
+            for start in 0..raw.len() {
+                for end in start..=raw.len() {
+                    let slice = &raw[start..end];
+                    for limit in 0..=2 * json_len(&to_text(slice)) + 2 {
+                        assert_eq!(
+                            by_runs(slice, Head::making_progress(limit)),
+                            per_byte(slice, Head::making_progress(limit)),
+                            "{slice:?} within {limit}, progressing"
+                        );
+                        assert_eq!(
+                            by_runs(slice, Head::new(limit)),
+                            per_byte(slice, Head::new(limit)),
+                            "{slice:?} within {limit}"
+                        );
+                    }
+                    let whole = per_byte(slice, Head::new(usize::MAX)).0;
+                    assert_eq!(to_text(slice), whole, "{slice:?} whole");
+                }
+            }
+        }
+        // A line longer than the runs handed over at once, cut at and around their edges.
+        let mut line = b"\x1b[1m".to_vec();
+        line.extend([b'x'; 8187]);
+        line.extend(b"\"\\\"");
+        line.extend("\u{e9}".as_bytes());
+        line.extend([b'y'; 9000]);
+        for start in [0, 1, 4, 5, 8191, 8192] {
+            for end in [line.len(), 8196, 8197, 8198, 8199, 16_384] {
+                let slice = &line[start..end];
+                let cost = json_len(&to_text(slice));
+                for limit in (0..8).chain(8180..8210).chain([cost - 1, cost, usize::MAX]) {
+                    assert_eq!(
+                        by_runs(slice, Head::making_progress(limit)),
+                        per_byte(slice, Head::making_progress(limit)),
+                        "{start}..{end} within {limit}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A job's full output, interleaved as it arrived, in a ring of bounded size addressed by absolute
 //! byte offsets. The ring keeps raw bytes; what a reader gets is cleaned text.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use super::clean::{clean, to_text, unfinished_tail};
@@ -116,19 +117,22 @@ impl OutputLog {
         }
     }
 
-    /// Up to `len` held bytes from position `skip` in the ring, copied slice by slice.
-    fn copy(&self, skip: usize, len: usize) -> Vec<u8> {
+    /// Up to `len` held bytes from position `skip` in the ring: borrowed when they lie in one
+    /// piece of it, else copied slice by slice.
+    fn copy(&self, skip: usize, len: usize) -> Cow<'_, [u8]> {
         let (a, b) = self.buf.as_slices();
         let end = skip.saturating_add(len).min(self.buf.len());
         let skip = skip.min(end);
+        if end <= a.len() {
+            return Cow::Borrowed(&a[skip..end]);
+        }
+        if skip >= a.len() {
+            return Cow::Borrowed(&b[skip - a.len()..end - a.len()]);
+        }
         let mut out = Vec::with_capacity(end - skip);
-        if skip < a.len() {
-            out.extend_from_slice(&a[skip..end.min(a.len())]);
-        }
-        if end > a.len() {
-            out.extend_from_slice(&b[skip.saturating_sub(a.len())..end - a.len()]);
-        }
-        out
+        out.extend_from_slice(&a[skip..]);
+        out.extend_from_slice(&b[..end - a.len()]);
+        Cow::Owned(out)
     }
 
     /// The last `lines` non-empty lines, each cut to `width` bytes: a glimpse for progress messages.
