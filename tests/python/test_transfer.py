@@ -262,6 +262,15 @@ async def test_a_host_without_sftp_is_told_at_once(env, tmp_path):
         server.stop()
 
 
+async def test_a_group_is_refused_naming_its_members(env, tmp_path):
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"groups": {"pair": ["local", "local"]}}))
+    (tmp_path / "f").write_text("f")
+    async with open_session(env) as s:
+        refused = await copy(s, str(tmp_path / "f"), "pair:/tmp/x")
+    assert refused.is_error and "`pair` is a group" in text(refused) and "name one of its members" in text(refused), text(refused)
+    assert not pathlib.Path("/tmp/x").exists()
+
+
 async def test_a_full_disk_is_named(session, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
