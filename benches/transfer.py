@@ -7,6 +7,7 @@ nothing is skipped as unchanged and each run copies every byte.
 
 import os
 import pathlib
+import random
 import shutil
 import subprocess
 import time
@@ -78,7 +79,7 @@ async def b7_transfer(bench, mcp_class, trials, size, small_count):
         samples = {name: [] for name in runs}
         for trial in range(trials):
             order = list(runs)
-            __import__("random").shuffle(order)
+            random.shuffle(order)
             for name in order:
                 _fresh(destinations[kind])
                 run = runs[name]

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::Result;
 use crate::hosts::{Hosts, LOCAL};
-use crate::transfer::{self, End, Location, Options, Progress};
+use crate::transfer::{self, Location, Options, Progress};
 
 /// Exit code after Ctrl-C (128 + SIGINT).
 const EXIT_INTERRUPTED: i32 = 130;
@@ -16,14 +16,12 @@ const EXIT_INTERRUPTED: i32 = 130;
 /// Copies `source` to `dest` (`host:path`; a bare path is here, relative to this directory);
 /// returns the exit code: 0 when done, 130 when interrupted. A failure is an error.
 pub async fn run(hosts: &Hosts, source: &str, dest: &str, options: Options) -> Result<i32> {
-    let (source, dest) = (here(Location::parse(source)?), here(Location::parse(dest)?));
+    let source = here(Location::parse(source, "source")?);
+    let dest = here(Location::parse(dest, "destination")?);
     let termination = crate::serve::termination();
     let progress = Progress::default();
     let bar = std::io::stderr().is_terminal().then(new_bar);
-    let copy = async {
-        let (from, to) = tokio::try_join!(End::open(hosts, &source), End::open(hosts, &dest))?;
-        transfer::copy(&from, &to, &options, &progress).await
-    };
+    let copy = transfer::open_and_copy(hosts, &source, &dest, &options, &progress);
     tokio::pin!(copy);
     tokio::pin!(termination);
     let mut ticks = tokio::time::interval(Duration::from_millis(100));

@@ -116,7 +116,8 @@ impl Outpost {
         // A transfer touches its two ends' hosts, and no other.
         if request.name == "transfer" {
             let ends = ["source", "destination"].into_iter().filter_map(argument);
-            let ends = ends.filter_map(|text| crate::transfer::Location::parse(text).ok());
+            let ends =
+                ends.filter_map(|text| crate::transfer::Location::parse(text, "source").ok());
             fanout.extend(ends.map(|location| location.host));
         }
         // A fan-out runs on its `hosts` only, never on the default host.

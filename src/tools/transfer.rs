@@ -134,11 +134,8 @@ impl Outpost {
         owner: Principal,
         peer: &rmcp::Peer<RoleServer>,
     ) -> Result<Arc<Job>> {
-        let source = Location::parse(&params.source)?;
-        let dest = Location::parse(&params.destination).map_err(|_| Error::InvalidArgument {
-            field: "destination",
-            reason: "is empty: give `host:path`".to_owned(),
-        })?;
+        let source = Location::parse(&params.source, "source")?;
+        let dest = Location::parse(&params.destination, "destination")?;
         let settings = &self.hosts.config().exec;
         let timeout = match params.timeout_secs {
             Some(secs) => seconds("timeout_secs", secs, settings.max_timeout_secs)?,
@@ -184,12 +181,10 @@ impl Outpost {
 async fn run(job: Arc<Job>, hosts: Arc<Hosts>, source: Location, dest: Location, options: Options) {
     let progress = Progress::default();
     let started = Instant::now();
-    let copy = async {
-        let (source, dest) = (End::open(&hosts, &source), End::open(&hosts, &dest));
-        let (source, dest) = tokio::try_join!(source, dest)?;
-        transfer::copy(&source, &dest, &options, &progress).await
-    };
+    let copy = transfer::open_and_copy(&hosts, &source, &dest, &options, &progress);
     tokio::pin!(copy);
+    let past_timeout = job.past_timeout();
+    tokio::pin!(past_timeout);
     let mut ticks = tokio::time::interval(PROGRESS_EVERY);
     ticks.tick().await;
     let kill = job.kill_token();
@@ -197,7 +192,7 @@ async fn run(job: Arc<Job>, hosts: Arc<Hosts>, source: Location, dest: Location,
         tokio::select! {
             result = &mut copy => break (JobStatus::Exited, Some(result)),
             _ = kill.cancelled() => break (JobStatus::Killed, None),
-            _ = job.past_timeout() => break (JobStatus::TimedOut, None),
+            _ = &mut past_timeout => break (JobStatus::TimedOut, None),
             _ = ticks.tick() => job.record_line(&progress.line(started.elapsed())),
         }
     };
@@ -246,15 +241,12 @@ fn stopped(
     started: Instant,
     why: String,
 ) -> TransferResult {
-    let mut result = finished(
-        status,
-        None,
-        Some(format!(
-            "{why} after {}; files not finished stay under partial names (.NAME.*.outpost-part) and the same transfer resumes them",
-            progress.line(started.elapsed())
-        )),
+    let so_far = progress.line(started.elapsed());
+    let error = format!(
+        "{why} after {so_far}; files not finished stay under partial names (.NAME.*.outpost-part) and the same transfer resumes them"
     );
-    result.progress = Some(progress.line(started.elapsed()));
+    let mut result = finished(status, None, Some(error));
+    result.progress = Some(so_far);
     result
 }
 

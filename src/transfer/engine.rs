@@ -70,7 +70,7 @@ pub async fn copy(
         }
     }
     // A partial file inside the tree was listed with it; the root's sits beside the tree.
-    let listed: HashSet<String> = there.iter().map(|e| join(&target, &e.rel)).collect();
+    let listed: HashSet<String> = existing.iter().map(|rel| join(&target, rel)).collect();
     // A loop rather than `buffer_unordered`: a closure making the futures would not be `Send`
     // for every lifetime, which a spawned job needs.
     let mut queue = to_copy.iter();

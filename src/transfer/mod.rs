@@ -20,6 +20,8 @@ pub use progress::{Progress, megabytes};
 
 use crate::error::{Error, Result};
 use crate::hosts::{Hosts, LOCAL};
+use crate::ssh::SshTarget;
+use crate::transport::Transport;
 use fs::Fs;
 
 /// `host:path`, or a bare path on `local`.
@@ -30,9 +32,9 @@ pub struct Location {
 }
 
 impl Location {
-    /// Reads `host:path`; a path with no `host:` before it (nothing before a `:`, or a `/`
-    /// there) is on `local`.
-    pub fn parse(text: &str) -> Result<Self> {
+    /// Reads `host:path`, given as argument `field`; a path with no `host:` before it (nothing
+    /// before a `:`, or a `/` there) is on `local`.
+    pub fn parse(text: &str, field: &'static str) -> Result<Self> {
         let text = text.trim();
         let (host, path) = match text.split_once(':') {
             Some((host, path)) if !host.is_empty() && !host.contains('/') => (host, path),
@@ -41,7 +43,7 @@ impl Location {
         let path = if path.is_empty() { "~/" } else { path };
         if text.is_empty() {
             return Err(Error::InvalidArgument {
-                field: "source",
+                field,
                 reason: "is empty: give `host:path`, or a path on this machine".to_owned(),
             });
         }
@@ -74,25 +76,42 @@ pub struct End {
     fs: Fs,
 }
 
+/// How an end's host is reached, decided without connecting.
+enum Reach {
+    Local,
+    Sftp(SshTarget),
+    Shell(Transport),
+}
+
+impl Reach {
+    /// `local`, an SSH host, or any other host's transport; an unknown host or a group fails.
+    fn of(hosts: &Hosts, host: &str) -> Result<Self> {
+        if host == LOCAL {
+            return Ok(Reach::Local);
+        }
+        match hosts.ssh_target(host) {
+            Some(target) => Ok(Reach::Sftp(target)),
+            None => Ok(Reach::Shell(hosts.resolve(host)?)),
+        }
+    }
+}
+
 impl End {
     /// Fails as opening would for an unknown host or a group, without connecting.
     pub fn check(hosts: &Hosts, location: &Location) -> Result<()> {
-        match location.host == LOCAL || hosts.ssh_target(&location.host).is_some() {
-            true => Ok(()),
-            false => hosts.resolve(&location.host).map(drop),
-        }
+        Reach::of(hosts, &location.host).map(drop)
     }
 
-    /// Opens `location` on its host: the local file system, an SFTP session, or `tar` and `sh`
+    /// Opens `location` on its host: the local file system, an SFTP session, or `sh` commands
     /// through the host's transport (containers, pods, command prefixes).
     pub async fn open(hosts: &Hosts, location: &Location) -> Result<Self> {
-        let fs = if location.host == LOCAL {
-            let home = dirs::home_dir().unwrap_or_else(|| "/".into());
-            Fs::Local(local_fs::LocalFs::new(home))
-        } else if let Some(target) = hosts.ssh_target(&location.host) {
-            Fs::Sftp(sftp_fs::SftpFs::open(hosts.pool(), &target).await?)
-        } else {
-            Fs::Shell(shell_fs::ShellFs::new(hosts.resolve(&location.host)?))
+        let fs = match Reach::of(hosts, &location.host)? {
+            Reach::Local => {
+                let home = dirs::home_dir().unwrap_or_else(|| "/".into());
+                Fs::Local(local_fs::LocalFs::new(home))
+            }
+            Reach::Sftp(target) => Fs::Sftp(sftp_fs::SftpFs::open(hosts.pool(), &target).await?),
+            Reach::Shell(transport) => Fs::Shell(shell_fs::ShellFs::new(transport)),
         };
         Ok(Self {
             host: location.host.clone(),
@@ -105,6 +124,18 @@ impl End {
     fn place(&self, path: &str) -> String {
         format!("{}:{path}", self.host)
     }
+}
+
+/// Opens both ends at once, then copies `source` to `dest` (see [`copy`]).
+pub async fn open_and_copy(
+    hosts: &Hosts,
+    source: &Location,
+    dest: &Location,
+    options: &Options,
+    progress: &Progress,
+) -> Result<Summary> {
+    let (from, to) = tokio::try_join!(End::open(hosts, source), End::open(hosts, dest))?;
+    copy(&from, &to, options, progress).await
 }
 
 /// What a transfer did.
@@ -195,7 +226,7 @@ mod tests {
     #[test]
     fn locations_name_a_host_or_mean_local() {
         let at = |text: &str| {
-            let l = Location::parse(text).unwrap();
+            let l = Location::parse(text, "source").unwrap();
             (l.host, l.path)
         };
         let pair = |h: &str, p: &str| (h.to_owned(), p.to_owned());
@@ -208,6 +239,6 @@ mod tests {
         assert_eq!(at("./a:b"), pair("local", "./a:b"));
         assert_eq!(at("ckpt/"), pair("local", "ckpt/"));
         assert_eq!(at("gpu1:"), pair("gpu1", "~/"));
-        assert!(Location::parse("  ").is_err());
+        assert!(Location::parse("  ", "source").is_err());
     }
 }

@@ -153,8 +153,8 @@ impl ShellFs {
     }
 
     pub async fn remove(&self, path: &str) -> io::Result<()> {
-        let p = shell_word(path);
-        self.run(format!("[ -e {p} ] || [ -L {p} ] || {{ echo 'No such file or directory' >&2; exit 1; }}; rm -f -- {p}"))
+        // Without -f: a missing file is an error ("No such file"), as the other file systems say.
+        self.run(format!("rm -- {}", shell_word(path)))
             .await
             .map(drop)
     }

@@ -9,7 +9,9 @@ import os
 import pathlib
 import getpass
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 
 import anyio
@@ -132,6 +134,11 @@ async def test_a_folder_keeps_modes_mtimes_and_links_both_ways(session, tmp_path
                 break
     assert out["transfer"]["status"] == "done" and out["transfer"]["files"] == 4, out
     assert_same_tree(src, tmp_path / "bg" / "proj")
+    # A source that is itself a symlink is followed: the tree it names is copied, under its name.
+    (tmp_path / "alias").symlink_to(src)
+    aliased = await copy(session, str(tmp_path / "alias"), f"box:{tmp_path}/via-alias/")
+    assert not aliased.is_error, text(aliased)
+    assert_same_tree(src, tmp_path / "via-alias" / "alias")
     # The link out of the tree is a link, not /etc/passwd's contents.
     assert os.readlink(tmp_path / "back" / "escape") == "/etc/passwd"
     assert partials(tmp_path) == []
@@ -230,6 +237,30 @@ async def test_timeout_and_cancel_mid_transfer_leave_no_final_file(box, slowbox,
         assert resumed["resumed_bytes"] > 0 and sha256(out / "big.bin") == sha256(big), resumed
 
 
+def test_sigterm_mid_transfer_stops_the_copy_and_leaves_no_final_file(box, slowbox, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(100_000_000))
+    out = tmp_path / "s"
+    out.mkdir()
+    server = RawServer(box)
+    try:
+        server.initialize()
+        reply = server.request("tools/call", {"name": "transfer", "arguments": {
+            "source": str(big), "destination": f"slowbox:{out}/", "background": True}})
+        assert reply["result"]["structuredContent"]["status"] == "running", reply
+        deadline = time.monotonic() + HANG_GUARD
+        while not any(p.stat().st_size > 0 for p in out.glob("*.outpost-part")):
+            assert time.monotonic() < deadline, "the copy never started writing"
+            time.sleep(0.002)
+        slowbox.stall()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=HANG_GUARD) is not None
+    finally:
+        server.close()
+        slowbox.resume()
+    assert not (out / "big.bin").exists() and partials(out)
+
+
 async def test_errors_say_what_is_wrong(box, sh_box, session, tmp_path):
     missing = await copy(session, f"box:{tmp_path}/nope", str(tmp_path / "x"))
     assert missing.is_error and "does not exist" in text(missing) and "nope" in text(missing)
@@ -266,9 +297,9 @@ async def test_a_group_is_refused_naming_its_members(env, tmp_path):
     pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"groups": {"pair": ["local", "local"]}}))
     (tmp_path / "f").write_text("f")
     async with open_session(env) as s:
-        refused = await copy(s, str(tmp_path / "f"), "pair:/tmp/x")
+        refused = await copy(s, str(tmp_path / "f"), f"pair:{tmp_path}/x")
     assert refused.is_error and "`pair` is a group" in text(refused) and "name one of its members" in text(refused), text(refused)
-    assert not pathlib.Path("/tmp/x").exists()
+    assert not (tmp_path / "x").exists()
 
 
 async def test_a_full_disk_is_named(session, tmp_path):
