@@ -11,24 +11,32 @@ use serde_json::{Map, Value};
 /// The formats allowed are those of the `$schema` the root names (2020-12 for rmcp's tool
 /// schemas and the config's).
 pub fn make_portable(schema: &mut Map<String, Value>) {
+    transform(schema, |owned| {
+        IntegerBounds.transform(owned);
+        RestrictFormats::default().transform(owned);
+    });
+}
+
+/// Applies `change` to `schema` as a schemars [`Schema`].
+fn transform(schema: &mut Map<String, Value>, change: impl FnOnce(&mut Schema)) {
     let mut owned = Schema::from(std::mem::take(schema));
-    IntegerBounds.transform(&mut owned);
-    RestrictFormats::default().transform(&mut owned);
+    change(&mut owned);
     if let Value::Object(map) = owned.to_value() {
         *schema = map;
     }
 }
 
-/// Makes a tool's input schema shorter for the model that reads it, without changing what it
-/// accepts: no root `$schema` (MCP takes 2020-12 when none is named, and rmcp's is 2020-12) and no
-/// `"default": null` or `"default": false`, which say no more than the property's absence.
-pub fn trim_tool_input(schema: &mut Map<String, Value>) {
+/// [`make_portable`], and (for a tool's input schema, which a model reads) shorter
+/// without changing what it accepts: no root `$schema` (MCP takes 2020-12 when none is named, and
+/// rmcp's is 2020-12) and no `"default": null` or `"default": false`, which say no more than the
+/// property's absence. One pass over the schema.
+pub fn make_portable_tool_input(schema: &mut Map<String, Value>) {
+    transform(schema, |owned| {
+        IntegerBounds.transform(owned);
+        RestrictFormats::default().transform(owned);
+        DropEmptyDefaults.transform(owned);
+    });
     schema.remove("$schema");
-    let mut owned = Schema::from(std::mem::take(schema));
-    DropEmptyDefaults.transform(&mut owned);
-    if let Value::Object(map) = owned.to_value() {
-        *schema = map;
-    }
 }
 
 struct DropEmptyDefaults;
@@ -112,7 +120,7 @@ mod tests {
         }) else {
             unreachable!()
         };
-        trim_tool_input(&mut schema);
+        make_portable_tool_input(&mut schema);
         assert_eq!(
             Value::Object(schema),
             json!({

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::exec::{EXIT_INTERRUPTED, EXIT_TIMED_OUT};
 use crate::hosts::Hosts;
 use crate::hosts::fanout::{GROUP_PREFIX, split_list};
-use crate::transport::{CommandSpec, OutputStream, ProcessEvent, Stdin};
+use crate::transport::{CommandSpec, KillPolicy, OutputStream, ProcessEvent, Stdin};
 
 /// Exit code for a host the command could not start on (as `ssh` when it cannot connect).
 pub const EXIT_UNREACHABLE: i32 = 255;
@@ -80,9 +80,21 @@ async fn run_one(
         env: Default::default(),
         stdin: Stdin::Null,
     };
+    let start = hosts.spawn(host, spec);
+    tokio::pin!(start);
     let started = tokio::select! {
-        started = hosts.spawn(host, spec) => started,
-        _ = stop.cancelled() => return EXIT_INTERRUPTED,
+        started = &mut start => started,
+        _ = stop.cancelled() => {
+            // A start under way may already have sent the command: let it finish, then kill
+            // what it started, so nothing is left running.
+            let limit = KillPolicy { grace: hosts.config().exec.kill_grace() }.verdict_within();
+            if let Ok(Ok((_, mut process))) = tokio::time::timeout(limit, start).await {
+                process.kill();
+                let drained = async { while process.next_event().await.is_some() {} };
+                let _ = tokio::time::timeout(limit, drained).await;
+            }
+            return EXIT_INTERRUPTED;
+        }
     };
     let mut process = match started {
         Ok((_, process)) => process,

@@ -74,9 +74,9 @@ impl Outpost {
             .await
         {
             Waited::Finished => {
-                let mut reply = self.fanout_results(slots, false);
-                self.sudo_refusals(&params, &mut reply.hosts).await;
-                self.fanout_answer(reply)
+                let mut hosts = self.fanout_results(slots, false);
+                self.sudo_refusals(&params, &mut hosts).await;
+                self.fanout_answer(hosts)
             }
             Waited::Cancelled(answer) => answer,
             Waited::Detached => self.fanout_reply(slots, true),
@@ -182,19 +182,19 @@ impl Outpost {
         self.fanout_answer(self.fanout_results(slots, keep))
     }
 
-    fn fanout_results(&self, slots: Started, keep: bool) -> FanoutResult {
-        let hosts: Vec<HostResult> = (slots.into_iter())
+    fn fanout_results(&self, slots: Started, keep: bool) -> Vec<HostResult> {
+        (slots.into_iter())
             .map(|(host, job)| match job {
                 Ok(job) => HostResult::Ran(self.exec_result(&job, keep)),
                 Err(e) => HostResult::failed(host, &e),
             })
-            .collect();
-        let summary = Summary::of(&hosts);
-        FanoutResult { hosts, summary }
+            .collect()
     }
 
-    fn fanout_answer(&self, mut result: FanoutResult) -> CallToolResult {
-        result.summary = Summary::of(&result.hosts);
+    /// The call's answer: every host's entry, and the summary of them.
+    fn fanout_answer(&self, hosts: Vec<HostResult>) -> CallToolResult {
+        let summary = Summary::of(&hosts);
+        let result = FanoutResult { hosts, summary };
         let text = render_text(&result);
         success(&result, text)
     }
@@ -205,10 +205,16 @@ impl Outpost {
         let Ok(Some(run)) = SudoRun::from_params(params) else {
             return;
         };
-        for entry in hosts.iter_mut() {
-            if let HostResult::Ran(result) = entry
-                && let Some(refused) = self.sudo_refusal(&run, result).await
-            {
+        // Each probe may take a while on its host: all at once.
+        let probes = hosts.iter().map(|entry| async {
+            match entry {
+                HostResult::Ran(result) => self.sudo_refusal(&run, result).await,
+                _ => None,
+            }
+        });
+        let refusals = futures::future::join_all(probes).await;
+        for (entry, refused) in hosts.iter_mut().zip(refusals) {
+            if let (HostResult::Ran(result), Some(refused)) = (&*entry, refused) {
                 *entry = HostResult::failed(result.host.clone(), &refused);
             }
         }

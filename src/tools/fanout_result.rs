@@ -66,7 +66,7 @@ pub struct Summary {
     pub succeeded: usize,
     /// Hosts where it ended otherwise: a non-zero exit, a signal, a timeout.
     pub failed: usize,
-    /// Hosts it could not start on: unknown, no connection, no process.
+    /// Hosts it could not start on: unknown, no connection, no process, no `sudo` there.
     pub unreachable: usize,
     /// Hosts a policy, a person or a host key kept it from.
     pub refused: usize,

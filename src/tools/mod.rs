@@ -190,8 +190,7 @@ fn rank(level: LoggingLevel) -> u8 {
 fn portable(mut router: ToolRouter<Outpost>) -> ToolRouter<Outpost> {
     for route in router.map.values_mut() {
         let tool = &mut route.attr;
-        crate::schema::make_portable(Arc::make_mut(&mut tool.input_schema));
-        crate::schema::trim_tool_input(Arc::make_mut(&mut tool.input_schema));
+        crate::schema::make_portable_tool_input(Arc::make_mut(&mut tool.input_schema));
         if let Some(output) = &mut tool.output_schema {
             crate::schema::make_portable(Arc::make_mut(output));
         }

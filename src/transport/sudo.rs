@@ -77,10 +77,7 @@ pub fn sudo_line<'a>(command: &str, user: &str, env: impl IntoIterator<Item = &'
         argv.push(format!("--preserve-env={}", names.join(",")));
     }
     argv.extend(["-u".to_owned(), user.to_owned(), "--".to_owned()]);
-    match simple_words(command) {
-        Some(words) => argv.extend(words),
-        None => argv.extend(["sh".to_owned(), "-c".to_owned(), command.to_owned()]),
-    }
+    argv.extend(sudo_argv(command));
     format!(
         "command -v sudo >/dev/null 2>&1 || {{ echo {} >&2; exit 127; }}; exec {}",
         shell_words::quote(NO_SUDO),
