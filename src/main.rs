@@ -191,8 +191,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let path = cli.config.unwrap_or_else(Config::default_path);
-    let config = Config::load(&path)?;
+    let mut config = Config::load(&path)?;
     config.check_principal_tools(&path, &Outpost::tool_names())?;
+    // A one-shot command has no next command to start a shell ahead for.
+    if !matches!(cli.command, None | Some(Command::Mcp { .. })) {
+        config.ssh.warm_shell = false;
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         // Background children of local commands whose shell has ended are reaped here.

@@ -1,6 +1,6 @@
 //! The SSH pool in-process, against an in-process russh server on 127.0.0.1: at twice one
-//! connection's channel limit (where kills once went without a channel), and its idle close in
-//! tokio's paused time.
+//! connection's channel limit (where kills once went without a channel), its idle close in
+//! tokio's paused time, and its spare channels (handed over, given back, never handed out dead).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -9,15 +9,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use outpost::config::HostKeyPolicy;
-use outpost::ssh::pool::{Attempt, CHANNELS_PER_CONNECTION, Lease, Purpose};
+use outpost::ssh::pool::{Attempt, CHANNELS_PER_CONNECTION, Lease, PooledConnection, Purpose};
+use outpost::ssh::spare::SpareState;
 use outpost::ssh::{SshPool, SshTarget};
-use russh::server::{Auth, Handler, VerifiedPublicKey};
+use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId};
 use tokio::net::TcpListener;
 
-/// Accepts every key; opens no channels (the pool's accounting is what is tested).
-struct AnyKey;
+/// Accepts every key, opens every session channel and takes every command without running it;
+/// a command `die` ends at once (exit status 1, then close). Counts commands and closed channels.
+#[derive(Clone, Default)]
+struct Sessions {
+    commands: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
 
-impl Handler for AnyKey {
+impl Handler for Sessions {
     type Error = russh::Error;
 
     async fn auth_publickey(
@@ -26,6 +33,37 @@ impl Handler for AnyKey {
         _: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.commands.fetch_add(1, Ordering::SeqCst);
+        session.channel_success(channel)?;
+        if data == b"die" {
+            session.exit_status_request(channel, 1)?;
+            session.eof(channel)?;
+            session.close(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, _: ChannelId, _: &mut Session) -> Result<(), Self::Error> {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -46,6 +84,10 @@ fn keygen(path: &Path) {
 }
 
 async fn server(dir: &Path) -> Server {
+    server_with(dir, Sessions::default()).await
+}
+
+async fn server_with(dir: &Path, handler: Sessions) -> Server {
     keygen(&dir.join("host_key"));
     let key = russh::keys::load_secret_key(dir.join("host_key"), None).expect("host key");
     let config = Arc::new(russh::server::Config {
@@ -60,9 +102,9 @@ async fn server(dir: &Path) -> Server {
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            let config = config.clone();
+            let (config, handler) = (config.clone(), handler.clone());
             tokio::spawn(async move {
-                if let Ok(session) = russh::server::run_stream(config, stream, AnyKey).await {
+                if let Ok(session) = russh::server::run_stream(config, stream, handler).await {
                     let _ = session.await;
                 }
             });
@@ -182,4 +224,118 @@ async fn settle() {
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
+}
+
+/// A server that takes commands, a pool and one connection to it, for the spare tests.
+struct Spares {
+    sessions: Sessions,
+    server: Server,
+    target: SshTarget,
+    pool: SshPool,
+    connection: Arc<PooledConnection>,
+    _dir: tempfile::TempDir,
+}
+
+impl Spares {
+    async fn new(idle: Duration) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = Sessions::default();
+        let server = server_with(dir.path(), sessions.clone()).await;
+        let target = target(dir.path(), server.port);
+        let pool = SshPool::new(idle);
+        let connection = pool.lease(&target).await.unwrap().connection.clone();
+        Self {
+            sessions,
+            server,
+            target,
+            pool,
+            connection,
+            _dir: dir,
+        }
+    }
+}
+
+fn start_spare(connection: &Arc<PooledConnection>, exec: &str, tag: &str) {
+    connection.start_spare(exec.into(), tag.into(), Duration::from_secs(30));
+}
+
+/// Waits (in real time, briefly) until `done` holds.
+async fn until(done: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_spare_is_handed_over_once_and_gives_its_slot_back_when_the_connection_is_full() {
+    let t = Spares::new(Duration::from_secs(3600)).await;
+    start_spare(&t.connection, "wait", "first");
+    // Only one spare per t.connection, whatever is asked.
+    start_spare(&t.connection, "wait", "second");
+    until(|| t.connection.spare_state() == SpareState::Parked).await;
+    assert_eq!(t.sessions.commands.load(Ordering::SeqCst), 1);
+    let (lease, claimed) = t
+        .pool
+        .claim_spare(&t.target)
+        .await
+        .expect("the parked spare");
+    assert_eq!(claimed.tag, "first");
+    assert!(Arc::ptr_eq(&lease.connection, &t.connection));
+    assert!(
+        t.pool.claim_spare(&t.target).await.is_none(),
+        "handed over once"
+    );
+    drop((lease, claimed));
+    // Parked again, it holds a slot; a full t.connection takes that slot back and opens no other.
+    start_spare(&t.connection, "wait", "third");
+    until(|| t.connection.spare_state() == SpareState::Parked).await;
+    let closed = t.sessions.closed.load(Ordering::SeqCst);
+    let mut leases = Vec::new();
+    for _ in 0..CHANNELS_PER_CONNECTION {
+        leases.push(t.pool.lease(&t.target).await.unwrap());
+    }
+    assert_eq!(connections(&leases), 1);
+    assert_eq!(t.server.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        t.sessions.closed.load(Ordering::SeqCst),
+        closed + 1,
+        "the spare was closed"
+    );
+    assert!(t.pool.claim_spare(&t.target).await.is_none());
+    // With no slot free, no spare starts.
+    start_spare(&t.connection, "wait", "fourth");
+    assert_eq!(t.connection.spare_state(), SpareState::None);
+}
+
+#[tokio::test]
+async fn a_spare_whose_shell_ended_is_not_handed_over() {
+    let t = Spares::new(Duration::from_secs(3600)).await;
+    start_spare(&t.connection, "die", "dead");
+    until(|| t.sessions.commands.load(Ordering::SeqCst) == 1).await;
+    until(|| t.connection.spare_state() == SpareState::Dead).await;
+    assert!(t.pool.claim_spare(&t.target).await.is_none());
+    // Its slot is free again: all of the t.connection's command slots can be leased.
+    let mut leases = Vec::new();
+    for _ in 0..CHANNELS_PER_CONNECTION {
+        leases.push(t.pool.lease(&t.target).await.unwrap());
+    }
+    assert_eq!(t.server.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_connection_with_only_its_spare_is_idle_and_closes() {
+    let idle = Duration::from_secs(300);
+    let t = Spares::new(idle).await;
+    start_spare(&t.connection, "wait", "spare");
+    until(|| t.connection.spare_state() == SpareState::Parked).await;
+    drop(t.connection);
+    tokio::time::pause();
+    tokio::time::sleep(idle * 3).await;
+    settle().await;
+    assert_eq!(t.pool.state(&t.target), "not connected");
+    assert_eq!(t.server.accepted.load(Ordering::SeqCst), 1);
 }

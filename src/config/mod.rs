@@ -213,6 +213,10 @@ pub struct SshSettings {
     /// (`~/.ssh/config` aliases too): `yes` (default), `accept-new` or `ask`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strict_host_key_checking: Option<HostKeyPolicy>,
+    /// Keep one login shell started ahead on each connection in use, waiting for the next
+    /// command, so a warm call skips the shell's start (default true). It runs nothing until a
+    /// command comes, and ends when its connection closes; its startup files ran when it started.
+    pub warm_shell: bool,
 }
 
 impl Default for SshSettings {
@@ -220,6 +224,7 @@ impl Default for SshSettings {
         Self {
             idle_timeout_secs: 600,
             strict_host_key_checking: None,
+            warm_shell: true,
         }
     }
 }

@@ -112,9 +112,8 @@ impl Hosts {
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
         let ssh_config = parse_ssh_config(&home.join(".ssh/config"), &home);
         let ssh_aliases = ssh_config.as_ref().map(concrete_hosts).unwrap_or_default();
-        let pool = Arc::new(SshPool::new(Duration::from_secs(
-            config.ssh.idle_timeout_secs,
-        )));
+        let idle = Duration::from_secs(config.ssh.idle_timeout_secs);
+        let pool = Arc::new(SshPool::new(idle).with_spares(config.ssh.warm_shell));
         Self {
             config,
             home,

@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod pool;
+pub mod spare;
 pub mod target;
 
 pub use pool::SshPool;

@@ -1,6 +1,6 @@
 //! Pooled SSH connections, shared by every call: a few channels per connection (OpenSSH allows 10),
 //! some of them kept for kills, more connections when more calls run, dead ones replaced on the
-//! next use, idle ones closed.
+//! next use, idle ones closed; on each, a spare command channel started ahead (see [`super::spare`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +15,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio::time::Instant;
 
 use super::connect::{Connection, connect};
+use super::spare::{Claimed, SpareSlot, SpareState};
 use super::target::SshTarget;
 use crate::error::{Error, Result};
 use crate::health::{Failures, Health};
@@ -45,6 +46,9 @@ pub struct PooledConnection {
     /// What the login shell needs to run the wrapper itself, once a command has told (see
     /// `transport::wrapper::in_place_prelude`); `None` inside: it cannot.
     in_place: OnceLock<Option<&'static str>>,
+    spare: SpareSlot,
+    /// Cancelled when the pool lets the connection go: a spare being started gives up.
+    closing: CancellationToken,
 }
 
 impl PooledConnection {
@@ -55,7 +59,50 @@ impl PooledConnection {
             kill_slots: Arc::new(Semaphore::new(KILL_CHANNELS_PER_CONNECTION)),
             last_used: Mutex::new(Instant::now()),
             in_place: OnceLock::new(),
+            spare: SpareSlot::default(),
+            closing: CancellationToken::new(),
         }
+    }
+
+    /// Starts a spare command channel with `exec` (tagged `tag`) and parks it, unless one is
+    /// parked or starting already or no command slot is free: a spare never makes a call wait or
+    /// a connection open. The task that opens it holds the connection for at most `limit`, and
+    /// gives up when the pool lets the connection go.
+    pub fn start_spare(self: &Arc<Self>, exec: String, tag: String, limit: Duration) {
+        if self.closing.is_cancelled() || !self.spare.begin(|| self.try_slot(Purpose::Command)) {
+            return;
+        }
+        let connection = self.clone();
+        tokio::spawn(async move {
+            let open = async {
+                let channel = connection.handle.channel_open_session().await.ok()?;
+                channel.exec(true, exec).await.ok()?;
+                Some(channel)
+            };
+            let channel = tokio::select! {
+                opened = tokio::time::timeout(limit, open) => opened.ok().flatten(),
+                _ = connection.closing.cancelled() => None,
+            };
+            let keep = !connection.closing.is_cancelled();
+            connection.spare.finish(channel, tag, keep).await;
+        });
+    }
+
+    /// Where the connection's spare is.
+    pub fn spare_state(&self) -> SpareState {
+        self.spare.state()
+    }
+
+    /// Lets the connection go: a spare starting gives up, a parked one is closed.
+    fn close(&self) {
+        self.closing.cancel();
+        drop(self.spare.take());
+    }
+
+    /// What the login shell needs to run the wrapper itself (`Some(None)`: it cannot), once a
+    /// first command has told; `None` until then.
+    pub fn in_place_known(&self) -> Option<Option<&'static str>> {
+        self.in_place.get().copied()
     }
 
     /// What lets the login shell run the wrapper itself, if it can; `None` until a first
@@ -69,8 +116,10 @@ impl PooledConnection {
         let _ = self.in_place.set(in_place);
     }
 
+    /// Since when no command, kill or tunnel has used the connection (a parked spare does not count).
     fn idle_since(&self) -> Option<Instant> {
-        let free = self.slots.available_permits() == CHANNELS_PER_CONNECTION
+        let parked = usize::from(self.spare.parked());
+        let free = self.slots.available_permits() + parked == CHANNELS_PER_CONNECTION
             && self.kill_slots.available_permits() == KILL_CHANNELS_PER_CONNECTION;
         free.then(|| *self.last_used.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -128,11 +177,13 @@ type Table = Mutex<HashMap<SshTarget, Arc<HostConnections>>>;
 
 /// Every SSH connection outpost holds, by target.
 ///
-/// Dropping the pool stops its idle reaper; connections close when their last user lets go.
+/// Dropping the pool stops its idle reaper; connections close when their last user lets go, and
+/// their spares with them.
 pub struct SshPool {
     hosts: Arc<Table>,
     reaper: std::sync::OnceLock<DropGuard>,
     idle_timeout: Duration,
+    spares: bool,
 }
 
 impl SshPool {
@@ -142,7 +193,19 @@ impl SshPool {
             hosts: Arc::default(),
             reaper: std::sync::OnceLock::new(),
             idle_timeout,
+            spares: true,
         }
+    }
+
+    /// Whether commands get a spare channel started ahead on each connection (`ssh.warm_shell`).
+    pub fn with_spares(mut self, on: bool) -> Self {
+        self.spares = on;
+        self
+    }
+
+    /// Whether a spare should be started after each command (see [`PooledConnection::start_spare`]).
+    pub fn spares(&self) -> bool {
+        self.spares
     }
 
     fn hosts(&self) -> MutexGuard<'_, HashMap<SshTarget, Arc<HostConnections>>> {
@@ -192,7 +255,13 @@ impl SshPool {
         let asked = Instant::now();
         let host = self.hosts().entry(target.clone()).or_default().clone();
         let mut open = host.open.lock().await;
-        open.retain(|c| !c.handle.is_closed());
+        open.retain(|c| {
+            let live = !c.handle.is_closed();
+            if !live {
+                c.close();
+            }
+            live
+        });
         let usable = open
             .iter()
             .filter(|c| !avoid.is_some_and(|avoid| Arc::ptr_eq(c, avoid)));
@@ -202,6 +271,20 @@ impl SshPool {
                     connection: connection.clone(),
                     _slot: slot,
                 });
+            }
+        }
+        // A parked spare gives its slot back before another connection is opened.
+        if purpose == Purpose::Command {
+            let spares = open
+                .iter()
+                .filter(|c| !avoid.is_some_and(|avoid| Arc::ptr_eq(c, avoid)));
+            for connection in spares {
+                if let Some(slot) = connection.spare.give_back().await {
+                    return Ok(Lease {
+                        connection: connection.clone(),
+                        _slot: slot,
+                    });
+                }
             }
         }
         check_attempt(&host, target, asked, attempt)?;
@@ -265,6 +348,37 @@ impl SshPool {
         Ok((lease, channel))
     }
 
+    /// A spare command channel of `target`'s, with the lease that holds its slot, if one is parked
+    /// and alive. Never waits for a connection attempt. A spare parked for longer than the idle
+    /// timeout is closed instead (startup files may have changed since its shell started).
+    pub async fn claim_spare(&self, target: &SshTarget) -> Option<(Lease, Claimed)> {
+        let host = self.hosts().get(target).cloned()?;
+        let connections: Vec<_> = host
+            .open
+            .try_lock()
+            .ok()?
+            .iter()
+            .filter(|c| !c.handle.is_closed())
+            .cloned()
+            .collect();
+        for connection in connections {
+            let Some(parked) = connection.spare.take() else {
+                continue;
+            };
+            if parked.age() >= self.idle_timeout {
+                continue;
+            }
+            if let Some((claimed, slot)) = parked.claim().await {
+                let lease = Lease {
+                    connection,
+                    _slot: slot,
+                };
+                return Some((lease, claimed));
+            }
+        }
+        None
+    }
+
     /// Adds a connection opened elsewhere (e.g. timed by `outpost remote test`) to the pool.
     pub async fn adopt(&self, target: &SshTarget, handle: Connection) {
         let host = self.hosts().entry(target.clone()).or_default().clone();
@@ -283,6 +397,7 @@ impl SshPool {
             .lock()
             .await
             .retain(|c| !Arc::ptr_eq(c, connection));
+        connection.close();
         let _ = connection
             .handle
             .disconnect(russh::Disconnect::ByApplication, "unusable", "en")
@@ -379,6 +494,7 @@ async fn close_idle(host: &HostConnections, idle_timeout: Duration) {
     drop(open);
     for connection in idle {
         tracing::debug!("closing an idle SSH connection");
+        connection.close();
         let _ = connection
             .handle
             .disconnect(russh::Disconnect::ByApplication, "idle", "en")

@@ -16,7 +16,7 @@ use super::local::sleep_until_opt;
 use super::process::feed_stdin;
 use super::ssh_kill::SshKills;
 use super::startup::{MAX_STARTUP_NOISE, Scanned, StartupScan, log_chatter};
-use super::wrapper::{Invocation, Report, in_place_prelude};
+use super::wrapper::{Invocation, Report, exec_line, fresh_nonce, in_place_prelude};
 use super::{
     CommandSpec, ExitStatus, KillPolicy, KillReporter, KillState, OutputStream, Process,
     ProcessEvent, Stdin,
@@ -66,19 +66,59 @@ impl Ssh {
     }
 
     /// Starts `spec` under the wrapper; returns once the remote side reports the command running.
+    /// A spare channel, whose shell already waits for a command, is used when one is parked (one
+    /// that turns out gone is left for a fresh channel); afterwards the next spare is started.
     pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
-        let mut invocation = Invocation::new(&spec.command, spec.cwd.as_deref(), &spec.env)?;
-        let (lease, mut channel) = self.open_channel().await?;
+        if let Some((lease, claimed)) = self.pool.claim_spare(&self.target).await {
+            let invocation =
+                Invocation::with_nonce(claimed.tag, &spec.command, spec.cwd.as_deref(), &spec.env)?;
+            let stdin = match &spec.stdin {
+                Stdin::Bytes(data) => Stdin::Bytes(data.clone()),
+                Stdin::Null => Stdin::Null,
+                Stdin::Pipe => Stdin::Pipe,
+            };
+            let channel = (claimed.channel, claimed.early);
+            tracing::debug!(host = %self.target.name, "sending the command to a spare shell");
+            match self
+                .start(lease, channel, invocation, stdin, spec.cwd.as_deref())
+                .await
+            {
+                Err(Start::NotStarted(e)) => {
+                    tracing::debug!(host = %self.target.name, error = %e, "a spare shell was gone; opening a channel");
+                }
+                started => return started.map_err(Start::into_error),
+            }
+        }
+        let invocation = Invocation::new(&spec.command, spec.cwd.as_deref(), &spec.env)?;
+        let (lease, channel) = self.open_channel().await?;
         channel
             .exec(true, invocation.exec(lease.connection.in_place()))
             .await
             .map_err(|e| self.channel_error(e))?;
+        let cwd = spec.cwd.as_deref();
+        self.start(lease, (channel, Vec::new()), invocation, spec.stdin, cwd)
+            .await
+            .map_err(Start::into_error)
+    }
+
+    /// Sends the header and stdin to a channel whose wrapper runs (with what it received so far),
+    /// waits for the report and hands the channel to a supervisor.
+    async fn start(
+        &self,
+        lease: Lease,
+        (mut channel, early): (Channel<Msg>, Vec<ChannelMsg>),
+        mut invocation: Invocation,
+        stdin: Stdin,
+        cwd: Option<&str>,
+    ) -> std::result::Result<Process, Start> {
         channel
             .data_bytes(Bytes::from(std::mem::take(&mut invocation.header)))
             .await
-            .map_err(|e| self.channel_error(e))?;
+            .map_err(|e| Start::NotStarted(self.channel_error(e)))?;
         let kill = CancellationToken::new();
-        let stdin = match spec.stdin {
+        // Until the command has started, a failure stops feeding its stdin.
+        let unstarted = kill.clone().drop_guard();
+        let stdin = match stdin {
             Stdin::Null => {
                 channel.eof().await.map_err(|e| self.channel_error(e))?;
                 None
@@ -91,16 +131,18 @@ impl Ssh {
         };
         // A login shell stuck in its startup files must not hang the call.
         let limit = self.target.connect_timeout;
-        let report = self.await_report(&mut channel, &invocation, spec.cwd.as_deref());
+        let report = self.await_report(&mut channel, early, &invocation, cwd);
         let mut start = tokio::time::timeout(limit, report).await.map_err(|_| {
-            self.channel_error(format!(
+            Start::Failed(self.channel_error(format!(
                 "the remote shell did not start the command within {}s (slow or interactive shell startup files?)",
                 limit.as_secs_f64()
-            ))
+            )))
         })??;
+        unstarted.disarm();
         if let Some(shell) = &start.login_shell {
             lease.connection.learn_login_shell(in_place_prelude(shell));
         }
+        self.start_spare(&lease.connection);
         let pid = start.group.pgid;
         tracing::debug!(host = %self.target.name, pgid = pid, "remote command started");
         let (tx, rx) = mpsc::channel(super::EVENT_BUFFER);
@@ -123,6 +165,17 @@ impl Ssh {
         Ok(Process::new(rx, stdin, kill, kill_state, Some(pid)))
     }
 
+    /// Has the next spare started on `connection` (see [`PooledConnection::start_spare`]), once
+    /// its login shell is known, unless spares are off.
+    fn start_spare(&self, connection: &Arc<PooledConnection>) {
+        let Some(in_place) = connection.in_place_known().filter(|_| self.pool.spares()) else {
+            return;
+        };
+        let nonce = fresh_nonce();
+        let exec = exec_line(&nonce, in_place);
+        connection.start_spare(exec, nonce, self.target.connect_timeout);
+    }
+
     /// A session channel on a pooled connection (see [`SshPool::open_channel`]).
     async fn open_channel(&self) -> Result<(Lease, Channel<Msg>)> {
         let open = |c: Arc<PooledConnection>| async move { c.handle.channel_open_session().await };
@@ -133,18 +186,25 @@ impl Ssh {
     async fn await_report(
         &self,
         channel: &mut Channel<Msg>,
+        early: Vec<ChannelMsg>,
         invocation: &Invocation,
         cwd: Option<&str>,
-    ) -> Result<Started> {
+    ) -> std::result::Result<Started, Start> {
         let mut scan = StartupScan::new(invocation);
         // sshd may send the exit status before the last output (a command that ends at once).
         let mut exit = ExitStatus::default();
+        let mut early = early.into_iter();
         loop {
-            let scanned = match channel.wait().await {
+            let message = match early.next() {
+                Some(message) => Some(message),
+                None => channel.wait().await,
+            };
+            let scanned = match message {
                 Some(ChannelMsg::Data { data }) => scan.stdout(&data),
                 Some(ChannelMsg::ExtendedData { data, .. }) => scan.stderr(&data),
                 Some(ChannelMsg::Failure) => {
-                    return Err(self.channel_error("the server refused to run a command"));
+                    let refused = self.channel_error("the server refused to run a command");
+                    return Err(Start::NotStarted(refused));
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => {
                     exit.code = Some(exit_status as i32);
@@ -154,20 +214,28 @@ impl Ssh {
                     exit.signal = Some(signal_label(&signal_name));
                     continue;
                 }
-                Some(ChannelMsg::Close) | None => {
-                    return Err(self.channel_error(format!(
+                // The server closes a channel after its output: no report, nothing ran.
+                Some(ChannelMsg::Close) => {
+                    return Err(Start::NotStarted(self.channel_error(format!(
                         "the remote shell ended before the command started (is `sh` there?): {}",
                         scan.stderr_text()
-                    )));
+                    ))));
+                }
+                // The connection broke: the report may have been on its way.
+                None => {
+                    return Err(Start::Failed(self.channel_error(format!(
+                        "the connection broke before the command was known to start: {}",
+                        scan.stderr_text()
+                    ))));
                 }
                 Some(_) => continue,
             };
             match scanned {
                 Scanned::Pending => {}
                 Scanned::TooNoisy => {
-                    return Err(self.channel_error(format!(
+                    return Err(Start::Failed(self.channel_error(format!(
                         "the remote shell printed over {MAX_STARTUP_NOISE} bytes without starting the command"
-                    )));
+                    ))));
                 }
                 Scanned::Reported(Report::Started { group, login_shell }, early) => {
                     log_chatter(&self.target.name, &scan);
@@ -179,13 +247,36 @@ impl Ssh {
                     });
                 }
                 Scanned::Reported(Report::NoCwd, _) => {
-                    return Err(Error::MissingCwd {
+                    return Err(Start::Failed(Error::MissingCwd {
                         host: self.target.name.clone(),
                         cwd: cwd.unwrap_or_default().to_owned(),
-                    });
+                    }));
                 }
             }
         }
+    }
+}
+
+/// Why a command did not start on a channel.
+enum Start {
+    /// Nothing ran: the channel was refused or gone before the wrapper's report (a spare's
+    /// shell that ended can be replaced by a fresh channel).
+    NotStarted(Error),
+    /// Anything else.
+    Failed(Error),
+}
+
+impl Start {
+    fn into_error(self) -> Error {
+        match self {
+            Start::NotStarted(e) | Start::Failed(e) => e,
+        }
+    }
+}
+
+impl From<Error> for Start {
+    fn from(e: Error) -> Self {
+        Start::Failed(e)
     }
 }
 

@@ -8,14 +8,15 @@ use std::hash::{BuildHasher, RandomState};
 use super::kill_script::Group;
 use crate::error::Result;
 
-/// Reads the header up to the nonce line, applies it, checks cwd (without one: home, where `$HOME`
+/// Reads the header up to the nonce line (input that ends before it runs nothing: a shell started
+/// ahead of time, whose channel closes before a command comes, just exits), applies it, checks cwd (without one: home, where `$HOME`
 /// is a directory; an engine's exec would otherwise start in the image's WORKDIR), reports `$$`, its start time
 /// (field 22 of `/proc/$$/stat`, as OUTER read it when INNER runs in its shell; `-` without
 /// `/proc`) and the login shell (`$SHELL`), runs the
 /// command with no positional parameters. `$1` is the nonce. Contains no single quote, so it fits in a
 /// single-quoted argument of any shell.
 const INNER: &str = r#"s=; while IFS= read -r l; do [ "$l" = "$1" ] && break; s="$s$l
-"; done; eval "$s"; unset s l; __o_n=$1; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$__o_n"; exit 127; }; elif [ -n "${HOME-}" ]; then cd -- "$HOME" 2>/dev/null || :; fi; __o_t=${__o_st-}; [ -n "$__o_t" ] || read -r __o_t 2>/dev/null < /proc/$$/stat || __o_t=; __o_t=${__o_t##*) }; set -- $__o_t; __o_t=${20:--}; set --; unset __o_st; printf "%s\n" "$__o_n" >&2; printf "%s pid %s %s %s\n" "$__o_n" "$$" "$__o_t" "${SHELL-}"; unset __o_n __o_t; eval "$__o_cmd""#;
+"; done; [ "$l" = "$1" ] || exit 125; eval "$s"; unset s l; __o_n=$1; if [ -n "${__o_cwd-}" ]; then cd -- "$__o_cwd" 2>/dev/null || { printf "%s nocwd\n" "$__o_n"; exit 127; }; elif [ -n "${HOME-}" ]; then cd -- "$HOME" 2>/dev/null || :; fi; __o_t=${__o_st-}; [ -n "$__o_t" ] || read -r __o_t 2>/dev/null < /proc/$$/stat || __o_t=; __o_t=${__o_t##*) }; set -- $__o_t; __o_t=${20:--}; set --; unset __o_st; printf "%s\n" "$__o_n" >&2; printf "%s pid %s %s %s\n" "$__o_n" "$$" "$__o_t" "${SHELL-}"; unset __o_n __o_t; eval "$__o_cmd""#;
 
 /// Runs INNER as the leader of its own process group, and dies by the same signal as the command
 /// if it did. `$1` is the nonce, `$2` is INNER.
@@ -38,11 +39,16 @@ pub struct Invocation {
 impl Invocation {
     /// Builds the invocation for `command` in `cwd` with `env`. Env names must be shell names.
     pub fn new(command: &str, cwd: Option<&str>, env: &BTreeMap<String, String>) -> Result<Self> {
-        let nonce = format!(
-            "__outpost_{:016x}{:016x}",
-            RandomState::new().hash_one(1u8),
-            RandomState::new().hash_one(2u8)
-        );
+        Self::with_nonce(fresh_nonce(), command, cwd, env)
+    }
+
+    /// The invocation for a wrapper already started with `nonce` (see [`exec_line`]).
+    pub fn with_nonce(
+        nonce: String,
+        command: &str,
+        cwd: Option<&str>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self> {
         super::check_env_names(env)?;
         let mut header = String::new();
         for (name, value) in env {
@@ -61,15 +67,9 @@ impl Invocation {
         })
     }
 
-    /// The command string for a login shell to run. Any login shell (fish, csh, ...) can
-    /// `exec sh -c '…'`; a login shell that runs POSIX sh text (see [`in_place_prelude`]) runs
-    /// the wrapper itself, after `in_place`, which saves starting a second shell.
+    /// The command string for a login shell to run: [`exec_line`] with this nonce.
     pub fn exec(&self, in_place: Option<&str>) -> String {
-        let nonce = &self.nonce;
-        match in_place {
-            Some(prelude) => format!("{prelude}set -- {nonce} '{INNER}'; {OUTER}"),
-            None => format!("exec sh -c '{OUTER}' outpost {nonce} '{INNER}'"),
-        }
+        exec_line(&self.nonce, in_place)
     }
 
     /// The wrapper as an argv, for a prefix that runs a program (`docker exec -i CONTAINER` + this),
@@ -102,6 +102,26 @@ impl Invocation {
             group: Group { pgid: pid, start },
             login_shell,
         })
+    }
+}
+
+/// A fresh nonce: it ends the header and marks the wrapper's report lines.
+pub fn fresh_nonce() -> String {
+    format!(
+        "__outpost_{:016x}{:016x}",
+        RandomState::new().hash_one(1u8),
+        RandomState::new().hash_one(2u8)
+    )
+}
+
+/// The command string for a login shell to run the wrapper with `nonce`, which then waits for
+/// its header on stdin. Any login shell (fish, csh, ...) can `exec sh -c '…'`; a login shell that
+/// runs POSIX sh text (see [`in_place_prelude`]) runs the wrapper itself, after `in_place`, which
+/// saves starting a second shell.
+pub fn exec_line(nonce: &str, in_place: Option<&str>) -> String {
+    match in_place {
+        Some(prelude) => format!("{prelude}set -- {nonce} '{INNER}'; {OUTER}"),
+        None => format!("exec sh -c '{OUTER}' outpost {nonce} '{INNER}'"),
     }
 }
 
@@ -186,6 +206,26 @@ mod tests {
         );
         assert_eq!(rest, "[it's\n\"multi\" $line]\n/tmp\ninput");
         assert_eq!(code, Some(3));
+    }
+
+    #[test]
+    fn a_header_cut_before_its_nonce_line_runs_nothing() {
+        // A shell started ahead of time whose channel closes before (all of) a command came.
+        let inv = Invocation::new("echo ran; touch /tmp/never", None, &BTreeMap::new()).unwrap();
+        let len = inv.header.len();
+        // Before the nonce line, within it (no newline yet), or nothing at all.
+        for cut in [len - inv.nonce.len() - 1, len - 5, 0] {
+            for in_place in [None, Some("")] {
+                let mut sh = Command::new("sh");
+                sh.arg("-c").arg(inv.exec(in_place));
+                let partial = Invocation {
+                    nonce: inv.nonce.clone(),
+                    header: inv.header[..cut].to_vec(),
+                };
+                let (out, err, code) = feed(sh, &partial, b"");
+                assert_eq!((out.as_str(), err.as_str(), code), ("", "", Some(125)));
+            }
+        }
     }
 
     #[test]
