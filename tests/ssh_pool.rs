@@ -17,11 +17,12 @@ use russh::{Channel, ChannelId};
 use tokio::net::TcpListener;
 
 /// Accepts every key, opens every session channel and takes every command without running it;
-/// a command `die` ends at once (exit status 1, then close). Counts commands and closed channels.
+/// a command `die` ends at once (exit status 1, then close), the others at their input's end.
+/// Counts commands, and the channels ended by their input's end.
 #[derive(Clone, Default)]
 struct Sessions {
     commands: Arc<AtomicUsize>,
-    closed: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
 }
 
 impl Handler for Sessions {
@@ -61,8 +62,16 @@ impl Handler for Sessions {
         Ok(())
     }
 
-    async fn channel_close(&mut self, _: ChannelId, _: &mut Session) -> Result<(), Self::Error> {
-        self.closed.fetch_add(1, Ordering::SeqCst);
+    /// As a shell waiting on stdin does: ends at its input's end.
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.ended.fetch_add(1, Ordering::SeqCst);
+        session.exit_status_request(channel, 125)?;
+        session.eof(channel)?;
+        session.close(channel)?;
         Ok(())
     }
 }
@@ -293,7 +302,7 @@ async fn a_spare_is_handed_over_once_and_gives_its_slot_back_when_the_connection
     // Parked again, it holds a slot; a full t.connection takes that slot back and opens no other.
     start_spare(&t.connection, "wait", "third");
     until(|| t.connection.spare_state() == SpareState::Parked).await;
-    let closed = t.sessions.closed.load(Ordering::SeqCst);
+    let ended = t.sessions.ended.load(Ordering::SeqCst);
     let mut leases = Vec::new();
     for _ in 0..CHANNELS_PER_CONNECTION {
         leases.push(t.pool.lease(&t.target).await.unwrap());
@@ -301,9 +310,9 @@ async fn a_spare_is_handed_over_once_and_gives_its_slot_back_when_the_connection
     assert_eq!(connections(&leases), 1);
     assert_eq!(t.server.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(
-        t.sessions.closed.load(Ordering::SeqCst),
-        closed + 1,
-        "the spare was closed"
+        t.sessions.ended.load(Ordering::SeqCst),
+        ended + 1,
+        "the spare's channel ended before its slot was used again"
     );
     assert!(t.pool.claim_spare(&t.target).await.is_none());
     // With no slot free, no spare starts.

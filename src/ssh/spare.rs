@@ -219,18 +219,22 @@ async fn hold(mut channel: Channel<Msg>, mut claim: oneshot::Receiver<()>) -> Op
     None
 }
 
-/// Sends EOF and close, and waits up to [`CLOSE_WAIT`] for the server's close.
+/// Ends a spare's channel: EOF (its shell, waiting for a header, exits), then the server's close
+/// is waited for, up to [`CLOSE_WAIT`], before closing from this side. In that order, the server
+/// has let the session go (it counts toward `MaxSessions`) before the slot is used again; russh
+/// does not pass on the server's answer to a close sent from here.
 async fn close(mut channel: Channel<Msg>) {
-    let _ = channel.eof().await;
-    if channel.close().await.is_err() {
+    if channel.eof().await.is_err() {
         return;
     }
     let closed = async {
         while let Some(message) = channel.wait().await {
             if matches!(message, ChannelMsg::Close) {
-                break;
+                return;
             }
         }
     };
-    let _ = tokio::time::timeout(CLOSE_WAIT, closed).await;
+    if tokio::time::timeout(CLOSE_WAIT, closed).await.is_err() {
+        let _ = channel.close().await;
+    }
 }
