@@ -196,19 +196,27 @@ def interleaved(trials, variants):
 
 async def b1_warm_exec(bench, trials):
     mcp = await Mcp.start(bench.binary, bench.env)
-    await mcp.call("remote_exec", {"host": "box", "command": "true"})
+    # The same server with `ssh.warm_shell` off: each call's login shell starts when it comes.
+    cold_config = bench.work / "config-no-warm-shell.json"
+    config = json.loads(pathlib.Path(bench.env["OUTPOST_CONFIG"]).read_text())
+    cold_config.write_text(json.dumps({**config, "ssh": {"warm_shell": False}}))
+    no_warm = await Mcp.start(bench.binary, {**bench.env, "OUTPOST_CONFIG": str(cold_config)})
+    for server in (mcp, no_warm):
+        for host in ("box", "boxbash"):
+            await server.call("remote_exec", {"host": host, "command": "true"})
     bench.run(bench.ssh("true"))
-    await mcp.call("remote_exec", {"host": "boxbash", "command": "true"})
     samples = {"outpost": [], "ssh_controlmaster": [], "ssh_fresh": [], "outpost_bash": [],
-               "ssh_controlmaster_bash": []}
+               "ssh_controlmaster_bash": [], "outpost_no_warm_shell": [], "outpost_no_warm_shell_bash": []}
     for _, name in interleaved(trials, samples):
         host = "boxbash" if name.endswith("_bash") else "box"
         if name.startswith("outpost"):
-            took = await atimed(mcp.call("remote_exec", {"host": host, "command": "true"}))
+            server = no_warm if "no_warm_shell" in name else mcp
+            took = await atimed(server.call("remote_exec", {"host": host, "command": "true"}))
         else:
             took = timed(lambda: bench.run(bench.ssh("true", master=name != "ssh_fresh", host=host)))
         samples[name].append(took)
     await mcp.close()
+    await no_warm.close()
     return {name: summary(s) for name, s in samples.items()}
 
 
@@ -435,6 +443,13 @@ def table_rows(r):
             rows.append(("B1", "the same as B1's first row, logged in as a bash user", spread(ob, ms),
                          "ControlMaster " + spread(cmb, ms), f"{ob['median'] / cmb['median']:.2f}×", "≤ 0.4×",
                          verdict(ob["median"] <= 0.4 * cmb["median"])))
+        for suffix, who in (("", "`sh`"), ("_bash", "bash")):
+            if f"outpost_no_warm_shell{suffix}" not in r["b1"]:
+                continue
+            o, cm = r["b1"][f"outpost_no_warm_shell{suffix}"], r["b1"][f"ssh_controlmaster{suffix}"]
+            rows.append(("B1", f"the same with `ssh.warm_shell` off ({who} login): the shell starts with the call",
+                         spread(o, ms), "ControlMaster " + spread(cm, ms), f"{o['median'] / cm['median']:.2f}×",
+                         "—", "—"))
     if "b2" in r:
         o, cm = r["b2"]["outpost"], r["b2"]["ssh_controlmaster"]
         per_s = lambda x: f"{x:.0f}/s"  # noqa: E731
