@@ -69,9 +69,11 @@ impl Ssh {
     /// A spare channel, whose shell already waits for a command, is used when one is parked (one
     /// that turns out gone is left for a fresh channel); afterwards the next spare is started.
     pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
+        // Before a spare is claimed: nothing may fail between its claim and its header.
+        super::check_env_names(&spec.env)?;
         if let Some((lease, claimed)) = self.pool.claim_spare(&self.target).await {
             let invocation =
-                Invocation::with_nonce(claimed.tag, &spec.command, spec.cwd.as_deref(), &spec.env)?;
+                Invocation::with_nonce(claimed.tag, &spec.command, spec.cwd.as_deref(), &spec.env);
             let stdin = match &spec.stdin {
                 Stdin::Bytes(data) => Stdin::Bytes(data.clone()),
                 Stdin::Null => Stdin::Null,

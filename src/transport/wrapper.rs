@@ -40,17 +40,18 @@ pub struct Invocation {
 impl Invocation {
     /// Builds the invocation for `command` in `cwd` with `env`. Env names must be shell names.
     pub fn new(command: &str, cwd: Option<&str>, env: &BTreeMap<String, String>) -> Result<Self> {
-        Self::with_nonce(fresh_nonce(), command, cwd, env)
+        super::check_env_names(env)?;
+        Ok(Self::with_nonce(fresh_nonce(), command, cwd, env))
     }
 
-    /// The invocation for a wrapper already started with `nonce` (see [`exec_line`]).
+    /// The invocation for a wrapper already started with `nonce` (see [`exec_line`]), with env
+    /// names already checked (`check_env_names`).
     pub fn with_nonce(
         nonce: String,
         command: &str,
         cwd: Option<&str>,
         env: &BTreeMap<String, String>,
-    ) -> Result<Self> {
-        super::check_env_names(env)?;
+    ) -> Self {
         let mut header = String::new();
         for (name, value) in env {
             header.push_str(&format!("export {name}={}\n", shell_words::quote(value)));
@@ -62,10 +63,10 @@ impl Invocation {
             "__o_cmd={}\n{nonce}\n",
             shell_words::quote(command)
         ));
-        Ok(Self {
+        Self {
             nonce,
             header: header.into_bytes(),
-        })
+        }
     }
 
     /// The command string for a login shell to run: [`exec_line`] with this nonce.

@@ -1,6 +1,7 @@
 """Real container engines for the tests: podman and docker (Debian's packages), each with its own
 storage and, for docker, its own `dockerd`, under one directory per checkout. Both run a busybox
-image built here from the `busybox-static` package (no registry is reachable). Nothing outlives a
+image built here from the `busybox-static` package (no registry is reachable), and, for the tests
+that need Python (the fake `claude`), that image plus Debian's python3. Nothing outlives a
 run: `stop_all()` (the session fixture's end, and `scripts/test`'s trap through `python engines.py
 stop`) removes the containers, stops `dockerd` and deletes the storage; a run that crashed is
 cleaned up the same way by the next one.
@@ -25,7 +26,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # suites never share a daemon, and a rerun finds what a crashed run left.
 BASE = pathlib.Path("/tmp") / f"outpost-engines-{hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]}"
 IMAGE = "localhost/outpost-test-busybox:1"
+PYTHON_IMAGE = "localhost/outpost-test-python:1"
 BUSYBOX = pathlib.Path("/bin/busybox")
+# Debian's python3 (`/usr/bin/python3` → `python3.11`), not one on PATH (pyenv's, a venv's).
+PYTHON = pathlib.Path("/usr/bin/python3")
+FAKE_CLAUDE = ROOT / "tests" / "fake_claude" / "claude"
+# In the Python image: the fake claude, started by a script (busybox has no /usr/bin/env).
+CLAUDE_IN_IMAGE = "/usr/local/bin/claude"
+# Parts of the standard library the fake claude never loads (most of its size).
+STDLIB_LEFT_OUT = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
+                   "distutils", "dist-packages", "site-packages", "__pycache__"}
 # The Debian packages' CLIs by full path: another `docker` (a newer client alone) may come first on PATH.
 DOCKER, DOCKERD, PODMAN = "/usr/bin/docker", "/usr/sbin/dockerd", "/usr/bin/podman"
 START_LIMIT = 60.0
@@ -60,9 +70,10 @@ def _is_static_elf(path: pathlib.Path) -> bool:
                for i in range(count))
 
 
-def rootfs_tar() -> bytes:
+def rootfs_tar(python=False) -> bytes:
     """A root filesystem: static busybox with every applet, root (home /root) and `app` (home
-    /home/app), and a WORKDIR (/work) that is not a home, so a default cwd shows which it is."""
+    /home/app), and a WORKDIR (/work) that is not a home, so a default cwd shows which it is.
+    With `python`: also Debian's python3 (see `_add_python`) and the fake claude."""
     if not BUSYBOX.exists() or not _is_static_elf(BUSYBOX):
         raise EngineUnavailable(
             f"{BUSYBOX} is missing or not statically linked: install Debian's `busybox-static` (scripts/test does)")
@@ -84,7 +95,55 @@ def rootfs_tar() -> bytes:
         add("etc/passwd", tarfile.REGTYPE, b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
             mode=0o644)
         add("etc/group", tarfile.REGTYPE, b"root:x:0:\napp:x:1000:\n", mode=0o644)
+        if python:
+            _add_python(tar, add)
     return out.getvalue()
+
+
+def _add_python(tar: tarfile.TarFile, add):
+    """Debian's python3 at its own paths: the interpreter, the standard library (less the parts
+    in STDLIB_LEFT_OUT), every shared library they load (by `ldd`), and the fake claude."""
+    if not PYTHON.exists():
+        raise EngineUnavailable(f"{PYTHON} is missing: install Debian's `python3` (scripts/test does)")
+    python = PYTHON.resolve()
+    stdlib = python.parent.parent / "lib" / python.name
+
+    def keep(info):
+        name = pathlib.Path(info.name).name
+        return None if name in STDLIB_LEFT_OUT or name.startswith("config-") else info
+    for d in ["usr", "usr/bin", "usr/lib", "usr/local", "usr/local/bin", "opt", "lib64"]:
+        add(d)
+    tar.add(python, arcname="usr/bin/python3")
+    tar.add(stdlib, arcname=str(stdlib).lstrip("/"), filter=keep)
+    objects = [python, *(stdlib / "lib-dynload").glob("*.so")]
+    libraries = set()
+    for line in subprocess.run(["ldd", *map(str, objects)], capture_output=True, text=True).stdout.splitlines():
+        # `/usr/lib/…/libz.so.1 (0x…)`, `libz.so.1 => /lib/…/libz.so.1 (0x…)`; not the `FILE:` headers.
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 3 else parts[0] if parts else ""
+        if path.startswith("/") and not path.endswith(":"):
+            libraries.add(pathlib.Path(path))
+    made = {pathlib.Path(p) for p in ("/", "/usr", "/usr/lib")}
+    for library in sorted(libraries):
+        real = library.resolve()
+        for parent in reversed(real.parents):
+            if parent not in made:
+                made.add(parent)
+                add(str(parent).lstrip("/"))
+        if real not in made:
+            made.add(real)
+            tar.add(real, arcname=str(real).lstrip("/"))
+        name = real.parent / library.name
+        if name not in made:
+            # The name the loader asks for (`libz.so.1`), beside the file it names.
+            made.add(name)
+            add(str(name).lstrip("/"), tarfile.SYMTYPE, target=real.name, mode=0o777)
+        if library.name.startswith("ld-linux"):
+            add(f"lib64/{library.name}", tarfile.SYMTYPE, target=str(real), mode=0o777)
+    add("opt/fake-claude")
+    add("opt/fake-claude/claude", tarfile.REGTYPE, FAKE_CLAUDE.read_bytes())
+    add(CLAUDE_IN_IMAGE.lstrip("/"), tarfile.REGTYPE,
+        b'#!/bin/sh\nexec /usr/bin/python3 /opt/fake-claude/claude "$@"\n')
 
 
 class Engine:
@@ -100,15 +159,20 @@ class Engine:
         self.extra = extra
         self.env = {**os.environ, **extra}
         self.version = ""
+        self.python_imported = False
 
     def cmd(self, *args, check=True, timeout=START_LIMIT) -> subprocess.CompletedProcess:
         return _run([self.cli, *args], self.env, timeout=timeout, check=check)
 
-    def start_container(self, name=None) -> "Container":
+    def start_container(self, name=None, python=False) -> "Container":
+        """A container of the busybox image, or with `python` of the Python one (imported on first use)."""
         name = name or f"outpost-test-{uuid.uuid4().hex[:10]}"
+        if python and not self.python_imported:
+            _import(self, python=True)
+            self.python_imported = True
         self.cmd(*self.remove, name, check=False)
         self.cmd("run", "-d", "--name", name, "--hostname", HOSTNAME, "--network", "none",
-                 IMAGE, "sleep", "infinity")
+                 PYTHON_IMAGE if python else IMAGE, "sleep", "infinity")
         return Container(self, name)
 
     def remove_containers(self):
@@ -215,9 +279,10 @@ def _popen(argv, **kw) -> subprocess.Popen:
         raise EngineUnavailable(f"cannot start `{argv[0]}`: {e}") from e
 
 
-def _import(engine: Engine):
+def _import(engine: Engine, python=False):
+    image = PYTHON_IMAGE if python else IMAGE
     try:
-        subprocess.run([engine.cli, "import", "--change", "WORKDIR /work", "-", IMAGE], input=rootfs_tar(),
+        subprocess.run([engine.cli, "import", "--change", "WORKDIR /work", "-", image], input=rootfs_tar(python),
                        env=engine.env, capture_output=True, timeout=START_LIMIT, check=True)
     except subprocess.CalledProcessError as e:
         raise EngineUnavailable(f"`{engine.cli} import` failed: {e.stderr.decode(errors='replace').strip()}") from e

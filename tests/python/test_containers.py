@@ -426,6 +426,37 @@ async def test_spawn_claude_and_sync_sessions_inside(env, simulated, tmp_path):
         assert pid_of_data(d) < 100 and os.getpid() != pid_of_data(d)
 
 
+@pytest.mark.parametrize("engine", ["podman", "docker"])
+async def test_spawn_claude_and_sync_sessions_in_a_real_engine(env, request, engine, tmp_path):
+    # The image with python3 and the fake claude (engines.py); Claude's files stay in the container.
+    engine = request.getfixturevalue(f"{engine}_engine")
+    ctr = engine.start_container(python=True)
+    local = tmp_path / "local-claude"
+    try:
+        cenv = {**env, **engine.extra, "CLAUDE_CONFIG_DIR": str(local)}
+        configure(cenv, {"ctr": ctr.remote(claude_path=engines.CLAUDE_IN_IMAGE,
+                                           claude_env={"CLAUDE_CONFIG_DIR": "/root/.claude"})})
+        async with open_session(cenv) as s:
+            first = await claude(s, "hello", host="ctr", cwd="/work")
+            d = data(first)
+            assert not first.is_error and d["host"] == "ctr", text(first)
+            second = data(await claude(s, "again", session_id=d["session_id"]))
+            assert second["warm"] is True and pid_of_data(second) == pid_of_data(d)
+            assert second["sync"]["previous_pull"]["pulled"]["files_transferred"] == 1, json.dumps(second["sync"])
+            # Claude runs inside: its pid is in the container's PID namespace.
+            assert pid_of_data(d) < 100
+            name = f"{d['session_id']}.jsonl"
+            inside = engine.cmd("exec", ctr.name, "sh", "-c", f"cat /root/.claude/projects/*/{name}").stdout
+            with anyio.fail_after(HANG_GUARD):
+                while not list(local.glob(f"projects/*/{name}")) or \
+                        next(local.glob(f"projects/*/{name}")).read_text() != inside:
+                    await anyio.sleep(0.05)
+            again = data(await s.call_tool("sync_sessions", {"host": "ctr", "direction": "pull", "cwd": "/work"}))
+            assert again["bytes_transferred"] == 0 and again["files_in_sync"] >= 1
+    finally:
+        ctr.stop()
+
+
 async def test_any_wrapper_prefix_and_its_chatter_stays_out_of_the_output(env):
     # A prefix that talks on stderr before running its argv, as `kubectl exec` does
     # ("Defaulted container ..."): that is not the command's output.
