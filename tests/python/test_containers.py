@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import random
+import shlex
 import signal
 import subprocess
 import time
@@ -389,9 +390,18 @@ async def test_engine_errors_come_back_clearly(env, simulated):
         assert hosts["ctr"]["kind"] == "command" and hosts["ctr"]["state"] == "ready"
 
 
-async def test_via_an_ssh_host_runs_the_engine_there(env, sshd, simulated):
+async def test_via_an_ssh_host_runs_the_engine_there(env, sshd, container, tmp_path):
+    # On the SSH host (the test sshd), a real engine's CLI finds this test's engine through a
+    # script that sets what it needs: the SSH session does not have this process's environment.
+    remote = container.remote(via="box")
+    if container.label != "simulation":
+        cli = tmp_path / f"{container.label}-cli"
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in container.env.items())
+        cli.write_text(f'#!/bin/sh\n{exports}exec {container.engine.cli} "$@"\n')
+        cli.chmod(0o755)
+        remote["cli"] = str(cli)
     sshd.trust()
-    configure(env, {"ctr": {"kind": "command", "command": simulated.prefix, "via": "box"}})
+    configure(env, {"ctr": remote})
     mark = marker()
     async with open_session(env) as s:
         r = await run(s, "hostname; cat", stdin="through ssh")
