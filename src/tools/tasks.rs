@@ -1,5 +1,5 @@
 //! SEP-2663 tasks (`io.modelcontextprotocol/tasks`): for a client that declared the extension, a
-//! `remote_exec` or `spawn_claude` call runs as a job and answers with a task whose id is the
+//! `remote_exec`, `transfer` or `spawn_claude` call runs as a job and answers with a task whose id is the
 //! job's; `tasks/get` reports the job and `tasks/cancel` kills it.
 
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::claude::SpawnClaudeParams;
 use super::exec::RemoteExecParams;
 use super::reply::{failed_with, failure, success};
+use super::transfer::TransferParams;
 use super::{Outpost, guard};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
@@ -25,8 +26,8 @@ use crate::jobs::{Job, JobKind, JobStatus};
 const POLL_INTERVAL_MS: u64 = 1000;
 
 impl Outpost {
-    /// The task a `tools/call` becomes: for a client that declared tasks, a `remote_exec` or
-    /// `spawn_claude` call with valid arguments starts its job and answers with the task (or
+    /// The task a `tools/call` becomes: for a client that declared tasks, a `remote_exec`,
+    /// `transfer` or `spawn_claude` call with valid arguments starts its job and answers with the task (or
     /// with the tool's own error result when the job cannot start). None: call the tool as usual.
     pub(super) async fn call_as_task(
         &self,
@@ -47,6 +48,14 @@ impl Outpost {
                 }
                 params.background = true;
                 let start = self.start_exec(params, owner, &context.peer);
+                match self.start_unless_cancelled(start, &context.ct).await {
+                    Ok(job) => Ok(job),
+                    Err(answer) => return Some(CallToolResponse::Complete(answer)),
+                }
+            }
+            "transfer" => {
+                let params: TransferParams = serde_json::from_value(arguments).ok()?;
+                let start = self.start_transfer(&params, owner, &context.peer);
                 match self.start_unless_cancelled(start, &context.ct).await {
                     Ok(job) => Ok(job),
                     Err(answer) => return Some(CallToolResponse::Complete(answer)),

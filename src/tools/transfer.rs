@@ -128,7 +128,7 @@ impl Outpost {
 
 impl Outpost {
     /// Checks the call, clears it with the destination's policy, and starts the copy as a job.
-    async fn start_transfer(
+    pub(super) async fn start_transfer(
         &self,
         params: &TransferParams,
         owner: Principal,

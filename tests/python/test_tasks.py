@@ -77,6 +77,26 @@ def test_tasks_cancel_kills_the_process_tree(tasks_client):
     assert cancelled["status"] == "cancelled", cancelled
 
 
+def test_a_transfer_is_a_task_too(tasks_client, tmp_path):
+    source, dest = tmp_path / "src", tmp_path / "dst"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "a.bin").write_bytes(b"x" * 100_000)
+    reply = tasks_client.request("tools/call", {"name": "transfer", "arguments": {
+        "source": str(source), "destination": str(dest)}})
+    task = reply["result"]
+    assert task["resultType"] == "task" and task["taskId"].startswith("job-"), reply
+    done = task_until(tasks_client, task["taskId"], lambda r: r["status"] != "working")
+    assert done["status"] == "completed" and done["result"]["isError"] is False, done
+    structured = done["result"]["structuredContent"]
+    assert structured["status"] == "done" and structured["files"] == 1, structured
+    assert structured["bytes"] == 100_000, structured
+    assert (dest / "sub" / "a.bin").read_bytes() == b"x" * 100_000
+    # A copy that cannot start is the tool's error result, not a task.
+    refused = tasks_client.request("tools/call", {"name": "transfer", "arguments": {
+        "source": "nowhere:/x", "destination": str(dest)}})["result"]
+    assert refused.get("resultType", "complete") == "complete" and refused["isError"] is True, refused
+
+
 def test_unknown_tasks_are_refused(tasks_client):
     for method in ("tasks/get", "tasks/cancel"):
         reply = tasks_client.request(method, {"taskId": "job-1-000000000000"})
