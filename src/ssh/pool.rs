@@ -66,12 +66,14 @@ impl PooledConnection {
 
     /// Starts a spare command channel with `exec` (tagged `tag`) and parks it, unless one is
     /// parked or starting already or no command slot is free: a spare never makes a call wait or
-    /// a connection open. The task that opens it holds the connection for at most `limit`, and
-    /// gives up when the pool lets the connection go.
-    pub fn start_spare(self: &Arc<Self>, exec: String, tag: String, limit: Duration) {
+    /// a connection open. The task that opens it holds the connection until the server answers
+    /// (an open given up midway could still be opened there, uncounted) or the pool lets the
+    /// connection go; keepalive ends a connection that stalls.
+    pub fn start_spare(self: &Arc<Self>, exec: String, tag: String) {
         if self.closing.is_cancelled() || !self.spare.begin(|| self.try_slot(Purpose::Command)) {
             return;
         }
+        tracing::debug!("starting a spare shell");
         let connection = self.clone();
         tokio::spawn(async move {
             let open = async {
@@ -80,7 +82,7 @@ impl PooledConnection {
                 Some(channel)
             };
             let channel = tokio::select! {
-                opened = tokio::time::timeout(limit, open) => opened.ok().flatten(),
+                opened = open => opened,
                 _ = connection.closing.cancelled() => None,
             };
             let keep = !connection.closing.is_cancelled();
@@ -254,39 +256,35 @@ impl SshPool {
             .get_or_init(|| start_reaper(Arc::downgrade(&self.hosts), self.idle_timeout));
         let asked = Instant::now();
         let host = self.hosts().entry(target.clone()).or_default().clone();
-        let mut open = host.open.lock().await;
-        open.retain(|c| {
-            let live = !c.handle.is_closed();
-            if !live {
-                c.close();
-            }
-            live
-        });
-        let usable = open
-            .iter()
-            .filter(|c| !avoid.is_some_and(|avoid| Arc::ptr_eq(c, avoid)));
-        for connection in usable {
-            if let Some(slot) = connection.try_slot(purpose) {
-                return Ok(Lease {
-                    connection: connection.clone(),
-                    _slot: slot,
-                });
-            }
-        }
-        // A parked spare gives its slot back before another connection is opened.
-        if purpose == Purpose::Command {
-            let spares = open
-                .iter()
-                .filter(|c| !avoid.is_some_and(|avoid| Arc::ptr_eq(c, avoid)));
-            for connection in spares {
-                if let Some(slot) = connection.spare.give_back().await {
-                    return Ok(Lease {
-                        connection: connection.clone(),
-                        _slot: slot,
-                    });
+        let mut spares_asked = purpose != Purpose::Command;
+        let mut open = loop {
+            let mut open = host.open.lock().await;
+            open.retain(|c| {
+                let live = !c.handle.is_closed();
+                if !live {
+                    c.close();
                 }
+                live
+            });
+            let usable: Vec<_> = open
+                .iter()
+                .filter(|c| !avoid.is_some_and(|avoid| Arc::ptr_eq(c, avoid)))
+                .cloned()
+                .collect();
+            if let Some(lease) = free_slot(&usable, purpose) {
+                return Ok(lease);
             }
-        }
+            if spares_asked {
+                break open;
+            }
+            // A spare gives its slot back before another connection is opened (with the lock
+            // let go: that takes up to a round trip, or a start's end).
+            spares_asked = true;
+            drop(open);
+            if let Some(lease) = spare_slot(usable).await {
+                return Ok(lease);
+            }
+        };
         check_attempt(&host, target, asked, attempt)?;
         tracing::info!(host = %target.name, existing = open.len(), "opening an SSH connection");
         let handle = match connect(target).await {
@@ -366,6 +364,7 @@ impl SshPool {
                 continue;
             };
             if parked.age() >= self.idle_timeout {
+                drop(parked.evict().await);
                 continue;
             }
             if let Some((claimed, slot)) = parked.claim().await {
@@ -431,6 +430,30 @@ impl SshPool {
             ),
         }
     }
+}
+
+/// A free slot of the kind `purpose` asks for on one of `connections`.
+fn free_slot(connections: &[Arc<PooledConnection>], purpose: Purpose) -> Option<Lease> {
+    connections.iter().find_map(|connection| {
+        let slot = connection.try_slot(purpose)?;
+        Some(Lease {
+            connection: connection.clone(),
+            _slot: slot,
+        })
+    })
+}
+
+/// The slot of a spare on one of `connections`, given back (see [`SpareSlot::give_back`]).
+async fn spare_slot(connections: Vec<Arc<PooledConnection>>) -> Option<Lease> {
+    for connection in connections {
+        if let Some(slot) = connection.spare.give_back().await {
+            return Some(Lease {
+                connection,
+                _slot: slot,
+            });
+        }
+    }
+    None
 }
 
 /// Whether a connection attempt may go now. An attempt that began after this caller asked and

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -32,18 +32,22 @@ pub enum SpareState {
 
 /// A connection's spare: parked, or starting (holding its command slot), or none.
 #[derive(Default)]
-pub struct SpareSlot(Mutex<Inner>);
+pub struct SpareSlot {
+    inner: Mutex<Inner>,
+    /// Told when a start ends (parked, or given up).
+    started: Notify,
+}
 
 #[derive(Default)]
 struct Inner {
     parked: Option<Parked>,
-    /// The slot of a spare being started; taken back by a lease that finds no other.
+    /// The slot of a spare being started: its channel may be open on the server already.
     starting: Option<OwnedSemaphorePermit>,
 }
 
 impl SpareSlot {
     fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where the spare is.
@@ -76,22 +80,25 @@ impl SpareSlot {
         inner.starting.is_some()
     }
 
-    /// Parks what a start opened (`channel`, tagged `tag`), or closes it if its slot was taken
-    /// back meanwhile or `keep` is false.
+    /// Parks what a start opened (`channel`, tagged `tag`), or closes it (and frees the slot)
+    /// when there is none or `keep` is false.
     pub async fn finish(&self, channel: Option<Channel<Msg>>, tag: String, keep: bool) {
-        let unwanted = {
+        let (unwanted, slot) = {
             let mut inner = self.inner();
-            match (channel, inner.starting.take()) {
+            let slot = inner.starting.take();
+            match (channel, slot) {
                 (Some(channel), Some(slot)) if keep => {
                     inner.parked = Some(Parked::new(channel, slot, tag));
-                    None
+                    (None, None)
                 }
-                (channel, _) => channel,
+                (channel, slot) => (channel, slot),
             }
         };
+        self.started.notify_waiters();
         if let Some(channel) = unwanted {
             close(channel).await;
         }
+        drop(slot);
     }
 
     /// The parked spare, taken off the connection.
@@ -99,17 +106,30 @@ impl SpareSlot {
         self.inner().parked.take()
     }
 
-    /// The spare's slot for another channel: a starting spare's at once (its start then closes
-    /// what it opens), a parked one's once it is closed.
+    /// The spare's slot for another channel, once its channel is closed (so that the server no
+    /// longer counts its session): a parked spare's at once, a starting one's once it is parked,
+    /// if that takes less than [`CLOSE_WAIT`]. None: there is no spare, or it is still starting.
     pub async fn give_back(&self) -> Option<OwnedSemaphorePermit> {
-        let parked = {
-            let mut inner = self.inner();
-            if let Some(slot) = inner.starting.take() {
-                return Some(slot);
+        let parked = tokio::time::timeout(CLOSE_WAIT, async {
+            loop {
+                let started = self.started.notified();
+                tokio::pin!(started);
+                started.as_mut().enable();
+                let found = {
+                    let mut inner = self.inner();
+                    match inner.parked.take() {
+                        Some(parked) => Some(Some(parked)),
+                        None if inner.starting.is_none() => Some(None),
+                        None => None,
+                    }
+                };
+                if let Some(found) = found {
+                    return found;
+                }
+                started.await;
             }
-            inner.parked.take()?
-        };
-        Some(parked.evict().await)
+        });
+        Some(parked.await.ok()??.evict().await)
     }
 }
 
@@ -134,10 +154,20 @@ pub struct Parked {
     holder: JoinHandle<Option<Held>>,
 }
 
-/// The channel as the holder hands it back.
+/// The channel as the holder hands it back. Dropped unclaimed (the claim was given up midway),
+/// it closes the channel.
 struct Held {
-    channel: Channel<Msg>,
+    channel: Option<Channel<Msg>>,
     early: Vec<ChannelMsg>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            // Short-lived: ends when the server has closed the channel, or after CLOSE_WAIT.
+            tokio::spawn(close(channel));
+        }
+    }
 }
 
 impl Parked {
@@ -167,10 +197,10 @@ impl Parked {
     /// server refused it, the connection broke), in which case the slot is dropped.
     pub async fn claim(self) -> Option<(Claimed, OwnedSemaphorePermit)> {
         let _ = self.claim.send(());
-        let held = self.holder.await.ok().flatten()?;
+        let mut held = self.holder.await.ok().flatten()?;
         let claimed = Claimed {
-            channel: held.channel,
-            early: held.early,
+            channel: held.channel.take()?,
+            early: std::mem::take(&mut held.early),
             tag: self.tag,
         };
         Some((claimed, self.slot))
@@ -210,7 +240,7 @@ async fn hold(mut channel: Channel<Msg>, mut claim: oneshot::Receiver<()>) -> Op
                 Some(_) => break,
             },
             claimed = &mut claim => match claimed {
-                Ok(()) => return Some(Held { channel, early }),
+                Ok(()) => return Some(Held { channel: Some(channel), early }),
                 Err(_) => break,
             },
         }
@@ -219,20 +249,19 @@ async fn hold(mut channel: Channel<Msg>, mut claim: oneshot::Receiver<()>) -> Op
     None
 }
 
-/// Ends a spare's channel: EOF (its shell, waiting for a header, exits), then the server's close
-/// is waited for, up to [`CLOSE_WAIT`], before closing from this side. In that order, the server
-/// has let the session go (it counts toward `MaxSessions`) before the slot is used again; russh
-/// does not pass on the server's answer to a close sent from here.
-async fn close(mut channel: Channel<Msg>) {
-    if channel.eof().await.is_err() {
-        return;
-    }
+/// Ends a channel whose wrapper may be waiting for a header: EOF (its shell exits), then the
+/// server's close is waited for before closing from this side, all within [`CLOSE_WAIT`]. In that
+/// order the server has let the session go (it counts toward `MaxSessions`) before the slot is
+/// used again; russh does not pass on the server's answer to a close sent from here.
+pub async fn close(mut channel: Channel<Msg>) {
     let closed = async {
+        channel.eof().await.ok()?;
         while let Some(message) = channel.wait().await {
             if matches!(message, ChannelMsg::Close) {
-                return;
+                return Some(());
             }
         }
+        Some(())
     };
     if tokio::time::timeout(CLOSE_WAIT, closed).await.is_err() {
         let _ = channel.close().await;

@@ -108,11 +108,14 @@ impl Ssh {
     async fn start(
         &self,
         lease: Lease,
-        (mut channel, early): (Channel<Msg>, Vec<ChannelMsg>),
+        (channel, early): (Channel<Msg>, Vec<ChannelMsg>),
         mut invocation: Invocation,
         stdin: Stdin,
         cwd: Option<&str>,
     ) -> std::result::Result<Process, Start> {
+        let mut pending = Pending(Some(channel));
+        let gone = || Start::NotStarted(Error::Cancelled);
+        let channel = pending.channel().ok_or_else(gone)?;
         channel
             .data_bytes(Bytes::from(std::mem::take(&mut invocation.header)))
             .await
@@ -133,7 +136,7 @@ impl Ssh {
         };
         // A login shell stuck in its startup files must not hang the call.
         let limit = self.target.connect_timeout;
-        let report = self.await_report(&mut channel, early, &invocation, cwd);
+        let report = self.await_report(channel, early, &invocation, cwd);
         let mut start = tokio::time::timeout(limit, report).await.map_err(|_| {
             Start::Failed(self.channel_error(format!(
                 "the remote shell did not start the command within {}s (slow or interactive shell startup files?)",
@@ -141,6 +144,7 @@ impl Ssh {
             )))
         })??;
         unstarted.disarm();
+        let channel = pending.started().ok_or_else(gone)?;
         if let Some(shell) = &start.login_shell {
             lease.connection.learn_login_shell(in_place_prelude(shell));
         }
@@ -175,7 +179,7 @@ impl Ssh {
         };
         let nonce = fresh_nonce();
         let exec = exec_line(&nonce, in_place);
-        connection.start_spare(exec, nonce, self.target.connect_timeout);
+        connection.start_spare(exec, nonce);
     }
 
     /// A session channel on a pooled connection (see [`SshPool::open_channel`]).
@@ -255,6 +259,34 @@ impl Ssh {
                     }));
                 }
             }
+        }
+    }
+}
+
+/// A channel whose command has not yet been reported started. Dropped so (the start failed, or
+/// its future was dropped), it closes the channel: sshd then closes the wrapper's pipes, so a
+/// shell that reads the header late dies at its report (SIGPIPE), before the command.
+struct Pending(Option<Channel<Msg>>);
+
+impl Pending {
+    /// The channel (always there until `started`).
+    fn channel(&mut self) -> Option<&mut Channel<Msg>> {
+        self.0.as_mut()
+    }
+
+    /// The channel, for the supervisor.
+    fn started(mut self) -> Option<Channel<Msg>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(channel) = self.0.take() {
+            // Short-lived: one message to the connection's task.
+            tokio::spawn(async move {
+                let _ = channel.close().await;
+            });
         }
     }
 }
@@ -402,11 +434,10 @@ impl Supervisor {
         let _ = self.tx.send(event).await;
     }
 
-    /// Closes the channel and waits (briefly) for the host to close its end, so the slot it
-    /// frees is really free on the host too.
     /// Closes a channel the server has not closed (a background child holds it, or the kill's
     /// close wait ran out), without waiting: russh does not pass on the server's answer to a
-    /// close sent from here, and sshd lets the session go on reading it.
+    /// close sent from here. sshd lets the session go once its shell has exited (at once for a
+    /// drained command); after a kill in doubt it may count the session a while longer.
     async fn close(&mut self) {
         let _ = self.channel.close().await;
     }

@@ -213,7 +213,7 @@ mod tests {
     #[test]
     fn a_header_cut_before_its_nonce_line_runs_nothing() {
         // A shell started ahead of time whose channel closes before (all of) a command came.
-        let inv = Invocation::new("echo ran; touch /tmp/never", None, &BTreeMap::new()).unwrap();
+        let inv = Invocation::new("echo ran", None, &BTreeMap::new()).unwrap();
         let len = inv.header.len();
         // Before the nonce line, within it (no newline yet), or nothing at all.
         for cut in [len - inv.nonce.len() - 1, len - 5, 0] {
@@ -228,6 +228,15 @@ mod tests {
                 assert_eq!((out.as_str(), err.as_str(), code), ("", "", Some(125)));
             }
         }
+        // The whole nonce line but its newline: the header is complete, the command runs.
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(inv.exec(None));
+        let whole = Invocation {
+            nonce: inv.nonce.clone(),
+            header: inv.header[..len - 1].to_vec(),
+        };
+        let (out, _, _) = feed(sh, &whole, b"");
+        assert!(out.ends_with("ran\n"), "{out}");
     }
 
     #[test]

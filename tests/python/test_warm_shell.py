@@ -11,7 +11,7 @@ import signal
 import anyio
 import pytest
 
-from conftest import HANG_GUARD, data, open_session, wait_dead
+from conftest import HANG_GUARD, data, open_session, text, wait_dead
 
 pytestmark = pytest.mark.anyio
 
@@ -116,12 +116,40 @@ async def test_spares_end_with_their_connection_and_with_the_server(env, sshd):
     await wait_dead([spare])
 
 
-async def test_with_warm_shell_off_no_shell_waits(env, sshd):
+@pytest.mark.parametrize("warm", [False, True])
+async def test_with_warm_shell_off_no_shell_waits(env, sshd, tmp_path, warm):
     sshd.trust()
-    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"ssh": {"warm_shell": False}}))
+    pathlib.Path(env["OUTPOST_CONFIG"]).write_text(json.dumps({"ssh": {"warm_shell": warm}}))
+    env["RUST_LOG"] = "outpost=debug"
+    server_log = tmp_path / "server.log"
+    with open(server_log, "w") as errlog:
+        async with open_session(env, errlog=errlog) as s:
+            for _ in range(3):
+                await run(s, "true")
+            # A spare is started (and logged) before the call that started it answers.
+            assert ("starting a spare shell" in server_log.read_text()) is warm
+            if not warm:
+                assert spares(sshd) == []
+
+
+async def test_bursts_at_the_channel_limit_never_get_a_channel_refused(env, sshd):
+    # OpenSSH's default MaxSessions (10): 8 command and 2 kill channels per connection, with a
+    # spare among them, started and given back while calls come, end and are killed at timeouts.
+    sshd.trust()
     async with open_session(env) as s:
-        for _ in range(3):
-            await run(s, "true")
-        # Time enough for a spare to have started, were one to start.
-        await anyio.sleep(0.5)
-        assert spares(sshd) == []
+        for round_ in range(4):
+            results = []
+
+            async def one(i):
+                command = "sleep 30" if i % 4 == 0 else f"echo {i}"
+                results.append((i, await s.call_tool("remote_exec", {
+                    "host": "box", "command": command, "timeout_secs": 1})))
+            with anyio.fail_after(HANG_GUARD * 2):
+                async with anyio.create_task_group() as tg:
+                    for i in range(20):
+                        tg.start_soon(one, i)
+            for i, r in results:
+                if i % 4 == 0:
+                    assert data(r)["status"] == "timed_out", text(r)
+                else:
+                    assert not r.is_error and data(r)["stdout"] == f"{i}\n", (round_, text(r))
