@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use outpost::config::HostKeyPolicy;
-use outpost::ssh::pool::{Attempt, CHANNELS_PER_CONNECTION, Lease, PooledConnection, Purpose};
+use outpost::ssh::pool::{
+    Attempt, CHANNELS_PER_CONNECTION, Lease, OnRefusal, PooledConnection, Purpose,
+};
 use outpost::ssh::spare::SpareState;
 use outpost::ssh::{SshPool, SshTarget};
 use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
 use tokio::net::TcpListener;
 
 /// Accepts every key, opens every session channel and takes every command without running it;
@@ -23,6 +25,8 @@ use tokio::net::TcpListener;
 struct Sessions {
     commands: Arc<AtomicUsize>,
     ended: Arc<AtomicUsize>,
+    /// How many session opens to refuse still (as `MaxSessions` does), whatever the connection.
+    refuse: Arc<AtomicUsize>,
 }
 
 impl Handler for Sessions {
@@ -42,7 +46,18 @@ impl Handler for Sessions {
         reply: ChannelOpenHandle,
         _: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply.accept().await;
+        let refuse = |n: usize| n.checked_sub(1);
+        if self
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, refuse)
+            .is_ok()
+        {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+        } else {
+            reply.accept().await;
+        }
         Ok(())
     }
 
@@ -347,4 +362,22 @@ async fn a_connection_with_only_its_spare_is_idle_and_closes() {
     settle().await;
     assert_eq!(t.pool.state(&t.target), "not connected");
     assert_eq!(t.server.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_session_is_tried_on_another_connection_and_a_refused_tunnel_is_not() {
+    let t = Spares::new(Duration::from_secs(3600)).await;
+    let open = |c: Arc<PooledConnection>| async move { c.handle.channel_open_session().await };
+    t.sessions.refuse.store(1, Ordering::SeqCst);
+    let pool = &t.pool;
+    let (lease, _channel) = pool
+        .open_channel(&t.target, OnRefusal::TryAnotherConnection, open)
+        .await
+        .expect("a channel on another connection");
+    assert!(!Arc::ptr_eq(&lease.connection, &t.connection));
+    assert_eq!(t.server.accepted.load(Ordering::SeqCst), 2);
+    t.sessions.refuse.store(1, Ordering::SeqCst);
+    let refused = pool.open_channel(&t.target, OnRefusal::Fail, open).await;
+    assert!(refused.is_err());
+    assert_eq!(t.server.accepted.load(Ordering::SeqCst), 2);
 }

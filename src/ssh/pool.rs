@@ -165,6 +165,15 @@ impl HostConnections {
     }
 }
 
+/// What [`SshPool::open_channel`] does when the server refuses the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRefusal {
+    /// Report it.
+    Fail,
+    /// Try once more on another connection (opened if need be).
+    TryAnotherConnection,
+}
+
 /// When a lease may connect: a call's own lease always makes a real attempt (or shares one that
 /// began after it asked); automatic retries wait out the backoff after failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,11 +324,13 @@ impl SshPool {
     /// A channel opened by `open` on a pooled connection, with the lease that holds its slot.
     /// A connection that fails for another reason than the server refusing this one channel (half
     /// dead, not yet noticed by keepalive) is dropped and a fresh one tried, once. A refusal
-    /// (`MaxSessions` reached, a closed port for direct-tcpip) leaves the connection and the
-    /// other channels on it alone.
+    /// leaves the connection and the other channels on it alone; `on_refusal` says whether
+    /// another connection is tried (a session refused because `MaxSessions` still counts one
+    /// that is ending) or not (a closed port for direct-tcpip is closed everywhere).
     pub async fn open_channel<F, Fut>(
         &self,
         target: &SshTarget,
+        on_refusal: OnRefusal,
         open: F,
     ) -> Result<(Lease, Channel<Msg>)>
     where
@@ -333,7 +344,17 @@ impl SshPool {
         let lease = self.lease(target).await?;
         match open(lease.connection.clone()).await {
             Ok(channel) => return Ok((lease, channel)),
-            Err(e @ russh::Error::ChannelOpenFailure(_)) => return Err(failed(e)),
+            Err(e @ russh::Error::ChannelOpenFailure(_)) if on_refusal == OnRefusal::Fail => {
+                return Err(failed(e));
+            }
+            Err(russh::Error::ChannelOpenFailure(_)) => {
+                let refused = lease.connection.clone();
+                drop(lease);
+                let purpose = Purpose::Command;
+                let lease = self.lease_elsewhere(target, purpose, &refused).await?;
+                let channel = open(lease.connection.clone()).await.map_err(failed)?;
+                return Ok((lease, channel));
+            }
             Err(e) => {
                 tracing::warn!(host = %target.name, error = %e, "connection unusable; reconnecting");
                 let broken = lease.connection.clone();

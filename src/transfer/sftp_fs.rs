@@ -16,7 +16,7 @@ use super::fs::{Reader, Writer, meta_from_mode};
 use super::tree::Meta;
 use crate::error::{Error, Result};
 use crate::ssh::SshTarget;
-use crate::ssh::pool::{Lease, PooledConnection, SshPool};
+use crate::ssh::pool::{Lease, OnRefusal, PooledConnection, SshPool};
 
 /// Seconds an SFTP request may wait for its answer before the transfer fails (a stalled link).
 const REQUEST_TIMEOUT_SECS: u64 = 30;
@@ -40,7 +40,9 @@ impl SftpFs {
     /// Opens an SFTP session to `target` on a pooled connection.
     pub async fn open(pool: &SshPool, target: &SshTarget) -> Result<Self> {
         let open = |c: Arc<PooledConnection>| async move { c.handle.channel_open_session().await };
-        let (lease, mut channel) = pool.open_channel(target, open).await?;
+        let (lease, mut channel) = pool
+            .open_channel(target, OnRefusal::TryAnotherConnection, open)
+            .await?;
         let unavailable = |reason: String| Error::Transfer {
             op: "start SFTP on",
             place: target.name.clone(),

@@ -22,7 +22,7 @@ use super::{
     ProcessEvent, Stdin,
 };
 use crate::error::{Error, Result};
-use crate::ssh::pool::{Lease, PooledConnection};
+use crate::ssh::pool::{Lease, OnRefusal, PooledConnection};
 use crate::ssh::{SshPool, SshTarget};
 
 /// After the command's exit status, how long its channel may stay silent (held open by a
@@ -185,7 +185,9 @@ impl Ssh {
     /// A session channel on a pooled connection (see [`SshPool::open_channel`]).
     async fn open_channel(&self) -> Result<(Lease, Channel<Msg>)> {
         let open = |c: Arc<PooledConnection>| async move { c.handle.channel_open_session().await };
-        self.pool.open_channel(&self.target, open).await
+        self.pool
+            .open_channel(&self.target, OnRefusal::TryAnotherConnection, open)
+            .await
     }
 
     /// Reads until the wrapper's report line; output after it is kept for the process.

@@ -15,7 +15,7 @@ use crate::config::{PortOrAddress, TunnelConfig};
 use crate::error::{Error, Result};
 use crate::hosts::Hosts;
 use crate::ssh::SshTarget;
-use crate::ssh::pool::{Attempt, Lease, PooledConnection, Purpose};
+use crate::ssh::pool::{Attempt, Lease, OnRefusal, PooledConnection, Purpose};
 
 /// Between health checks of a tunnel that works.
 const CHECK_UP: Duration = Duration::from_secs(10);
@@ -104,7 +104,7 @@ pub async fn dial(hosts: &Hosts, target: &SshTarget, host: &str, port: u16) -> R
     };
     let (lease, channel) = hosts
         .pool()
-        .open_channel(target, open)
+        .open_channel(target, OnRefusal::Fail, open)
         .await
         .map_err(|e| match e {
             Error::SshChannel { host: name, reason } => Error::SshChannel {
