@@ -109,7 +109,7 @@ impl CommandPrefix {
         // A command that dies at once may say so in the same read as the report.
         let mut last = LastWord::new(&invocation.nonce);
         for (stream, data) in early {
-            if let Some(data) = last.output(stream, &data) {
+            if let Some(data) = last.output(stream, data) {
                 let _ = tx.try_send(ProcessEvent::Output(stream, data));
             }
         }
@@ -301,7 +301,7 @@ async fn supervise(
         tokio::select! {
             event = outer.next_event() => match event {
                 Some(ProcessEvent::Output(stream, data)) => {
-                    if let Some(data) = last.output(stream, &data) {
+                    if let Some(data) = last.output(stream, data) {
                         let _ = tx.send(ProcessEvent::Output(stream, data)).await;
                     }
                 }

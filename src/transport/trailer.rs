@@ -32,6 +32,26 @@ impl Trailer {
     }
 
     /// `data` without the trailer line; a tail that may be the trailer's start is held back.
+    /// Data with nothing held before it, no trailer and no start of one at its end (nearly all
+    /// of it) is passed on as it is, not copied.
+    fn pass(&mut self, data: Bytes) -> Bytes {
+        let clean = self.held.is_empty()
+            && memmem::find(&data, &self.needle).is_none()
+            && self.start_at_end(&data) == 0;
+        if clean {
+            return data;
+        }
+        Bytes::from(self.filter(&data))
+    }
+
+    /// How many bytes at the end of `data` may begin the trailer.
+    fn start_at_end(&self, data: &[u8]) -> usize {
+        (1..self.needle.len().min(data.len() + 1))
+            .rev()
+            .find(|k| data.ends_with(&self.needle[..*k]))
+            .unwrap_or(0)
+    }
+
     fn filter(&mut self, data: &[u8]) -> Vec<u8> {
         let mut buf = std::mem::take(&mut self.held);
         buf.extend_from_slice(data);
@@ -59,10 +79,7 @@ impl Trailer {
                 }
             }
         }
-        let keep = (1..self.needle.len().min(rest.len() + 1))
-            .rev()
-            .find(|k| rest.ends_with(&self.needle[..*k]))
-            .unwrap_or(0);
+        let keep = self.start_at_end(rest);
         out.extend_from_slice(&rest[..rest.len() - keep]);
         self.held = rest[rest.len() - keep..].to_vec();
         out
@@ -84,13 +101,13 @@ impl LastWord {
     }
 
     /// The command's own part of `data`, if any.
-    pub fn output(&mut self, stream: OutputStream, data: &[u8]) -> Option<Bytes> {
+    pub fn output(&mut self, stream: OutputStream, data: Bytes) -> Option<Bytes> {
         let trailer = match stream {
             OutputStream::Stdout => &mut self.stdout,
             OutputStream::Stderr => &mut self.stderr,
         };
-        let out = trailer.filter(data);
-        (!out.is_empty()).then(|| Bytes::from(out))
+        let out = trailer.pass(data);
+        (!out.is_empty()).then_some(out)
     }
 
     /// What was held back, once the streams have ended.
@@ -125,6 +142,7 @@ mod tests {
         let mut word = LastWord::new(NONCE);
         let mut out = Vec::new();
         for piece in input.as_bytes().chunks(size) {
+            let piece = Bytes::copy_from_slice(piece);
             out.extend(word.output(OutputStream::Stderr, piece).unwrap_or_default());
         }
         for (_, rest) in word.rest() {
@@ -150,6 +168,22 @@ mod tests {
             );
             assert_eq!(status.code, None);
         }
+    }
+
+    #[test]
+    fn clean_output_is_passed_on_without_a_copy() {
+        let mut word = LastWord::new(NONCE);
+        let data = Bytes::from(vec![b'x'; 64 << 10]);
+        let out = word.output(OutputStream::Stdout, data.clone()).unwrap();
+        assert_eq!(out.as_ptr(), data.as_ptr());
+        // A read that ends with a start of the trailer is held back, then passed on whole.
+        let tail = Bytes::from(format!("line\n{}", &NONCE[..5]));
+        let out = word.output(OutputStream::Stdout, tail).unwrap();
+        assert_eq!(&out[..], b"line\n");
+        let out = word
+            .output(OutputStream::Stdout, Bytes::from_static(b"!\n"))
+            .unwrap();
+        assert_eq!(&out[..], format!("{}!\n", &NONCE[..5]).as_bytes());
     }
 
     #[test]
