@@ -9,7 +9,7 @@ use tokio_rustls::rustls::pki_types::PrivateKeyDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use super::{certificates, file_error, provider, unreadable};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Accepts TLS with the chain in `cert` (the server's certificate first, then intermediates)
 /// and the PKCS#8, RSA or EC private key in `key`, which must belong to that certificate.
@@ -19,13 +19,16 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
         let problem = unreadable(e, "private key (PKCS#8, RSA or EC)");
         file_error("--tls-key", key, problem)
     })?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .and_then(|builder| {
-            builder
-                .with_no_client_auth()
-                .with_single_cert(chain, private)
-        })
+        .map_err(|e| {
+            Error::Tls(format!(
+                "cannot set up TLS 1.2/1.3 with the ring provider: {e}"
+            ))
+        })?;
+    let mut config = builder
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
         .map_err(|e| {
             let problem = format!(
                 "does not go with the certificate in {} ({e}): give the key the certificate was made for",
