@@ -107,9 +107,9 @@ impl HttpLink {
     /// POSTs one message. An `initialize` is answered before this returns (its session id and
     /// protocol version are needed next); after `notifications/initialized` the GET stream opens.
     pub async fn send(&mut self, text: String) -> Result<(), String> {
-        let message: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let method = message.get("method").and_then(Value::as_str);
-        let id = method.and(message.get("id")).cloned();
+        let head = Head::of(&text);
+        let method = head.method.as_deref();
+        let id = method.and(head.id);
         let initialize = method == Some("initialize");
         let initialized = method == Some("notifications/initialized");
         if initialize {
@@ -406,12 +406,26 @@ async fn body_text(response: Response<Incoming>) -> Result<String, String> {
     Ok(text.chars().take(MAX_ERROR_TEXT).collect())
 }
 
+/// A JSON-RPC message's `method` and `id`, read without building the rest (params, results).
+#[derive(serde::Deserialize, Default)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<Value>,
+}
+
+impl<'a> Head<'a> {
+    /// The head of `text`; empty when it is not a JSON object.
+    fn of(text: &'a str) -> Self {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+}
+
 /// Whether the message `text` is the answer (result or error) to the request `id`.
 fn answers(text: &str, id: &Value) -> bool {
-    let Ok(message) = serde_json::from_str::<Value>(text) else {
-        return false;
-    };
-    message.get("method").is_none() && message.get("id") == Some(id)
+    let head = Head::of(text);
+    head.method.is_none() && head.id.as_ref() == Some(id)
 }
 
 /// The protocol version in an answer to `initialize`.
