@@ -162,25 +162,31 @@ async def bridge(env, errlog, *args):
             yield session
 
 
-async def test_the_bridge_reaches_a_wss_server_trusting_its_certificate(env, tmp_path, secret, pair):
+TRANSPORTS = {"--websocket": "wss://", "--http": "https://"}
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+async def test_the_bridge_reaches_a_tls_server_trusting_its_certificate(env, tmp_path, secret, pair, transport):
     token = generate_token(env, secret, "--subject", "laptop")
-    with Served(env, tmp_path, "--websocket", "--port", "0", "--jwt-secret-file", str(secret),
+    with Served(env, tmp_path, transport, "--port", "0", "--jwt-secret-file", str(secret),
                 *tls_args(pair)) as server:
+        assert server.url.startswith(TRANSPORTS[transport] + "127.0.0.1:"), server.url
         with open(tmp_path / "bridge.log", "w+") as errlog:
             async with bridge(dict(env, OUTPOST_TOKEN=token), errlog, "--url", server.url,
                               "--token-env", "OUTPOST_TOKEN", "--ca", str(pair[0])) as session:
-                with anyio.fail_after(HANG_GUARD):
-                    await session.initialize()
-                    result = await session.call_tool("remote_exec", {"host": "local", "command": "echo bridged"})
-                assert not result.is_error, text(result)
-                assert data(result)["stdout"] == "bridged\n"
+                assert await echo(session, "bridged") == "bridged"
             # Without --ca, the system's roots: here the store SSL_CERT_FILE names.
             system = dict(env, OUTPOST_TOKEN=token, SSL_CERT_FILE=str(pair[0]))
             async with bridge(system, errlog, "--url", server.url, "--token-env", "OUTPOST_TOKEN") as session:
-                with anyio.fail_after(HANG_GUARD):
-                    await session.initialize()
-                    result = await session.call_tool("remote_exec", {"host": "local", "command": "echo system"})
-                assert data(result)["stdout"] == "system\n"
+                assert await echo(session, "system") == "system"
+
+
+async def echo(session, word):
+    with anyio.fail_after(HANG_GUARD):
+        await session.initialize()
+        result = await session.call_tool("remote_exec", {"host": "local", "command": f"echo {word}"})
+    assert not result.is_error, text(result)
+    return data(result)["stdout"].strip()
 
 
 UNTRUSTED = {
@@ -190,13 +196,15 @@ UNTRUSTED = {
 }
 
 
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
 @pytest.mark.parametrize("case", list(UNTRUSTED))
-async def test_the_bridge_refuses_a_certificate_it_cannot_trust_saying_why(env, tmp_path, secret, pair, case):
+async def test_the_bridge_refuses_a_certificate_it_cannot_trust_saying_why(env, tmp_path, secret, pair, case,
+                                                                          transport):
     options, expected = UNTRUSTED[case]
     served = self_signed(tmp_path, name="served", **options) if options else pair
     trusted = self_signed(tmp_path, name="stranger")[0] if not options else served[0]
     token = generate_token(env, secret, "--subject", "laptop")
-    with Served(env, tmp_path, "--websocket", "--port", "0", "--jwt-secret-file", str(secret),
+    with Served(env, tmp_path, transport, "--port", "0", "--jwt-secret-file", str(secret),
                 *tls_args(served)) as server:
         with open(tmp_path / "bridge.log", "w+") as errlog:
             async with bridge(dict(env, OUTPOST_TOKEN=token), errlog, "--url", server.url,
@@ -205,11 +213,14 @@ async def test_the_bridge_refuses_a_certificate_it_cannot_trust_saying_why(env, 
                     await session.initialize()
         message = str(refused.value)
         assert "is not trusted" in message and expected in message, message
-        assert "WebSocket connection opened" not in server.text()
+        if transport == "--websocket":
+            assert "WebSocket connection opened" not in server.text()
 
 
 def test_the_bridge_refuses_ca_with_plain_urls_and_wss_without_any_roots(env, tmp_path, pair):
     for url, expected in (("ws://127.0.0.1:1/mcp", "--ca is for wss:// and https:// URLs"),
+                          ("http://127.0.0.1:1/mcp", "--ca is for wss:// and https:// URLs; "
+                                                     "http://127.0.0.1:1/mcp is plain http://: use https://"),
                           ("ftp://127.0.0.1:1/mcp", "is not a ws://, wss://, http:// or https:// URL")):
         out = subprocess.run([BIN, "mcp", "connect", "--url", url, "--ca", str(pair[0])], env=env,
                              capture_output=True, text=True, timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
