@@ -381,3 +381,23 @@ async fn a_refused_session_is_tried_on_another_connection_and_a_refused_tunnel_i
     assert!(refused.is_err());
     assert_eq!(t.server.accepted.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_spare_older_than_the_idle_timeout_is_closed_not_handed_over() {
+    let idle = Duration::from_secs(300);
+    let t = Spares::new(idle).await;
+    // A command keeps the connection busy, so only the spare's age can stop its use.
+    let _busy = t.pool.lease(&t.target).await.unwrap();
+    start_spare(&t.connection, "wait", "old");
+    until(|| t.connection.spare_state() == SpareState::Parked).await;
+    tokio::time::pause();
+    tokio::time::advance(idle + Duration::from_secs(1)).await;
+    tokio::time::resume();
+    assert!(t.pool.claim_spare(&t.target).await.is_none());
+    assert_eq!(t.connection.spare_state(), SpareState::None);
+    assert_eq!(
+        t.sessions.ended.load(Ordering::SeqCst),
+        1,
+        "its shell was told to end"
+    );
+}

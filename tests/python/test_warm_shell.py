@@ -7,11 +7,13 @@ import json
 import os
 import pathlib
 import signal
+import subprocess
+import time
 
 import anyio
 import pytest
 
-from conftest import HANG_GUARD, data, open_session, text, wait_dead
+from conftest import BIN, HANG_GUARD, RawServer, data, open_session, text, wait_dead, wait_dead_sync
 
 pytestmark = pytest.mark.anyio
 
@@ -114,6 +116,35 @@ async def test_spares_end_with_their_connection_and_with_the_server(env, sshd):
         spare = await one_spare(sshd)
     # The server is gone (its client closed stdin): so is the spare.
     await wait_dead([spare])
+
+
+def test_sigterm_ends_the_spare_too(env, sshd):
+    sshd.trust()
+    raw = RawServer(env)
+    try:
+        raw.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                   "clientInfo": {"name": "t", "version": "1"}})
+        reply = raw.request("tools/call", {"name": "remote_exec", "arguments": {"host": "box", "command": "true"}})
+        assert not reply["result"].get("isError"), reply
+        deadline = time.monotonic() + HANG_GUARD
+        while len(spares(sshd)) != 1:
+            assert time.monotonic() < deadline, "no spare started"
+            time.sleep(0.02)
+        spare = spares(sshd)[0]
+        raw.proc.send_signal(signal.SIGTERM)
+        assert raw.proc.wait(timeout=HANG_GUARD) == 0
+        wait_dead_sync([spare])
+    finally:
+        raw.close()
+
+
+def test_one_shot_commands_start_no_spare(env, sshd):
+    sshd.trust()
+    out = subprocess.run([BIN, "exec", "box", "--", "echo", "once"], env=dict(env, RUST_LOG="outpost=debug"),
+                         capture_output=True, text=True, timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0 and out.stdout == "once\n", out.stderr
+    assert "remote command started" in out.stderr, out.stderr[-2000:]
+    assert "starting a spare shell" not in out.stderr, out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("warm", [False, True])
