@@ -280,7 +280,7 @@ impl Spares {
 }
 
 fn start_spare(connection: &Arc<PooledConnection>, exec: &str, tag: &str) {
-    connection.start_spare(exec.into(), tag.into());
+    connection.start_spare(|| (exec.into(), tag.into()));
 }
 
 /// Waits (in real time, briefly) until `done` holds.

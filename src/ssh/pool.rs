@@ -42,7 +42,6 @@ pub struct PooledConnection {
     slots: Arc<Semaphore>,
     kill_slots: Arc<Semaphore>,
     last_used: Mutex<Instant>,
-    /// Whether the login shell is plain `sh`, once a command's wrapper has said.
     /// What the login shell needs to run the wrapper itself, once a command has told (see
     /// `transport::wrapper::in_place_prelude`); `None` inside: it cannot.
     in_place: OnceLock<Option<&'static str>>,
@@ -64,15 +63,17 @@ impl PooledConnection {
         }
     }
 
-    /// Starts a spare command channel with `exec` (tagged `tag`) and parks it, unless one is
+    /// Starts a spare command channel with what `command` makes (the exec string and its tag,
+    /// made only when a spare does start) and parks it, unless one is
     /// parked or starting already or no command slot is free: a spare never makes a call wait or
     /// a connection open. The task that opens it holds the connection until the server answers
     /// (an open given up midway could still be opened there, uncounted) or the pool lets the
     /// connection go; keepalive ends a connection that stalls.
-    pub fn start_spare(self: &Arc<Self>, exec: String, tag: String) {
+    pub fn start_spare(self: &Arc<Self>, command: impl FnOnce() -> (String, String)) {
         if self.closing.is_cancelled() || !self.spare.begin(|| self.try_slot(Purpose::Command)) {
             return;
         }
+        let (exec, tag) = command();
         tracing::debug!("starting a spare shell");
         let connection = self.clone();
         tokio::spawn(async move {
@@ -105,12 +106,6 @@ impl PooledConnection {
     /// first command has told; `None` until then.
     pub fn in_place_known(&self) -> Option<Option<&'static str>> {
         self.in_place.get().copied()
-    }
-
-    /// What lets the login shell run the wrapper itself, if it can; `None` until a first
-    /// command has told.
-    pub fn in_place(&self) -> Option<&'static str> {
-        self.in_place.get().copied().flatten()
     }
 
     /// Records what the login shell can do, as a command's wrapper reported it.
@@ -275,12 +270,11 @@ impl SshPool {
                 }
                 live
             });
-            let usable: Vec<_> = open
-                .iter()
-                .filter(|c| !avoid.is_some_and(|avoid| Arc::ptr_eq(c, avoid)))
-                .cloned()
-                .collect();
-            if let Some(lease) = free_slot(&usable, purpose) {
+            let usable = || {
+                open.iter()
+                    .filter(|c| !avoid.is_some_and(|avoid| Arc::ptr_eq(c, avoid)))
+            };
+            if let Some(lease) = free_slot(usable(), purpose) {
                 return Ok(lease);
             }
             if spares_asked {
@@ -289,6 +283,7 @@ impl SshPool {
             // A spare gives its slot back before another connection is opened (with the lock
             // let go: that takes up to a round trip, or a start's end).
             spares_asked = true;
+            let usable: Vec<_> = usable().cloned().collect();
             drop(open);
             if let Some(lease) = spare_slot(usable).await {
                 return Ok(lease);
@@ -342,27 +337,24 @@ impl SshPool {
             reason: e.to_string(),
         };
         let lease = self.lease(target).await?;
-        match open(lease.connection.clone()).await {
+        let first = lease.connection.clone();
+        let lease = match open(first.clone()).await {
             Ok(channel) => return Ok((lease, channel)),
             Err(e @ russh::Error::ChannelOpenFailure(_)) if on_refusal == OnRefusal::Fail => {
                 return Err(failed(e));
             }
             Err(russh::Error::ChannelOpenFailure(_)) => {
-                let refused = lease.connection.clone();
                 drop(lease);
-                let purpose = Purpose::Command;
-                let lease = self.lease_elsewhere(target, purpose, &refused).await?;
-                let channel = open(lease.connection.clone()).await.map_err(failed)?;
-                return Ok((lease, channel));
+                self.lease_elsewhere(target, Purpose::Command, &first)
+                    .await?
             }
             Err(e) => {
                 tracing::warn!(host = %target.name, error = %e, "connection unusable; reconnecting");
-                let broken = lease.connection.clone();
                 drop(lease);
-                self.discard(target, &broken).await;
+                self.discard(target, &first).await;
+                self.lease(target).await?
             }
-        }
-        let lease = self.lease(target).await?;
+        };
         let channel = open(lease.connection.clone()).await.map_err(failed)?;
         Ok((lease, channel))
     }
@@ -454,8 +446,11 @@ impl SshPool {
 }
 
 /// A free slot of the kind `purpose` asks for on one of `connections`.
-fn free_slot(connections: &[Arc<PooledConnection>], purpose: Purpose) -> Option<Lease> {
-    connections.iter().find_map(|connection| {
+fn free_slot<'a>(
+    mut connections: impl Iterator<Item = &'a Arc<PooledConnection>>,
+    purpose: Purpose,
+) -> Option<Lease> {
+    connections.find_map(|connection| {
         let slot = connection.try_slot(purpose)?;
         Some(Lease {
             connection: connection.clone(),

@@ -68,17 +68,13 @@ impl Ssh {
     /// Starts `spec` under the wrapper; returns once the remote side reports the command running.
     /// A spare channel, whose shell already waits for a command, is used when one is parked (one
     /// that turns out gone is left for a fresh channel); afterwards the next spare is started.
+    /// Env names are checked by the caller ([`super::Transport::spawn_holding`]).
     pub async fn spawn(&self, spec: CommandSpec) -> Result<Process> {
-        // Before a spare is claimed: nothing may fail between its claim and its header.
-        super::check_env_names(&spec.env)?;
+        let invocation =
+            |nonce| Invocation::with_nonce(nonce, &spec.command, spec.cwd.as_deref(), &spec.env);
         if let Some((lease, claimed)) = self.pool.claim_spare(&self.target).await {
-            let invocation =
-                Invocation::with_nonce(claimed.tag, &spec.command, spec.cwd.as_deref(), &spec.env);
-            let stdin = match &spec.stdin {
-                Stdin::Bytes(data) => Stdin::Bytes(data.clone()),
-                Stdin::Null => Stdin::Null,
-                Stdin::Pipe => Stdin::Pipe,
-            };
+            let invocation = invocation(claimed.tag);
+            let stdin = spec.stdin.clone();
             let channel = (claimed.channel, claimed.early);
             tracing::debug!(host = %self.target.name, "sending the command to a spare shell");
             match self
@@ -91,10 +87,11 @@ impl Ssh {
                 started => return started.map_err(Start::into_error),
             }
         }
-        let invocation = Invocation::new(&spec.command, spec.cwd.as_deref(), &spec.env)?;
+        let invocation = invocation(fresh_nonce());
         let (lease, channel) = self.open_channel().await?;
+        let in_place = lease.connection.in_place_known().flatten();
         channel
-            .exec(true, invocation.exec(lease.connection.in_place()))
+            .exec(true, invocation.exec(in_place))
             .await
             .map_err(|e| self.channel_error(e))?;
         let cwd = spec.cwd.as_deref();
@@ -174,12 +171,16 @@ impl Ssh {
     /// Has the next spare started on `connection` (see [`PooledConnection::start_spare`]), once
     /// its login shell is known, unless spares are off.
     fn start_spare(&self, connection: &Arc<PooledConnection>) {
-        let Some(in_place) = connection.in_place_known().filter(|_| self.pool.spares()) else {
+        if !self.pool.spares() {
+            return;
+        }
+        let Some(in_place) = connection.in_place_known() else {
             return;
         };
-        let nonce = fresh_nonce();
-        let exec = exec_line(&nonce, in_place);
-        connection.start_spare(exec, nonce);
+        connection.start_spare(move || {
+            let nonce = fresh_nonce();
+            (exec_line(&nonce, in_place), nonce)
+        });
     }
 
     /// A session channel on a pooled connection (see [`SshPool::open_channel`]).
