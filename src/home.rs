@@ -3,20 +3,29 @@
 
 use std::path::{Path, PathBuf};
 
+/// The part of `path` after the home directory, if `path` is `~` (then `""`) or starts with
+/// `~/`; `None` for any other path (`~other/x` included).
+pub fn in_home(path: &str) -> Option<&str> {
+    if path == "~" {
+        return Some("");
+    }
+    path.strip_prefix("~/")
+}
+
 /// `path` with a leading `~` or `~/` replaced by `home`; any other path as it is.
 pub fn expand(path: &str, home: &Path) -> PathBuf {
-    match path.strip_prefix("~/") {
+    match in_home(path) {
+        Some("") if path == "~" => home.to_owned(),
         Some(rest) => home.join(rest),
-        None if path == "~" => home.to_owned(),
         None => PathBuf::from(path),
     }
 }
 
 /// `path` as one `sh` word: quoted, with a leading `~` or `~/` meaning that host's `$HOME`.
 pub fn shell_word(path: &str) -> String {
-    match path.strip_prefix("~/") {
+    match in_home(path) {
+        Some("") if path == "~" => "\"$HOME\"".to_owned(),
         Some(rest) => format!("\"$HOME\"/{}", shell_words::quote(rest)),
-        None if path == "~" => "\"$HOME\"".to_owned(),
         None => shell_words::quote(path).into_owned(),
     }
 }
@@ -32,7 +41,12 @@ mod tests {
         assert_eq!(expand("~/a b", home), home.join("a b"));
         for as_is in ["/abs", "rel", "~other/x", "a/~/b"] {
             assert_eq!(expand(as_is, home), PathBuf::from(as_is));
+            assert_eq!(in_home(as_is), None);
         }
+        assert_eq!(
+            (in_home("~"), in_home("~/"), in_home("~/a")),
+            (Some(""), Some(""), Some("a"))
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub async fn run(hosts: &Hosts, source: &str, dest: &str, options: Options) -> R
 fn here(mut location: Location) -> Location {
     if location.host == LOCAL
         && !location.path.starts_with('/')
-        && !location.path.starts_with('~')
+        && crate::home::in_home(&location.path).is_none()
         && let Ok(cwd) = std::env::current_dir()
     {
         let joined = cwd.join(&location.path).to_string_lossy().into_owned();

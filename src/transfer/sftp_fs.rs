@@ -88,10 +88,10 @@ impl SftpFs {
 
     /// SFTP paths start from the login user's home: `~/x` is `x` there.
     pub fn resolve(path: &str) -> String {
-        match path.strip_prefix("~/") {
+        match crate::home::in_home(path) {
             Some("") => ".".to_owned(),
             Some(rest) => rest.to_owned(),
-            None if path == "~" || path.is_empty() => ".".to_owned(),
+            None if path.is_empty() => ".".to_owned(),
             None => path.to_owned(),
         }
     }

@@ -34,7 +34,7 @@ impl ShellFs {
 
     /// Paths are the host's; a relative one starts from its home (not an image's WORKDIR).
     pub fn resolve(path: &str) -> String {
-        if path.starts_with('/') || path == "~" || path.starts_with("~/") {
+        if path.starts_with('/') || crate::home::in_home(path).is_some() {
             path.to_owned()
         } else {
             format!("~/{path}")

@@ -369,3 +369,10 @@ def test_outpost_cp_copies_and_reports(box, tmp_path):
     again = subprocess.run([BIN, "cp", str(tmp_path / "nope"), f"box:{tmp_path}/cp/"], env=box,
                            capture_output=True, text=True, timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
     assert again.returncode != 0 and "does not exist" in again.stderr
+    # A bare path is relative to the current directory, `~other/x` too (only `~` and `~/` are home).
+    (tmp_path / "~odd").mkdir()
+    (tmp_path / "~odd" / "g.txt").write_text("tilde\n")
+    odd = subprocess.run([BIN, "cp", "~odd/g.txt", f"box:{tmp_path}/cp/"], env=box, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
+    assert odd.returncode == 0, odd.stderr
+    assert (tmp_path / "cp" / "g.txt").read_text() == "tilde\n"
