@@ -181,6 +181,11 @@ impl Hosts {
                 .unwrap_or(self.config.sync.around_turns)
     }
 
+    /// This machine's home directory (`~` on `local`).
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
     /// The SSH connections shared by every call.
     pub fn pool(&self) -> &SshPool {
         &self.pool

@@ -220,8 +220,9 @@ async fn settle_compares(
             continue;
         }
         let rel = &file.entry.rel;
-        let same =
-            hash(source, &join(src_root, rel)).await? == hash(dest, &join(target, rel)).await?;
+        let (src, dst) = (join(src_root, rel), join(target, rel));
+        let (a, b) = tokio::try_join!(hash(source, &src), hash(dest, &dst))?;
+        let same = a == b;
         file.decision = match same {
             true => Decision::Skip,
             false if options.overwrite => Decision::Replace,
@@ -381,8 +382,9 @@ async fn verify(
     target: &str,
     entry: &Entry,
 ) -> Result<()> {
-    let to = join(target, &entry.rel);
-    if hash(source, &join(src_root, &entry.rel)).await? == hash(dest, &to).await? {
+    let (from, to) = (join(src_root, &entry.rel), join(target, &entry.rel));
+    let (a, b) = tokio::try_join!(hash(source, &from), hash(dest, &to))?;
+    if a == b {
         return Ok(());
     }
     Err(Error::Transfer {

@@ -150,13 +150,7 @@ impl Fs {
         match self {
             Fs::Local(fs) => fs.rename(from, to).await,
             Fs::Shell(fs) => fs.rename(from, to).await,
-            Fs::Sftp(fs) => {
-                match fs.remove(to).await {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-                fs.rename(from, to).await
-            }
+            Fs::Sftp(fs) => fs.replace(from, to).await,
         }
     }
 

@@ -106,10 +106,7 @@ impl End {
     /// through the host's transport (containers, pods, command prefixes).
     pub async fn open(hosts: &Hosts, location: &Location) -> Result<Self> {
         let fs = match Reach::of(hosts, &location.host)? {
-            Reach::Local => {
-                let home = dirs::home_dir().unwrap_or_else(|| "/".into());
-                Fs::Local(local_fs::LocalFs::new(home))
-            }
+            Reach::Local => Fs::Local(local_fs::LocalFs::new(hosts.home().to_owned())),
             Reach::Sftp(target) => Fs::Sftp(sftp_fs::SftpFs::open(hosts.pool(), &target).await?),
             Reach::Shell(transport) => Fs::Shell(shell_fs::ShellFs::new(transport)),
         };

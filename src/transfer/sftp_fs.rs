@@ -180,6 +180,16 @@ impl SftpFs {
         self.sftp.rename(from, to).await.map_err(to_io)
     }
 
+    /// Renames `from` over an existing `to`: SFTP v3's rename never replaces, so `to` is removed
+    /// just before (russh-sftp does not offer `posix-rename@openssh.com`).
+    pub async fn replace(&self, from: &str, to: &str) -> io::Result<()> {
+        match self.remove(to).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.rename(from, to).await
+    }
+
     pub async fn remove(&self, path: &str) -> io::Result<()> {
         self.sftp.remove_file(path).await.map_err(to_io)
     }
