@@ -346,8 +346,8 @@ impl Job {
         self.timeout.send_replace(timeout);
     }
 
-    /// Ends when the job has run past its timeout (which may be raised meanwhile): for jobs
-    /// that are not plain commands, which enforce it themselves.
+    /// Ends when the job has run past its timeout (which may be raised meanwhile): what
+    /// [`drive`] kills a command at, and what other jobs enforce themselves.
     pub async fn past_timeout(&self) {
         let mut timeout = self.timeout.subscribe();
         let started = tokio::time::Instant::from_std(self.started);
@@ -427,10 +427,8 @@ impl Job {
 /// when this returns.
 pub(super) async fn drive(job: Arc<Job>, mut process: Process) {
     job.state().kill_state = Some(process.kill_state());
-    let mut timeout = job.timeout.subscribe();
-    let started = tokio::time::Instant::from_std(job.started);
-    let deadline = tokio::time::sleep_until(started + *timeout.borrow_and_update());
-    tokio::pin!(deadline);
+    let past_timeout = job.past_timeout();
+    tokio::pin!(past_timeout);
     let mut ending: Option<JobStatus> = None;
     let mut held: Option<(OutputStream, Bytes)> = None;
     loop {
@@ -448,11 +446,7 @@ pub(super) async fn drive(job: Arc<Job>, mut process: Process) {
                 }
             },
             _ = job.room_for(held_len), if held.is_some() && ending.is_none() => {}
-            Ok(()) = timeout.changed(), if ending.is_none() => {
-                let limit = *timeout.borrow_and_update();
-                deadline.as_mut().reset(started + limit);
-            }
-            _ = &mut deadline, if ending.is_none() => {
+            _ = &mut past_timeout, if ending.is_none() => {
                 tracing::info!(job = %job.id, "timed out; killing its process tree");
                 ending = Some(JobStatus::TimedOut);
                 process.kill();
