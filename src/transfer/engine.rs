@@ -75,7 +75,7 @@ pub async fn copy(
     // for every lifetime, which a spawned job needs.
     let mut queue = to_copy.iter();
     let mut running = FuturesUnordered::new();
-    let mut results: Vec<u64> = Vec::new();
+    let mut resumed = 0;
     loop {
         while running.len() < FILES_AT_ONCE {
             let Some(file) = queue.next() else { break };
@@ -86,18 +86,20 @@ pub async fn copy(
             ));
         }
         match running.next().await {
-            Some(done) => results.push(done?),
+            Some(done) => {
+                resumed += done?;
+                summary.files += 1;
+            }
             None => break,
         }
     }
-    summary.files = results.len() as u64;
     remove_stale_partials(dest, &target, &there, &tree).await;
     if tree[0].meta.kind == Kind::File {
         remove_stale_partials_beside(dest, &target).await;
     }
-    summary.resumed_bytes = results.iter().sum();
+    summary.resumed_bytes = resumed;
     for link in &plan.links {
-        make_link(dest, &target, link).await?;
+        make_link(dest, &target, link, &listed).await?;
         summary.links += 1;
     }
     for dir in plan.dirs.iter().rev() {
@@ -362,15 +364,18 @@ async fn full_or(dest: &End, path: &str, left: u64, e: io::Error) -> Error {
     }
 }
 
-/// Creates a symlink as a partial entry, then renames it into place.
-async fn make_link(dest: &End, target: &str, link: &Entry) -> Result<()> {
+/// Creates a symlink as a partial entry (replacing one an earlier copy left, among `listed`),
+/// then renames it into place.
+async fn make_link(dest: &End, target: &str, link: &Entry, listed: &HashSet<String>) -> Result<()> {
     let Kind::Symlink(points_to) = &link.meta.kind else {
         return Ok(());
     };
     let to = join(target, &link.rel);
     let partial = partial_path(target, link);
     let fail = |e| io_error("create the link", dest.place(&to), e);
-    let _ = dest.fs.remove(&partial).await;
+    if listed.contains(&partial) {
+        let _ = dest.fs.remove(&partial).await;
+    }
     dest.fs.symlink(points_to, &partial).await.map_err(fail)?;
     dest.fs.replace(&partial, &to).await.map_err(fail)
 }
